@@ -1,0 +1,113 @@
+"""The unit of work of every pipeline stage: one decoded OTLP Export request.
+
+A batch is decoded once. Processors (masking) rewrite strings in place on the protobuf messages,
+the router fills `routes`, and sinks serialise what they need from the same messages. Records are
+addressed by reference triples (resource-level message, scope-level message, record) so that a
+sink can read the resource and scope of a record without copying them per record.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+
+class Signal(str, enum.Enum):
+    """The three OTLP signals; the value is the name used in config, paths and metrics."""
+
+    LOGS = "logs"
+    TRACES = "traces"
+    METRICS = "metrics"
+
+
+Request: TypeAlias = ExportLogsServiceRequest | ExportTraceServiceRequest | ExportMetricsServiceRequest
+
+# (ResourceLogs, ScopeLogs, LogRecord) | (ResourceSpans, ScopeSpans, Span)
+# | (ResourceMetrics, ScopeMetrics, Metric). The protobuf classes are generated, hence Any.
+RecordRef: TypeAlias = tuple[Any, Any, Any]
+
+
+@dataclass(slots=True, eq=False)
+class Batch:
+    """One Export request on its way through the pipeline.
+
+    `routes` maps a category name to the records of that category, in request order; it is
+    filled by the router and read by sinks. Stages that drop records remove them from `request`
+    before routing and count them in `dropped`.
+    """
+
+    signal: Signal
+    request: Request
+    received_unix_nano: int
+    tenant: str = ""
+    routes: dict[str, list[RecordRef]] = field(default_factory=dict)
+    # Records refused as invalid (reported to the client as OTLP partial_success).
+    rejected: int = 0
+    rejected_reason: str = ""
+    # Records removed on purpose by a processor (e.g. a masking rule whose action is `drop`).
+    dropped: int = 0
+    # Masked values per detector name, for /metrics.
+    masked: Counter[str] = field(default_factory=Counter)
+
+    def records(self) -> list[RecordRef]:
+        """Every record of the request as a reference triple, in request order."""
+        return list(iter_records(self.signal, self.request))
+
+    def record_count(self) -> int:
+        return count_records(self.signal, self.request)
+
+
+def iter_records(signal: Signal, request: Request) -> Any:
+    """Yield (resource-level, scope-level, record) for every record of `request`."""
+    if signal is Signal.LOGS:
+        for rl in request.resource_logs:  # type: ignore[union-attr]
+            for sl in rl.scope_logs:
+                for rec in sl.log_records:
+                    yield (rl, sl, rec)
+    elif signal is Signal.TRACES:
+        for rs in request.resource_spans:  # type: ignore[union-attr]
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    yield (rs, ss, span)
+    else:
+        for rm in request.resource_metrics:  # type: ignore[union-attr]
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    yield (rm, sm, metric)
+
+
+def count_records(signal: Signal, request: Request) -> int:
+    """Records as OTLP counts them: log records, spans, or metric data points."""
+    if signal is Signal.LOGS:
+        return sum(
+            len(sl.log_records)
+            for rl in request.resource_logs  # type: ignore[union-attr]
+            for sl in rl.scope_logs
+        )
+    if signal is Signal.TRACES:
+        return sum(
+            len(ss.spans)
+            for rs in request.resource_spans  # type: ignore[union-attr]
+            for ss in rs.scope_spans
+        )
+    total = 0
+    for rm in request.resource_metrics:  # type: ignore[union-attr]
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                total += count_data_points(metric)
+    return total
+
+
+def count_data_points(metric: Any) -> int:
+    kind = metric.WhichOneof("data")
+    if kind is None:
+        return 0
+    return len(getattr(metric, kind).data_points)

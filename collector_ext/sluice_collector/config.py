@@ -1,0 +1,393 @@
+"""The receiver's configuration: YAML in, typed frozen objects out, every problem at once.
+
+Load with `load_config(path)` (or `parse_config(text)`); both raise `ConfigError` listing every
+problem with its key path, the value found and what would be accepted. `${VAR}` and
+`${VAR:-default}` in string values are replaced from the environment before validation.
+
+Categories: the user's `categories` come first, in the order of the file, then the built-in
+ones the user did not mention (access, error, security, audit, system, app, traces, metrics).
+Their `match` rules are tried in that order; the `log.category` attribute of a record wins over
+all rules; `app` takes what nothing else matched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from sluice_collector.configreader import Section
+from sluice_collector.errors import ConfigError, ConfigProblem
+from sluice_collector.masking import MaskingConfig
+from sluice_collector.otlpvalues import SEVERITY_LEVELS
+from sluice_collector.sinks.syslog import SyslogConfig
+
+MiB = 1024 * 1024
+CATEGORY_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+DEFAULT_CONFIG_RESOURCE = "default.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class MatchRule:
+    """One item of `categories.<name>.match`: every condition that is set must hold."""
+
+    attribute: str | None = None  # the attribute is present (on the record, else the resource)
+    equals: str | None = None  # ... and its value, as text, equals this
+    matches: str | None = None  # ... or its value, as text, matches this regex (search)
+    attribute_prefix: str | None = None  # some attribute key starts with this (e.g. "exception.")
+    severity_at_least: int | None = None  # SeverityNumber lower bound
+    scope: str | None = None  # glob on the instrumentation scope (logger) name
+    body_matches: str | None = None  # regex searched in the body text
+
+
+@dataclass(frozen=True, slots=True)
+class RotationConfig:
+    max_bytes: int = 100 * MiB
+    interval: Literal["none", "hourly", "daily"] = "daily"
+    utc: bool = True
+    max_backups: int = 0  # rotated files kept per file set; 0 = no limit (retention decides)
+    compress: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryConfig:
+    name: str
+    match: tuple[MatchRule, ...] = ()
+    path: str = "{category}.log"  # template, relative to files.directory
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    retention_days: int | None = 30  # None = keep forever
+    builtin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DiskGuardConfig:
+    max_used_percent: float = 85.0
+    check_interval_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FilesConfig:
+    enabled: bool = True
+    directory: Path = Path("logs")
+    format: Literal["json", "text"] = "json"
+    fsync: bool = False
+    fallback_path: str = "{category}.log"
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    retention_check_interval_s: float = 3600.0
+    disk: DiskGuardConfig = field(default_factory=DiskGuardConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    max_requests: int = 64
+    max_bytes: int = 256 * MiB
+    retry_after_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    listen: str = "127.0.0.1:8888"  # "" turns the HTTP endpoint off
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardConfig:
+    targets: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverConfig:
+    listen: str = "127.0.0.1:4317"
+    tls: TlsConfig | None = None
+    max_request_bytes: int = 64 * MiB
+    threads: int = 16
+    shutdown_timeout_s: float = 30.0
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    files: FilesConfig = field(default_factory=FilesConfig)
+    categories: dict[str, CategoryConfig] = field(default_factory=dict)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    syslog: SyslogConfig = field(default_factory=SyslogConfig)
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    source: str = "<embedded default>"
+
+
+# Built-in categories, in rule order. `match` of access/error are the defaults the seeds ask for.
+BUILTIN_CATEGORIES: dict[str, dict[str, Any]] = {
+    "access": {
+        "retention_days": 90,
+        "match": [
+            {"attribute": "http.request.method"}, {"attribute": "http.method"},
+            {"attribute": "url.path"}, {"attribute": "http.route"},
+        ],
+    },
+    "error": {
+        "retention_days": 30,
+        "match": [{"severity_at_least": "ERROR"}, {"attribute_prefix": "exception."}],
+    },
+    "security": {"retention_days": 365},
+    "audit": {"retention_days": "forever"},
+    "system": {"retention_days": 30},
+    "app": {"retention_days": 30},
+    "traces": {"retention_days": 30},
+    "metrics": {"retention_days": 30},
+}
+
+
+def load_config(path: str | os.PathLike[str] | None) -> ReceiverConfig:
+    """Read and validate a config file; None loads the embedded default."""
+    if path is None:
+        text = resources.files("sluice_collector").joinpath(DEFAULT_CONFIG_RESOURCE).read_text()
+        return parse_config(text, source="<embedded default>")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigProblem("", f"cannot read config file: {exc.strerror or exc}")], str(path)
+        ) from exc
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, source: str = "<string>", env: dict[str, str] | None = None) -> ReceiverConfig:
+    problems: list[ConfigProblem] = []
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigProblem("", f"not valid YAML{where}: {reason}")], source) from exc
+    data = _substitute_env(data, "", os.environ if env is None else env, problems)
+    root = Section(data, "", problems)
+    config = _parse_root(root, source)
+    root.check_unknown()
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def _substitute_env(value: Any, path: str, env: Any, problems: list[ConfigProblem]) -> Any:
+    if isinstance(value, str):
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return str(env[name])
+            if default is not None:
+                return default
+            problems.append(ConfigProblem(
+                path, f"environment variable {name} is not set; set it or write ${{{name}:-default}}"
+            ))
+            return ""
+        return _ENV_RE.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, f"{path}.{k}" if path else str(k), env, problems)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
+    return value
+
+
+def _parse_listen(section: Section, name: str, default: str, *, allow_empty: bool = False) -> str:
+    value = section.get_str(name, default)
+    if allow_empty and value == "":
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        section.error(name, f"got {value!r}; expected HOST:PORT such as 127.0.0.1:4317 or [::]:4317")
+        return default
+    return value
+
+
+def _parse_root(root: Section, source: str) -> ReceiverConfig:
+    listen = _parse_listen(root, "listen", "127.0.0.1:4317")
+    tls = _parse_tls(root.section("tls"))
+    max_request_bytes = root.get_size("max_request_bytes", 64 * MiB, minimum=1024)
+    threads = root.get_int("threads", 16, minimum=1, maximum=1024)
+    shutdown_timeout_s = root.get_duration("shutdown_timeout_s", 30.0)
+    q = root.section("queue")
+    queue = QueueConfig(
+        max_requests=q.get_int("max_requests", 64, minimum=1),
+        max_bytes=q.get_size("max_bytes", 256 * MiB, minimum=1024),
+        retry_after_s=q.get_duration("retry_after_s", 1.0),
+    )
+    files = _parse_files(root.section("files"))
+    categories = _parse_categories(root, files)
+    masking = MaskingConfig.from_section(root.section("masking"))
+    syslog = SyslogConfig.from_section(root.section("syslog"))
+    fwd = root.section("forward")
+    targets = fwd.raw("targets") or []
+    if targets:
+        fwd.error("targets", "forwarding is not available in this version of sluice yet")
+    t = root.section("telemetry")
+    telemetry = TelemetryConfig(listen=_parse_listen(t, "listen", "127.0.0.1:8888", allow_empty=True))
+    return ReceiverConfig(
+        listen=listen, tls=tls, max_request_bytes=max_request_bytes, threads=threads,
+        shutdown_timeout_s=shutdown_timeout_s, queue=queue, files=files, categories=categories,
+        masking=masking, syslog=syslog, forward=ForwardConfig(), telemetry=telemetry,
+        source=source,
+    )
+
+
+def _parse_tls(s: Section) -> TlsConfig | None:
+    if not s.present:
+        return None
+    cert = s.get_optional_str("cert_file")
+    key = s.get_optional_str("key_file")
+    ca = s.get_optional_str("client_ca_file")
+    ok = True
+    for name, value in (("cert_file", cert), ("key_file", key)):
+        if not value:
+            s.error(name, "is required when tls is set: a PEM file path")
+            ok = False
+        elif not Path(value).is_file():
+            s.error(name, f"got {value!r}; no such file")
+            ok = False
+    if ca and not Path(ca).is_file():
+        s.error("client_ca_file", f"got {ca!r}; no such file")
+        ok = False
+    if not ok or cert is None or key is None:
+        return None
+    return TlsConfig(Path(cert), Path(key), Path(ca) if ca else None)
+
+
+def _parse_rotation(s: Section, base: RotationConfig) -> RotationConfig:
+    return RotationConfig(
+        max_bytes=s.get_size("max_bytes", base.max_bytes, minimum=1024),
+        interval=s.get_str(  # type: ignore[arg-type]
+            "interval", base.interval, choices=("none", "hourly", "daily")
+        ),
+        utc=s.get_bool("utc", base.utc),
+        max_backups=s.get_int("max_backups", base.max_backups, minimum=0),
+        compress=s.get_bool("compress", base.compress),
+    )
+
+
+def _parse_files(s: Section) -> FilesConfig:
+    directory = s.get_str("directory", "logs", allow_empty=False)
+    fmt = s.get_str("format", "json", choices=("json", "text"))
+    disk = s.section("disk")
+    return FilesConfig(
+        enabled=s.get_bool("enabled", True),
+        directory=Path(directory),
+        format=fmt,  # type: ignore[arg-type]
+        fsync=s.get_bool("fsync", False),
+        fallback_path=_parse_path_template(s, "fallback_path", "{category}.log"),
+        rotation=_parse_rotation(s.section("rotation"), RotationConfig()),
+        retention_check_interval_s=s.get_duration("retention_check_interval_s", 3600.0, minimum=1),
+        disk=DiskGuardConfig(
+            max_used_percent=disk.get_float("max_used_percent", 85.0, minimum=1, maximum=100),
+            check_interval_s=disk.get_duration("check_interval_s", 30.0, minimum=0.1),
+        ),
+    )
+
+
+def _parse_path_template(s: Section, name: str, default: str) -> str:
+    value = s.get_str(name, default, allow_empty=False)
+    if value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value):
+        s.error(name, f"got {value!r}; expected a path relative to files.directory")
+        return default
+    if any(part == ".." for part in re.split(r"[/\\]", value)):
+        s.error(name, f"got {value!r}; '..' is not allowed: paths stay under files.directory")
+        return default
+    try:
+        fields = [f for _, f, _, _ in __import__("string").Formatter().parse(value) if f is not None]
+    except ValueError as exc:
+        s.error(name, f"got {value!r}; not a valid template ({exc}); use {{field}} placeholders")
+        return default
+    if any(not f for f in fields):
+        s.error(name, f"got {value!r}; empty {{}} placeholder; name a field such as {{category}}")
+        return default
+    return value
+
+
+def _parse_retention(s: Section, default: int | None) -> int | None:
+    if not s.has("retention_days"):
+        return default
+    value = s.raw("retention_days")
+    if value == "forever":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    s.error("retention_days", f"got {value!r}; expected a whole number of days ≥ 1, or \"forever\"")
+    return default
+
+
+def _parse_categories(root: Section, files: FilesConfig) -> dict[str, CategoryConfig]:
+    user = root.sections("categories")
+    ordered: list[tuple[str, Section | None]] = [(n, s) for n, s in user.items()]
+    ordered += [(n, None) for n in BUILTIN_CATEGORIES if n not in user]
+    problems = root.problems
+    out: dict[str, CategoryConfig] = {}
+    for name, section in ordered:
+        builtin_data = BUILTIN_CATEGORIES.get(name)
+        if section is not None and not CATEGORY_NAME_RE.match(name):
+            problems.append(ConfigProblem(
+                section.path,
+                "category names are lower-case letters, digits, '_' and '-', starting with a "
+                "letter, at most 63 characters",
+            ))
+            continue
+        builtin_section = Section(builtin_data or {}, f"(built-in {name})", problems)
+        default_retention = _parse_retention(builtin_section, 30)
+        default_match = _parse_match(builtin_section)
+        if section is None:
+            out[name] = CategoryConfig(
+                name=name, match=default_match, rotation=files.rotation,
+                retention_days=default_retention, builtin=True,
+            )
+            continue
+        match = _parse_match(section) if section.has("match") else default_match
+        out[name] = CategoryConfig(
+            name=name,
+            match=match,
+            path=_parse_path_template(section, "path", "{category}.log"),
+            rotation=_parse_rotation(section.section("rotation"), files.rotation),
+            retention_days=_parse_retention(section, default_retention),
+            builtin=builtin_data is not None,
+        )
+    return out
+
+
+_RULE_KEYS = ("attribute", "equals", "matches", "attribute_prefix", "severity_at_least", "scope",
+              "body_matches")
+
+
+def _parse_match(section: Section) -> tuple[MatchRule, ...]:
+    rules: list[MatchRule] = []
+    for item in section.section_list("match"):
+        values = {k: item.get_optional_str(k) for k in _RULE_KEYS if k != "severity_at_least"}
+        severity: int | None = None
+        if item.has("severity_at_least"):
+            raw = item.raw("severity_at_least")
+            if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 24:
+                severity = raw
+            elif isinstance(raw, str) and raw.upper() in SEVERITY_LEVELS:
+                severity = SEVERITY_LEVELS[raw.upper()]
+            else:
+                item.error("severity_at_least", f"got {raw!r}; expected one of "
+                           f"{', '.join(SEVERITY_LEVELS)} or a SeverityNumber from 1 to 24")
+        for regex_key in ("matches", "body_matches"):
+            pattern = values[regex_key]
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    item.error(regex_key, f"got {pattern!r}; not a valid regular expression: {exc}")
+        if (values["equals"] is not None or values["matches"] is not None) and not values["attribute"]:
+            item.error("attribute", "equals/matches need the attribute they test: add attribute: KEY")
+        if severity is None and not any(values.values()):
+            item.error("", f"an empty rule matches nothing; use any of: {', '.join(_RULE_KEYS)}")
+        rules.append(MatchRule(severity_at_least=severity, **values))
+    return tuple(rules)
