@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 
-class Signal(str, enum.Enum):
+class Signal(enum.StrEnum):
     """The three OTLP signals; the value is the name used in config, paths and metrics."""
 
     LOGS = "logs"
@@ -87,17 +87,17 @@ def iter_records(signal: Signal, request: Request) -> Any:
 def count_records(signal: Signal, request: Request) -> int:
     """Records as OTLP counts them: log records, spans, or metric data points."""
     if signal is Signal.LOGS:
-        return sum(
-            len(sl.log_records)
-            for rl in request.resource_logs  # type: ignore[union-attr]
-            for sl in rl.scope_logs
-        )
+        n = 0
+        for rl in request.resource_logs:  # type: ignore[union-attr]
+            for sl in rl.scope_logs:
+                n += len(sl.log_records)
+        return n
     if signal is Signal.TRACES:
-        return sum(
-            len(ss.spans)
-            for rs in request.resource_spans  # type: ignore[union-attr]
-            for ss in rs.scope_spans
-        )
+        n = 0
+        for rs in request.resource_spans:  # type: ignore[union-attr]
+            for ss in rs.scope_spans:
+                n += len(ss.spans)
+        return n
     total = 0
     for rm in request.resource_metrics:  # type: ignore[union-attr]
         for sm in rm.scope_metrics:

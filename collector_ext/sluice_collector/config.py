@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -25,6 +25,12 @@ from sluice_collector.configreader import Section
 from sluice_collector.errors import ConfigError, ConfigProblem
 from sluice_collector.masking import MaskingConfig
 from sluice_collector.otlpvalues import SEVERITY_LEVELS
+from sluice_collector.sinks.filesconfig import (
+    FilesConfig,
+    RotationConfig,
+    parse_path_template,
+    parse_rotation,
+)
 from sluice_collector.sinks.syslog import SyslogConfig
 
 MiB = 1024 * 1024
@@ -47,15 +53,6 @@ class MatchRule:
 
 
 @dataclass(frozen=True, slots=True)
-class RotationConfig:
-    max_bytes: int = 100 * MiB
-    interval: Literal["none", "hourly", "daily"] = "daily"
-    utc: bool = True
-    max_backups: int = 0  # rotated files kept per file set; 0 = no limit (retention decides)
-    compress: bool = True
-
-
-@dataclass(frozen=True, slots=True)
 class CategoryConfig:
     name: str
     match: tuple[MatchRule, ...] = ()
@@ -63,24 +60,6 @@ class CategoryConfig:
     rotation: RotationConfig = field(default_factory=RotationConfig)
     retention_days: int | None = 30  # None = keep forever
     builtin: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class DiskGuardConfig:
-    max_used_percent: float = 85.0
-    check_interval_s: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class FilesConfig:
-    enabled: bool = True
-    directory: Path = Path("logs")
-    format: Literal["json", "text"] = "json"
-    fsync: bool = False
-    fallback_path: str = "{category}.log"
-    rotation: RotationConfig = field(default_factory=RotationConfig)
-    retention_check_interval_s: float = 3600.0
-    disk: DiskGuardConfig = field(default_factory=DiskGuardConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +201,7 @@ def _parse_root(root: Section, source: str) -> ReceiverConfig:
         max_bytes=q.get_size("max_bytes", 256 * MiB, minimum=1024),
         retry_after_s=q.get_duration("retry_after_s", 1.0),
     )
-    files = _parse_files(root.section("files"))
+    files = FilesConfig.from_section(root.section("files"))
     categories = _parse_categories(root, files)
     masking = MaskingConfig.from_section(root.section("masking"))
     syslog = SyslogConfig.from_section(root.section("syslog"))
@@ -260,56 +239,6 @@ def _parse_tls(s: Section) -> TlsConfig | None:
     if not ok or cert is None or key is None:
         return None
     return TlsConfig(Path(cert), Path(key), Path(ca) if ca else None)
-
-
-def _parse_rotation(s: Section, base: RotationConfig) -> RotationConfig:
-    return RotationConfig(
-        max_bytes=s.get_size("max_bytes", base.max_bytes, minimum=1024),
-        interval=s.get_str(  # type: ignore[arg-type]
-            "interval", base.interval, choices=("none", "hourly", "daily")
-        ),
-        utc=s.get_bool("utc", base.utc),
-        max_backups=s.get_int("max_backups", base.max_backups, minimum=0),
-        compress=s.get_bool("compress", base.compress),
-    )
-
-
-def _parse_files(s: Section) -> FilesConfig:
-    directory = s.get_str("directory", "logs", allow_empty=False)
-    fmt = s.get_str("format", "json", choices=("json", "text"))
-    disk = s.section("disk")
-    return FilesConfig(
-        enabled=s.get_bool("enabled", True),
-        directory=Path(directory),
-        format=fmt,  # type: ignore[arg-type]
-        fsync=s.get_bool("fsync", False),
-        fallback_path=_parse_path_template(s, "fallback_path", "{category}.log"),
-        rotation=_parse_rotation(s.section("rotation"), RotationConfig()),
-        retention_check_interval_s=s.get_duration("retention_check_interval_s", 3600.0, minimum=1),
-        disk=DiskGuardConfig(
-            max_used_percent=disk.get_float("max_used_percent", 85.0, minimum=1, maximum=100),
-            check_interval_s=disk.get_duration("check_interval_s", 30.0, minimum=0.1),
-        ),
-    )
-
-
-def _parse_path_template(s: Section, name: str, default: str) -> str:
-    value = s.get_str(name, default, allow_empty=False)
-    if value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value):
-        s.error(name, f"got {value!r}; expected a path relative to files.directory")
-        return default
-    if any(part == ".." for part in re.split(r"[/\\]", value)):
-        s.error(name, f"got {value!r}; '..' is not allowed: paths stay under files.directory")
-        return default
-    try:
-        fields = [f for _, f, _, _ in __import__("string").Formatter().parse(value) if f is not None]
-    except ValueError as exc:
-        s.error(name, f"got {value!r}; not a valid template ({exc}); use {{field}} placeholders")
-        return default
-    if any(not f for f in fields):
-        s.error(name, f"got {value!r}; empty {{}} placeholder; name a field such as {{category}}")
-        return default
-    return value
 
 
 def _parse_retention(s: Section, default: int | None) -> int | None:
@@ -352,8 +281,8 @@ def _parse_categories(root: Section, files: FilesConfig) -> dict[str, CategoryCo
         out[name] = CategoryConfig(
             name=name,
             match=match,
-            path=_parse_path_template(section, "path", "{category}.log"),
-            rotation=_parse_rotation(section.section("rotation"), files.rotation),
+            path=parse_path_template(section, "path", "{category}.log"),
+            rotation=parse_rotation(section.section("rotation"), files.rotation),
             retention_days=_parse_retention(section, default_retention),
             builtin=builtin_data is not None,
         )

@@ -1,0 +1,95 @@
+"""Config of the file sink: where files go, their format, rotation and the disk guard.
+
+Parsed from the `files` section (and reused for `categories.<name>.rotation` and `.path`).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from sluice_collector.configreader import Section
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RotationConfig:
+    max_bytes: int = 100 * MiB
+    interval: Literal["none", "hourly", "daily"] = "daily"
+    utc: bool = True
+    max_backups: int = 0  # rotated files kept per file set; 0 = no limit (retention decides)
+    compress: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DiskGuardConfig:
+    max_used_percent: float = 85.0
+    check_interval_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FilesConfig:
+    enabled: bool = True
+    directory: Path = Path("logs")
+    format: Literal["json", "text"] = "json"
+    fsync: bool = False
+    fallback_path: str = "{category}.log"
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    retention_check_interval_s: float = 3600.0
+    disk: DiskGuardConfig = field(default_factory=DiskGuardConfig)
+
+    @classmethod
+    def from_section(cls, s: Section) -> FilesConfig:
+        directory = s.get_str("directory", "logs", allow_empty=False)
+        fmt = s.get_str("format", "json", choices=("json", "text"))
+        disk = s.section("disk")
+        return cls(
+            enabled=s.get_bool("enabled", True),
+            directory=Path(directory),
+            format=fmt,  # type: ignore[arg-type]
+            fsync=s.get_bool("fsync", False),
+            fallback_path=parse_path_template(s, "fallback_path", "{category}.log"),
+            rotation=parse_rotation(s.section("rotation"), RotationConfig()),
+            retention_check_interval_s=s.get_duration("retention_check_interval_s", 3600.0, minimum=1),
+            disk=DiskGuardConfig(
+                max_used_percent=disk.get_float("max_used_percent", 85.0, minimum=1, maximum=100),
+                check_interval_s=disk.get_duration("check_interval_s", 30.0, minimum=0.1),
+            ),
+        )
+
+
+def parse_rotation(s: Section, base: RotationConfig) -> RotationConfig:
+    return RotationConfig(
+        max_bytes=s.get_size("max_bytes", base.max_bytes, minimum=1024),
+        interval=s.get_str(  # type: ignore[arg-type]
+            "interval", base.interval, choices=("none", "hourly", "daily")
+        ),
+        utc=s.get_bool("utc", base.utc),
+        max_backups=s.get_int("max_backups", base.max_backups, minimum=0),
+        compress=s.get_bool("compress", base.compress),
+    )
+
+
+def parse_path_template(s: Section, name: str, default: str) -> str:
+    value = s.get_str(name, default, allow_empty=False)
+    if value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value):
+        s.error(name, f"got {value!r}; expected a path relative to files.directory")
+        return default
+    if any(part == ".." for part in re.split(r"[/\\]", value)):
+        s.error(name, f"got {value!r}; '..' is not allowed: paths stay under files.directory")
+        return default
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+    except ValueError as exc:
+        s.error(name, f"got {value!r}; not a valid template ({exc}); use {{field}} placeholders")
+        return default
+    if any(not f for f in fields):
+        s.error(name, f"got {value!r}; empty {{}} placeholder; name a field such as {{category}}")
+        return default
+    return value
+
+
