@@ -1,0 +1,3 @@
+from sluice_collector.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""The `sluice` command. The only place in the receiver that exits the process.
+
+    sluice receiver run [--config FILE] [--listen HOST:PORT] [--workers N]
+    sluice receiver check-config FILE
+    sluice receiver default-config
+    sluice version
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from importlib import resources
+from types import FrameType
+
+from sluice_collector import __version__
+from sluice_collector.config import DEFAULT_CONFIG_RESOURCE, ReceiverConfig, load_config
+from sluice_collector.errors import ConfigError, SluiceReceiverError
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+
+log = logging.getLogger("sluice.receiver")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sluice",
+        description="sluice: OpenTelemetry-native logging kit — an OTLP receiver that masks, "
+        "categorises and stores telemetry.",
+    )
+    parser.add_argument("--version", action="version", version=f"sluice {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    receiver = commands.add_parser("receiver", help="run or check the OTLP receiver")
+    receiver_commands = receiver.add_subparsers(dest="receiver_command", metavar="SUBCOMMAND")
+    run = receiver_commands.add_parser(
+        "run",
+        help="run the receiver until SIGTERM/SIGINT",
+        description="Run the OTLP/gRPC receiver. Without --config it uses the embedded default "
+        "(listen on 127.0.0.1:4317, files under ./logs, masking on, syslog off; see "
+        "`sluice receiver default-config`). SIGTERM or SIGINT stops listening, drains every "
+        "in-flight batch, flushes the sinks and exits 0.",
+    )
+    run.add_argument("--config", "-c", metavar="FILE", help="YAML config file")
+    run.add_argument(
+        "--listen", metavar="HOST:PORT", help="override `listen` from the config (port 0: any free)"
+    )
+    run.add_argument(
+        "--log-level", default=os.environ.get("SLUICE_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="level of the receiver's own log on stderr (default INFO, or $SLUICE_LOG_LEVEL)",
+    )
+    check = receiver_commands.add_parser(
+        "check-config",
+        help="validate a config file and exit non-zero on any problem",
+        description="Validate FILE. Prints every problem with its key path, the value found and "
+        "what would be accepted, and exits 3; exits 0 and prints a summary when it is valid.",
+    )
+    check.add_argument("file", metavar="FILE")
+    receiver_commands.add_parser(
+        "default-config", help="print the embedded default config (a starting point for your own)"
+    )
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        print(f"sluice {__version__}")
+        return EXIT_OK
+    if args.command == "receiver":
+        if args.receiver_command == "run":
+            return _run(args)
+        if args.receiver_command == "check-config":
+            return _check_config(args.file)
+        if args.receiver_command == "default-config":
+            sys.stdout.write(
+                resources.files("sluice_collector").joinpath(DEFAULT_CONFIG_RESOURCE).read_text()
+            )
+            return EXIT_OK
+        parser.parse_args(["receiver", "--help"])
+    parser.print_help()
+    return EXIT_USAGE
+
+
+def _check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: OK")
+    print(f"  listen: {config.listen}{' (TLS)' if config.tls else ''}")
+    print(f"  files: {config.files.directory} ({config.files.format})"
+          f"{'' if config.files.enabled else ' — disabled'}")
+    for category in config.categories.values():
+        keep = "forever" if category.retention_days is None else f"{category.retention_days} days"
+        print(f"  category {category.name}: {category.path}, keep {keep}, "
+              f"{len(category.match)} rule(s)")
+    print(f"  masking: {'on' if config.masking.enabled else 'off'}")
+    print(f"  syslog: {'on' if config.syslog.enabled else 'off'}")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config: ReceiverConfig = load_config(args.config)
+        if args.listen:
+            config = dataclasses.replace(config, listen=args.listen)
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    from sluice_collector.receiver import Receiver
+
+    try:
+        receiver = Receiver(config)
+        receiver.start()
+    except SluiceReceiverError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except OSError as exc:
+        print(f"sluice: cannot start: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    status = f", telemetry on http://127.0.0.1:{receiver.status_port}" if receiver.status_port else ""
+    # One parseable line that tests, scripts and people can wait for.
+    print(
+        f"sluice receiver ready: otlp grpc on {receiver.endpoint}{status}, "
+        f"files under {config.files.directory.resolve()} (config: {config.source})",
+        file=sys.stderr, flush=True,
+    )
+    while not stop_requested.wait(0.5):
+        pass
+    log.info("stopping: draining in-flight batches and flushing sinks")
+    clean = receiver.stop()
+    log.info("stopped%s", "" if clean else " (some sinks did not flush in time)")
+    return EXIT_OK if clean else EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""Assembly and lifecycle of one receiver: sinks start before it listens; it stops listening
+before the sinks drain, so an acknowledged record is never left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from sluice_collector import __version__
+from sluice_collector.config import CategoryConfig, ReceiverConfig
+from sluice_collector.errors import SluiceReceiverError
+from sluice_collector.masking import SecretMasker
+from sluice_collector.pipeline import Pipeline, Stage
+from sluice_collector.routing import CategoryRouter
+from sluice_collector.server import OtlpHandlers, build_server, set_serving
+from sluice_collector.sinks.base import Sink
+from sluice_collector.status import StatusServer
+from sluice_collector.telemetry import ReceiverTelemetry
+from sluice_collector.validate import RecordValidator
+
+log = logging.getLogger("sluice.receiver")
+
+
+class ListenError(SluiceReceiverError):
+    """The receiver could not bind its listening address."""
+
+
+def build_sinks(
+    config: ReceiverConfig, categories: dict[str, CategoryConfig], telemetry: ReceiverTelemetry
+) -> list[Sink]:
+    """The sinks the config asks for, files first: it is the record of truth."""
+    sinks: list[Sink] = []
+    if config.files.enabled:
+        from sluice_collector.sinks.files import RotatingFileSink
+
+        sinks.append(RotatingFileSink(config.files, categories, telemetry))
+    if config.syslog.enabled:
+        from sluice_collector.sinks.syslog import SyslogSink
+
+        spool_dir = config.files.directory / ".spool" / "syslog"
+        sinks.append(SyslogSink(config.syslog, telemetry, spool_dir))
+    return sinks
+
+
+class Receiver:
+    """One OTLP receiver process (or one worker of several sharing a port)."""
+
+    def __init__(
+        self,
+        config: ReceiverConfig,
+        *,
+        sinks: Sequence[Sink] | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        self.config = config
+        self.telemetry = ReceiverTelemetry()
+        # One mutable category table shared by the router (which may add dynamic categories)
+        # and the sinks (which look categories up by name).
+        self.categories: dict[str, CategoryConfig] = dict(config.categories)
+        stages: list[Stage] = [RecordValidator()]
+        if config.masking.enabled:
+            stages.append(SecretMasker(config.masking, self.telemetry))
+        stages.append(
+            CategoryRouter(self.categories, default_rotation=config.files.rotation)
+        )
+        self.sinks = list(sinks) if sinks is not None else build_sinks(
+            config, self.categories, self.telemetry
+        )
+        self.pipeline = Pipeline(stages, self.sinks, self.telemetry, config.queue)
+        self._handlers = OtlpHandlers(self.pipeline, config, self.telemetry)
+        self._reuse_port = reuse_port
+        self._server: grpc.Server | None = None
+        self._health: Any = None
+        self._status: StatusServer | None = None
+        self.port = 0
+        self.status_port = 0
+        self._started_at = 0.0
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopping = False
+
+    @property
+    def endpoint(self) -> str:
+        host = self.config.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    def start(self) -> None:
+        """Start sinks, then the status port, then listen. Raises on any failure."""
+        started: list[Sink] = []
+        try:
+            for sink in self.sinks:
+                sink.start()
+                started.append(sink)
+            if self.config.telemetry.listen:
+                try:
+                    self._status = StatusServer(
+                        self.config.telemetry.listen, self.telemetry, self.health
+                    )
+                except OSError as exc:
+                    raise ListenError(
+                        f"telemetry.listen: cannot listen on {self.config.telemetry.listen}: "
+                        f"{exc.strerror or exc}; pick a free port or set telemetry.listen: \"\""
+                    ) from exc
+                self.status_port = self._status.port
+                self._status.start()
+            server, port, self._health = build_server(
+                self.config, self._handlers, reuse_port=self._reuse_port
+            )
+            if port == 0:
+                raise ListenError(
+                    f"listen: cannot listen on {self.config.listen} (address in use or not "
+                    "available); pick a free port"
+                )
+            self._server, self.port = server, port
+            server.start()
+            set_serving(self._health, True)
+            self._started_at = time.time()
+        except BaseException:
+            for sink in reversed(started):
+                sink.shutdown()
+            if self._status is not None:
+                self._status.stop()
+            raise
+
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Stop listening, finish in-flight batches, flush and close sinks. Idempotent."""
+        with self._stop_lock:
+            if self._stopping:
+                self._stopped.wait()
+                return True
+            self._stopping = True
+        grace = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
+        clean = True
+        if self._server is not None:
+            set_serving(self._health, False)
+            self._server.stop(grace).wait(grace + 1)
+        clean = self.pipeline.close(grace) and clean
+        for sink in self.sinks:
+            try:
+                clean = sink.force_flush(grace) and clean
+            finally:
+                sink.shutdown()
+        if self._status is not None:
+            self._status.stop()
+        self._stopped.set()
+        return clean
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        return self._stopped.wait(timeout_s)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        sinks = {}
+        healthy = not self._stopping
+        for sink in self.sinks:
+            try:
+                state = sink.health()
+            except Exception as exc:  # a broken health probe must not break /healthz
+                state = {"state": "down", "error": str(exc)}
+            sinks[sink.name] = state
+            healthy = healthy and state.get("state") != "down"
+        directory = Path(self.config.files.directory)
+        disk: dict[str, Any] = {}
+        try:
+            usage = shutil.disk_usage(directory if directory.exists() else Path.cwd())
+            disk = {
+                "path": str(directory.resolve()),
+                "used_percent": round(100 * usage.used / usage.total, 2),
+                "free_bytes": usage.free,
+            }
+        except OSError as exc:
+            disk = {"path": str(directory), "error": str(exc)}
+        return healthy, {
+            "status": "ok" if healthy else ("stopping" if self._stopping else "degraded"),
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self._started_at, 3) if self._started_at else 0,
+            "listen": self.endpoint,
+            "sinks": sinks,
+            "disk": disk,
+        }

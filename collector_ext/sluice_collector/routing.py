@@ -1,0 +1,183 @@
+"""Classification: every log record gets exactly one category; spans and metrics get theirs.
+
+Order of decision for a log record:
+1. its `log.category` attribute, when set by the SDK (or any client) and a valid category name;
+2. the `match` rules of the configured categories, in config order (first match wins);
+3. `app`.
+Spans always go to `traces`, metrics to `metrics`.
+
+A `log.category` naming a category the config does not list is accepted when the name is valid
+(lower-case, `[a-z][a-z0-9_-]*`): the category is created with the defaults of `files`, so
+`sluice.get_logger("payments")` just works. At most `MAX_DYNAMIC_CATEGORIES` such categories
+are created per receiver, so a client cannot make it open unbounded files; records beyond that,
+or with an invalid name, go through the rules as if the attribute were absent.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import threading
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from sluice_collector.batch import Batch, RecordRef, Signal
+from sluice_collector.config import CATEGORY_NAME_RE, CategoryConfig, MatchRule
+from sluice_collector.otlpvalues import SEVERITY_LEVELS, any_value, body_text
+from sluice_collector.sinks.filesconfig import RotationConfig
+
+CATEGORY_ATTRIBUTE = "log.category"
+DEFAULT_CATEGORY = "app"
+TRACES_CATEGORY = "traces"
+METRICS_CATEGORY = "metrics"
+MAX_DYNAMIC_CATEGORIES = 256
+_RESERVED = frozenset({TRACES_CATEGORY, METRICS_CATEGORY})
+
+_Condition = Callable[[Any, Any, Any, frozenset[str]], bool]
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _find(kvs: Any, key: str) -> Any:
+    for kv in kvs:
+        if kv.key == key:
+            return kv
+    return None
+
+
+def _compile_rule(rule: MatchRule) -> Callable[[Any, Any, Any, frozenset[str]], bool]:
+    """Turn one MatchRule into a predicate over (resource-level, scope-level, record, keys)."""
+    conditions: list[_Condition] = []
+    if rule.attribute is not None:
+        key = rule.attribute
+        if rule.equals is None and rule.matches is None:
+            def present(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
+                return key in keys or _find(rl.resource.attributes, key) is not None
+            conditions.append(present)
+        else:
+            expected = rule.equals
+            regex = re.compile(rule.matches) if rule.matches is not None else None
+
+            def value_test(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
+                kv = _find(rec.attributes, key) if key in keys else None
+                if kv is None:
+                    kv = _find(rl.resource.attributes, key)
+                if kv is None:
+                    return False
+                text = _as_text(any_value(kv.value))
+                if expected is not None and text != expected:
+                    return False
+                return regex is None or regex.search(text) is not None
+            conditions.append(value_test)
+    if rule.attribute_prefix is not None:
+        prefix = rule.attribute_prefix
+
+        def prefixed(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
+            return any(k.startswith(prefix) for k in keys)
+        conditions.append(prefixed)
+    if rule.severity_at_least is not None:
+        floor = rule.severity_at_least
+
+        def severe(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
+            number = rec.severity_number
+            if not number and rec.severity_text:
+                number = SEVERITY_LEVELS.get(rec.severity_text.upper(), 0)
+            return bool(number >= floor)
+        conditions.append(severe)
+    if rule.scope is not None:
+        scope_re = re.compile(fnmatch.translate(rule.scope))
+
+        def scoped(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
+            return scope_re.match(sl.scope.name) is not None
+        conditions.append(scoped)
+    if rule.body_matches is not None:
+        body_re = re.compile(rule.body_matches)
+
+        def body(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
+            return body_re.search(body_text(rec.body)) is not None
+        conditions.append(body)
+
+    if len(conditions) == 1:
+        return conditions[0]
+
+    def all_of(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
+        return all(cond(rl, sl, rec, keys) for cond in conditions)
+    return all_of
+
+
+class CategoryRouter:
+    """Stage: fills `batch.routes`. Reads records, never changes them."""
+
+    def __init__(
+        self,
+        categories: MutableMapping[str, CategoryConfig],
+        *,
+        default_rotation: RotationConfig | None = None,
+        default_retention_days: int | None = 30,
+    ) -> None:
+        # Shared with the file sink, which looks categories up by name; dynamic categories are
+        # added here under a lock and are visible to it at once.
+        self.categories = categories
+        self._default_rotation = default_rotation or RotationConfig()
+        self._default_retention_days = default_retention_days
+        self._lock = threading.Lock()
+        self._dynamic = 0
+        self._rules: list[tuple[str, Callable[[Any, Any, Any, frozenset[str]], bool]]] = [
+            (name, _compile_rule(rule))
+            for name, category in categories.items()
+            for rule in category.match
+        ]
+
+    def __call__(self, batch: Batch) -> Batch:
+        if batch.signal is Signal.TRACES:
+            batch.routes = {TRACES_CATEGORY: batch.records()}
+            return batch
+        if batch.signal is Signal.METRICS:
+            batch.routes = {METRICS_CATEGORY: batch.records()}
+            return batch
+        routes: dict[str, list[RecordRef]] = {}
+        rules = self._rules
+        categories = self.categories
+        for rl in batch.request.resource_logs:  # type: ignore[union-attr]
+            for sl in rl.scope_logs:
+                for rec in sl.log_records:
+                    category = None
+                    keys = frozenset([kv.key for kv in rec.attributes])
+                    if CATEGORY_ATTRIBUTE in keys:
+                        category = self._explicit_category(rec, categories)
+                    if category is None:
+                        for name, predicate in rules:
+                            if predicate(rl, sl, rec, keys):
+                                category = name
+                                break
+                        else:
+                            category = DEFAULT_CATEGORY
+                    bucket = routes.get(category)
+                    if bucket is None:
+                        bucket = routes[category] = []
+                    bucket.append((rl, sl, rec))
+        batch.routes = routes
+        return batch
+
+    def _explicit_category(self, rec: Any, categories: MutableMapping[str, CategoryConfig]) -> str | None:
+        kv = _find(rec.attributes, CATEGORY_ATTRIBUTE)
+        name = kv.value.string_value if kv is not None else ""
+        if name in _RESERVED:
+            return None  # a log record never lands among spans or metric points
+        if name in categories:
+            return name
+        if not name or not CATEGORY_NAME_RE.match(name):
+            return None
+        with self._lock:
+            if name in categories:
+                return name
+            if self._dynamic >= MAX_DYNAMIC_CATEGORIES:
+                return None
+            categories[name] = CategoryConfig(
+                name=name, rotation=self._default_rotation,
+                retention_days=self._default_retention_days,
+            )
+            self._dynamic += 1
+        return name

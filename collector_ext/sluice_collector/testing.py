@@ -1,0 +1,48 @@
+"""Test helpers that ship with the receiver, so users and our own tests need no mocks.
+
+- `start_receiver(...)`: a real receiver in this process on a free 127.0.0.1 port, with real
+  gRPC, optionally with in-memory sinks instead of files.
+- `InMemorySink`: the twin of every sink; keeps copies of what it was given, per category.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from sluice_collector.config import ReceiverConfig, parse_config
+from sluice_collector.receiver import Receiver
+from sluice_collector.sinks.base import Sink
+from sluice_collector.sinks.memory import InMemorySink
+
+__all__ = ["InMemorySink", "config_from", "start_receiver"]
+
+
+def config_from(settings: Mapping[str, Any] | str | ReceiverConfig | None) -> ReceiverConfig:
+    """A validated config from a dict or YAML text, listening on free loopback ports (OTLP and
+    telemetry both on 127.0.0.1 port 0, so tests never collide on a port)."""
+    if isinstance(settings, ReceiverConfig):
+        config = settings
+    else:
+        text = settings if isinstance(settings, str) else yaml.safe_dump(dict(settings or {}))
+        config = parse_config(text, source="<test>")
+    return dataclasses.replace(
+        config,
+        listen="127.0.0.1:0",
+        telemetry=dataclasses.replace(config.telemetry, listen="127.0.0.1:0")
+        if config.telemetry.listen else config.telemetry,
+    )
+
+
+def start_receiver(
+    settings: Mapping[str, Any] | str | ReceiverConfig | None = None,
+    *,
+    sinks: Sequence[Sink] | None = None,
+) -> Receiver:
+    """Start a receiver in this process; call `.stop()` when done (or use it as a fixture)."""
+    receiver = Receiver(config_from(settings), sinks=sinks)
+    receiver.start()
+    return receiver
