@@ -52,7 +52,8 @@ class ReceiverProcess:
         ready = threading.Event()
 
         def pump() -> None:
-            assert self.proc is not None and self.proc.stderr is not None
+            assert self.proc is not None
+            assert self.proc.stderr is not None
             for line in self.proc.stderr:
                 self.stderr_lines.append(line)
                 match = READY_RE.search(line)

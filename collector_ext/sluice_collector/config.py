@@ -316,7 +316,7 @@ def _parse_match(section: Section) -> tuple[MatchRule, ...]:
                     item.error(regex_key, f"got {pattern!r}; not a valid regular expression: {exc}")
         if (values["equals"] is not None or values["matches"] is not None) and not values["attribute"]:
             item.error("attribute", "equals/matches need the attribute they test: add attribute: KEY")
-        if severity is None and not any(values.values()):
+        if not any(item.has(k) for k in _RULE_KEYS):
             item.error("", f"an empty rule matches nothing; use any of: {', '.join(_RULE_KEYS)}")
         rules.append(MatchRule(severity_at_least=severity, **values))
     return tuple(rules)

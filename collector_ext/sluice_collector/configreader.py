@@ -57,6 +57,8 @@ class Section:
 
     # -- plumbing ---------------------------------------------------------------------------
     def key(self, name: str) -> str:
+        if not name:
+            return self.path
         return f"{self.path}.{name}" if self.path else name
 
     def error(self, name: str, message: str) -> None:

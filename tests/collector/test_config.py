@@ -1,0 +1,175 @@
+"""Config loading: typed defaults, every problem reported at once with key, value and fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sluice_collector.config import load_config, parse_config
+from sluice_collector.errors import ConfigError
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env=env or {})
+    return [str(p) for p in info.value.problems]
+
+
+def test_embedded_default_matches_the_documented_contract() -> None:
+    config = load_config(None)
+    assert config.listen == "127.0.0.1:4317"
+    assert config.files.directory == Path("logs")
+    assert config.masking.enabled is True
+    assert config.syslog.enabled is False
+    assert config.max_request_bytes == 64 * 1024 * 1024
+    retention = {name: c.retention_days for name, c in config.categories.items()}
+    assert retention["app"] == 30
+    assert retention["error"] == 30
+    assert retention["access"] == 90
+    assert retention["security"] == 365
+    assert retention["audit"] is None  # forever
+
+
+def test_audit_retention_must_be_a_number_or_forever() -> None:
+    assert problems_of("categories:\n  audit:\n    retention_days: ten\n") == [
+        "categories.audit.retention_days: got 'ten'; expected a whole number of days ≥ 1, "
+        'or "forever"'
+    ]
+
+
+def test_forever_and_numbers_are_accepted_for_retention() -> None:
+    config = parse_config("categories:\n  audit: {retention_days: 400}\n  app: {retention_days: forever}\n")
+    assert config.categories["audit"].retention_days == 400
+    assert config.categories["app"].retention_days is None
+
+
+def test_all_problems_are_reported_together() -> None:
+    found = problems_of(
+        "listen: nowhere\nfiles:\n  format: xml\n  rotation: {interval: weekly}\nthreads: 0\n"
+    )
+    assert found == [
+        "listen: got 'nowhere'; expected HOST:PORT such as 127.0.0.1:4317 or [::]:4317",
+        "threads: got 0; expected a whole number from 1 to 1024",
+        "files.format: got 'xml'; expected one of: json, text",
+        "files.rotation.interval: got 'weekly'; expected one of: none, hourly, daily",
+    ]
+
+
+def test_unknown_keys_are_errors_with_a_did_you_mean_hint() -> None:
+    found = problems_of("files:\n  directroy: /tmp/x\n")
+    assert len(found) == 1
+    assert found[0].startswith("files.directroy: unknown key; did you mean 'directory'?")
+
+
+def test_unknown_top_level_key_is_reported() -> None:
+    found = problems_of("listne: 127.0.0.1:1\n")
+    assert found[0].startswith("listne: unknown key; did you mean 'listen'?")
+
+
+def test_environment_variables_are_substituted_with_defaults() -> None:
+    config = parse_config(
+        "listen: ${HOST:-127.0.0.1}:${PORT}\nfiles: {directory: '${LOGS}'}\n",
+        env={"PORT": "5555", "LOGS": "/var/log/sluice"},
+    )
+    assert config.listen == "127.0.0.1:5555"
+    assert config.files.directory == Path("/var/log/sluice")
+
+
+def test_missing_environment_variable_names_the_key() -> None:
+    assert problems_of("files: {directory: '${NOPE}'}\n") == [
+        "files.directory: environment variable NOPE is not set; set it or write ${NOPE:-default}",
+        "files.directory: must not be empty",
+    ]
+
+
+def test_match_rules_are_validated() -> None:
+    found = problems_of(
+        "categories:\n  payments:\n    match:\n      - {severity_at_least: LOUD}\n"
+        "      - {equals: x}\n      - {attribute: a, matches: '(unclosed'}\n      - {}\n"
+    )
+    assert found[0].startswith("categories.payments.match[0].severity_at_least: got 'LOUD'")
+    assert found[1] == (
+        "categories.payments.match[1].attribute: equals/matches need the attribute they test: "
+        "add attribute: KEY"
+    )
+    assert found[2].startswith(
+        "categories.payments.match[2].matches: got '(unclosed'; not a valid regular expression"
+    )
+    assert found[3].startswith("categories.payments.match[3]: an empty rule matches nothing")
+
+
+def test_user_categories_come_before_builtin_ones_in_rule_order() -> None:
+    config = parse_config("categories:\n  payments:\n    match: [{attribute: payment.id}]\n")
+    assert list(config.categories)[0] == "payments"
+    assert "access" in config.categories
+    assert config.categories["access"].builtin
+
+
+def test_path_templates_cannot_leave_the_directory() -> None:
+    found = problems_of(
+        "categories:\n  a: {path: ../x.log}\n  b: {path: /etc/passwd}\n  c: {path: 'x/{}.log'}\n"
+    )
+    assert found == [
+        "categories.a.path: got '../x.log'; '..' is not allowed: paths stay under files.directory",
+        "categories.b.path: got '/etc/passwd'; expected a path relative to files.directory",
+        "categories.c.path: got 'x/{}.log'; empty {} placeholder; name a field such as {category}",
+    ]
+
+
+def test_invalid_category_names_are_refused() -> None:
+    found = problems_of("categories:\n  Bad Name: {}\n")
+    assert found[0].startswith("categories.Bad Name: category names are lower-case")
+
+
+def test_sizes_and_durations_accept_units() -> None:
+    config = parse_config(
+        "max_request_bytes: 8MiB\nshutdown_timeout_s: 2m\nfiles: {rotation: {max_bytes: 10 MB}}\n"
+    )
+    assert config.max_request_bytes == 8 * 1024 * 1024
+    assert config.shutdown_timeout_s == 120
+    assert config.files.rotation.max_bytes == 10_000_000
+
+
+def test_invalid_yaml_names_the_line() -> None:
+    found = problems_of("listen: [unclosed\n")
+    assert found[0].startswith("not valid YAML at line 2")
+
+
+def test_tls_files_must_exist(tmp_path: Path) -> None:
+    found = problems_of(f"tls: {{cert_file: {tmp_path}/none.pem}}\n")
+    assert found == [
+        f"tls.cert_file: got '{tmp_path}/none.pem'; no such file",
+        "tls.key_file: is required when tls is set: a PEM file path",
+    ]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sluice_collector", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_config_exits_non_zero_and_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("categories:\n  audit:\n    retention_days: lots\n")
+    result = run_cli("receiver", "check-config", str(bad))
+    assert result.returncode == 3
+    assert "categories.audit.retention_days: got 'lots'" in result.stderr
+    assert '"forever"' in result.stderr
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("listen: 127.0.0.1:4317\nfiles: {directory: ./x}\n")
+    result = run_cli("receiver", "check-config", str(good))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_check_config_on_a_missing_file_says_so(tmp_path: Path) -> None:
+    result = run_cli("receiver", "check-config", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 3
+    assert "cannot read config file: No such file or directory" in result.stderr
