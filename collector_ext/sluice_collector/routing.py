@@ -33,7 +33,7 @@ METRICS_CATEGORY = "metrics"
 MAX_DYNAMIC_CATEGORIES = 256
 _RESERVED = frozenset({TRACES_CATEGORY, METRICS_CATEGORY})
 
-_Condition = Callable[[Any, Any, Any, frozenset[str]], bool]
+_Condition = Callable[[Any, Any, Any, frozenset[str], frozenset[str]], bool]
 
 
 def _as_text(value: Any) -> str:
@@ -47,23 +47,30 @@ def _find(kvs: Any, key: str) -> Any:
     return None
 
 
-def _compile_rule(rule: MatchRule) -> Callable[[Any, Any, Any, frozenset[str]], bool]:
-    """Turn one MatchRule into a predicate over (resource-level, scope-level, record, keys)."""
+def _compile_rule(rule: MatchRule) -> _Condition:
+    """Turn one MatchRule into a predicate over (resource-level, scope-level, record, record
+    attribute keys, resource attribute keys); the key sets are computed once per record and
+    once per resource, so presence tests are set lookups."""
     conditions: list[_Condition] = []
     if rule.attribute is not None:
         key = rule.attribute
         if rule.equals is None and rule.matches is None:
-            def present(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
-                return key in keys or _find(rl.resource.attributes, key) is not None
+            def present(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
+                return key in keys or key in rkeys
             conditions.append(present)
         else:
             expected = rule.equals
             regex = re.compile(rule.matches) if rule.matches is not None else None
 
-            def value_test(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
-                kv = _find(rec.attributes, key) if key in keys else None
-                if kv is None:
+            def value_test(
+                rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]
+            ) -> bool:
+                if key in keys:
+                    kv = _find(rec.attributes, key)
+                elif key in rkeys:
                     kv = _find(rl.resource.attributes, key)
+                else:
+                    return False
                 if kv is None:
                     return False
                 text = _as_text(any_value(kv.value))
@@ -74,13 +81,16 @@ def _compile_rule(rule: MatchRule) -> Callable[[Any, Any, Any, frozenset[str]], 
     if rule.attribute_prefix is not None:
         prefix = rule.attribute_prefix
 
-        def prefixed(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
-            return any(k.startswith(prefix) for k in keys)
+        def prefixed(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
+            for k in keys:  # a plain loop: a generator here costs more than the test itself
+                if k.startswith(prefix):
+                    return True
+            return False
         conditions.append(prefixed)
     if rule.severity_at_least is not None:
         floor = rule.severity_at_least
 
-        def severe(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
+        def severe(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
             number = rec.severity_number
             if not number and rec.severity_text:
                 number = SEVERITY_LEVELS.get(rec.severity_text.upper(), 0)
@@ -89,22 +99,50 @@ def _compile_rule(rule: MatchRule) -> Callable[[Any, Any, Any, frozenset[str]], 
     if rule.scope is not None:
         scope_re = re.compile(fnmatch.translate(rule.scope))
 
-        def scoped(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
+        def scoped(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
             return scope_re.match(sl.scope.name) is not None
         conditions.append(scoped)
     if rule.body_matches is not None:
         body_re = re.compile(rule.body_matches)
 
-        def body(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
+        def body(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
             return body_re.search(body_text(rec.body)) is not None
         conditions.append(body)
 
     if len(conditions) == 1:
         return conditions[0]
 
-    def all_of(rl: Any, sl: Any, rec: Any, keys: frozenset[str]) -> bool:
-        return all(cond(rl, sl, rec, keys) for cond in conditions)
+    def all_of(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
+        return all(cond(rl, sl, rec, keys, rkeys) for cond in conditions)
     return all_of
+
+
+def _compile_rules(rules: tuple[MatchRule, ...]) -> list[_Condition]:
+    """Predicates for one category; runs of presence-only rules become one set intersection,
+    because the built-in `access` rules are four of them and every record is tested."""
+    out: list[_Condition] = []
+    pending: set[str] = set()
+
+    def flush() -> None:
+        if pending:
+            wanted = frozenset(pending)
+
+            def any_present(
+                rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]
+            ) -> bool:
+                return not (wanted.isdisjoint(keys) and wanted.isdisjoint(rkeys))
+            out.append(any_present)
+            pending.clear()
+
+    for rule in rules:
+        presence_only = rule.attribute is not None and rule == MatchRule(attribute=rule.attribute)
+        if presence_only:
+            pending.add(rule.attribute)  # type: ignore[arg-type]
+            continue
+        flush()
+        out.append(_compile_rule(rule))
+    flush()
+    return out
 
 
 class CategoryRouter:
@@ -124,11 +162,9 @@ class CategoryRouter:
         self._default_retention_days = default_retention_days
         self._lock = threading.Lock()
         self._dynamic = 0
-        self._rules: list[tuple[str, Callable[[Any, Any, Any, frozenset[str]], bool]]] = [
-            (name, _compile_rule(rule))
-            for name, category in categories.items()
-            for rule in category.match
-        ]
+        self._rules: list[tuple[str, _Condition]] = []
+        for name, category in categories.items():
+            self._rules.extend((name, predicate) for predicate in _compile_rules(category.match))
 
     def __call__(self, batch: Batch) -> Batch:
         if batch.signal is Signal.TRACES:
@@ -141,6 +177,7 @@ class CategoryRouter:
         rules = self._rules
         categories = self.categories
         for rl in batch.request.resource_logs:  # type: ignore[union-attr]
+            rkeys = frozenset([kv.key for kv in rl.resource.attributes])
             for sl in rl.scope_logs:
                 for rec in sl.log_records:
                     category = None
@@ -149,7 +186,7 @@ class CategoryRouter:
                         category = self._explicit_category(rec, categories)
                     if category is None:
                         for name, predicate in rules:
-                            if predicate(rl, sl, rec, keys):
+                            if predicate(rl, sl, rec, keys, rkeys):
                                 category = name
                                 break
                         else:

@@ -1,0 +1,234 @@
+"""Receiver throughput against rotel (a native Rust OTel collector with its blackhole exporter).
+
+    python bench/receiver.py [--requests 400] [--threads 4] [--records 1000] [--configs default,no-masking]
+
+A fixed load of pre-encoded 1000-record OTLP log requests is sent from 4 client threads (raw
+bytes on a gRPC channel each, so client-side encoding costs nothing). For every receiver we
+report records/s acknowledged; for sluice also the records found on disk afterwards (they must
+equal the records sent). Both peers run in this same run on this machine, and the result is
+printed as a ratio to rotel — never as an absolute pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import yaml
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_requests(count: int, records: int, seed: int = 7) -> list[bytes]:
+    """Distinct, realistic requests: service resource, a scope, records with 8 attributes,
+    trace context, a mix of levels and HTTP records; about 1% carry something to mask."""
+    rnd = random.Random(seed)
+    routes = ["/orders/{id}", "/users/{id}", "/cart", "/checkout", "/health"]
+    out = []
+    for n in range(count):
+        req = ExportLogsServiceRequest()
+        rl = req.resource_logs.add()
+        for k, v in (("service.name", f"shop-{n % 3}"), ("service.version", "1.4.2"),
+                     ("deployment.environment", "prod"), ("host.name", "web-7")):
+            rl.resource.attributes.append(KeyValue(key=k, value=AnyValue(string_value=v)))
+        sl = rl.scope_logs.add()
+        sl.scope.name = "shop.api"
+        for i in range(records):
+            rec = sl.log_records.add()
+            rec.time_unix_nano = 1_763_900_000_000_000_000 + n * records + i
+            rec.observed_time_unix_nano = rec.time_unix_nano
+            rec.severity_number = rnd.choice((9, 9, 9, 9, 13, 17))  # type: ignore[assignment]
+            rec.severity_text = {9: "INFO", 13: "WARN", 17: "ERROR"}[rec.severity_number]
+            rec.trace_id = rnd.randbytes(16)
+            rec.span_id = rnd.randbytes(8)
+            secret = rnd.random() < 0.01
+            body = (f"order {rnd.randint(1, 10**6)} placed by user u-{rnd.randint(1, 5000)} "
+                    f"in {rnd.random() * 100:.2f} ms")
+            if secret:
+                body += " password=hunter2 card=4111 1111 1111 1111"
+            rec.body.string_value = body
+            attrs = {
+                "code.function.name": "place_order", "code.file.path": "/app/shop/orders.py",
+                "code.line.number": 120 + i % 50, "user.id": f"u-{rnd.randint(1, 5000)}",
+                "request.id": f"{rnd.getrandbits(64):016x}", "order.total": rnd.random() * 500,
+            }
+            if i % 4 == 0:
+                attrs.update({"http.request.method": "GET", "http.route": rnd.choice(routes)})
+            else:
+                attrs.update({"shop.region": "eu-west", "retry": i % 3})
+            for k, v in attrs.items():
+                kv = rec.attributes.add()
+                kv.key = k
+                if isinstance(v, str):
+                    kv.value.string_value = v
+                elif isinstance(v, float):
+                    kv.value.double_value = v
+                else:
+                    kv.value.int_value = v
+        out.append(req.SerializeToString())
+    return out
+
+
+def drive(endpoint: str, payloads: list[bytes], requests: int, threads: int) -> tuple[float, int]:
+    """Send `requests` Exports spread over `threads`; return (seconds, failed requests)."""
+    failures = [0]
+    lock = threading.Lock()
+    per_thread = requests // threads
+    barrier = threading.Barrier(threads + 1)
+
+    def worker(index: int) -> None:
+        with grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+            stub = ch.unary_unary(LOGS_EXPORT)
+            stub(payloads[0], timeout=30)  # warm the connection before the clock starts
+            barrier.wait()
+            for n in range(per_thread):
+                payload = payloads[(index * per_thread + n) % len(payloads)]
+                for _attempt in range(50):
+                    try:
+                        stub(payload, timeout=60)
+                        break
+                    except grpc.RpcError as exc:
+                        if exc.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                              grpc.StatusCode.RESOURCE_EXHAUSTED):
+                            with lock:
+                                failures[0] += 1
+                            break
+                        time.sleep(0.05)
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - started, failures[0]
+
+
+def wait_port(port: int, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def run_rotel(payloads: list[bytes], args: argparse.Namespace, tmp: Path) -> float:
+    import rotel
+
+    binary = Path(rotel.__file__).parent / "rotel-agent"
+    port, http_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [str(binary), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{port}",
+         "--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--exporter", "blackhole",
+         "--pid-file", str(tmp / "rotel.pid")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        seconds, failed = drive(f"127.0.0.1:{port}", payloads, args.requests, args.threads)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    sent = (args.requests // args.threads) * args.threads * args.records
+    rate = sent / seconds
+    print(f"  rotel (blackhole)      {rate:>12,.0f} records/s   ({sent:,} records in {seconds:.2f}s, "
+          f"{failed} failed requests)")
+    return rate
+
+
+def run_sluice(name: str, settings: dict, payloads: list[bytes], args: argparse.Namespace,
+               tmp: Path) -> float:
+    work = tmp / name
+    work.mkdir()
+    port = free_port()
+    config = {"listen": f"127.0.0.1:{port}", "files": {"directory": str(work / "logs")},
+              "telemetry": {"listen": ""}, **settings}
+    (work / "sluice.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "sluice_collector", "receiver", "run", "--config",
+           str(work / "sluice.yaml"), "--log-level", "WARNING"]
+    proc = subprocess.Popen(cmd, cwd=work, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port)
+        seconds, failed = drive(f"127.0.0.1:{port}", payloads, args.requests, args.threads)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    if proc.returncode != 0:
+        print(err, file=sys.stderr)
+    sent = (args.requests // args.threads) * args.threads * args.records
+    warmup = args.threads * args.records
+    on_disk = sum(p.read_bytes().count(b"\n") for p in (work / "logs").rglob("*.log"))
+    rate = sent / seconds
+    print(f"  sluice ({name:<13}) {rate:>12,.0f} records/s   ({sent:,} records in {seconds:.2f}s, "
+          f"{failed} failed requests; on disk {on_disk - warmup:,} of {sent:,})")
+    return rate
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=400, help="Export requests in total (default 400)")
+    parser.add_argument("--records", type=int, default=1000, help="log records per request (default 1000)")
+    parser.add_argument("--threads", type=int, default=4, help="client threads (default 4)")
+    parser.add_argument("--configs", default="default,no-masking",
+                        help="sluice configs to run: default, no-masking, no-sinks (comma-separated)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args()
+    configs = {
+        "default": {},
+        "no-masking": {"masking": {"enabled": False}},
+        # decode + route only: the ceiling the sinks and stages are measured against.
+        "no-sinks": {"masking": {"enabled": False}, "files": {"enabled": False}},
+    }
+    print(f"receiver throughput: {args.requests} requests x {args.records} records, "
+          f"{args.threads} client threads, {os.cpu_count()} cores")
+    payloads = make_requests(20, args.records)
+    print(f"  request size: {sum(map(len, payloads)) // len(payloads):,} bytes encoded")
+    tmp = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    try:
+        rotel_rate = run_rotel(payloads, args, tmp)
+        results = {"rotel": rotel_rate}
+        for name in args.configs.split(","):
+            results[name] = run_sluice(name, configs[name], payloads, args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\nratios against rotel (higher is better; targets: default ≥ 0.4 core, ≥ 0.3 with masking):")
+    for name, rate in results.items():
+        if name != "rotel":
+            print(f"  sluice {name:<13} / rotel = {rate / rotel_rate:.3f}")
+    if "default" in results and "no-masking" in results:
+        cost = 1 - results["default"] / results["no-masking"]
+        print(f"  masking cost: {cost:.1%} of end-to-end throughput (target ≤ 25%)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
