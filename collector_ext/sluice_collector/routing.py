@@ -82,7 +82,7 @@ def _compile_rule(rule: MatchRule) -> _Condition:
         prefix = rule.attribute_prefix
 
         def prefixed(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
-            for k in keys:  # a plain loop: a generator here costs more than the test itself
+            for k in keys:  # noqa: SIM110 - a generator costs more than the test itself
                 if k.startswith(prefix):
                     return True
             return False
