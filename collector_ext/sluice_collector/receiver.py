@@ -112,9 +112,12 @@ class Receiver:
                     ) from exc
                 self.status_port = self._status.port
                 self._status.start()
-            server, port, self._health = build_server(
-                self.config, self._handlers, reuse_port=self._reuse_port
-            )
+            try:
+                server, port, self._health = build_server(
+                    self.config, self._handlers, reuse_port=self._reuse_port
+                )
+            except RuntimeError:  # grpcio raises a bare RuntimeError("Failed to bind ...")
+                port = 0
             if port == 0:
                 raise ListenError(
                     f"listen: cannot listen on {self.config.listen} (address in use or not "
