@@ -48,6 +48,9 @@ class Batch:
     request: Request
     received_unix_nano: int
     tenant: str = ""
+    # The request as it arrived (after gRPC's gunzip): stages may scan it (one RE2 pass finds the
+    # few records worth masking) but never re-parse it; `request` is the decoded truth.
+    raw: bytes = b""
     routes: dict[str, list[RecordRef]] = field(default_factory=dict)
     # Records refused as invalid (reported to the client as OTLP partial_success).
     rejected: int = 0

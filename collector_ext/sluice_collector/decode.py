@@ -43,4 +43,6 @@ def decode_request(signal: Signal, data: bytes, *, max_bytes: int, tenant: str =
         raise DecodeError(
             f"not a valid OTLP {signal.value} Export request: values nested too deeply"
         ) from None
-    return Batch(signal=signal, request=request, received_unix_nano=time.time_ns(), tenant=tenant)
+    return Batch(
+        signal=signal, request=request, received_unix_nano=time.time_ns(), tenant=tenant, raw=data
+    )

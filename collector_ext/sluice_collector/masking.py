@@ -1,21 +1,176 @@
-"""The masking stage (placeholder until the masking issue lands): rewrites secrets in place."""
+"""The masking stage: every string of a batch through `sluice.masking`, rewritten in place.
+
+The stage walks the decoded protobuf request once, collecting every string (log bodies,
+nested kvlist/array values, attributes of records, events, links, resources, scopes, metric
+data points and exemplars; span names and status messages) with its attribute key and the
+record it belongs to. The engine then scans all of them in one pre-scan pass and returns only
+the few that changed; those, and nothing else, are written back.
+
+Masking runs before classification, so a per-category override (`masking.categories.<cat>`)
+can only see the category a record carries itself in its `log.category` attribute (set by the
+SDK); records the router would classify later get the top-level settings. Resource and scope
+strings are shared by records of several categories and always get the top-level settings.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
-from sluice_collector.batch import Batch
+import re2
+
+from sluice.masking import (
+    ACTIONS,
+    DEFAULT_REPLACEMENT,
+    CustomDetector,
+    DetectorSetting,
+    KeyRule,
+    Masker,
+    MaskerConfig,
+)
+from sluice.masking.config import Problem, validate
+from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
+from sluice_collector.otlpvalues import find_attribute
 from sluice_collector.telemetry import ReceiverTelemetry
+from sluice_collector.wirescan import Located, WireFormatError, locate
+
+MASKED_ATTRIBUTE = "sluice.masked"
+DEFAULT_KEY_ENV = "SLUICE_MASKING_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryMasking:
+    """Masking for records whose `log.category` attribute names this category."""
+
+    enabled: bool
+    engine: MaskerConfig
 
 
 @dataclass(frozen=True, slots=True)
 class MaskingConfig:
+    """The `masking:` section, parsed and checked in full before the receiver starts, so a bad
+    pattern or a missing key is a start-up error and never a leak or a crash at runtime."""
+
     enabled: bool = True
+    engine: MaskerConfig = field(default_factory=MaskerConfig)
+    categories: Mapping[str, CategoryMasking] = field(default_factory=dict)
 
     @classmethod
     def from_section(cls, section: Section) -> MaskingConfig:
-        return cls(enabled=section.get_bool("enabled", True))
+        enabled = section.get_bool("enabled", True)
+        detectors = _parse_detectors(section)
+        custom = tuple(
+            CustomDetector(
+                name=item.get_str("name", f"custom_{index}", allow_empty=False),
+                pattern=_required_str(item, "pattern"),
+                action=item.get_str("action", "mask", choices=("mask", "hash", "drop")),
+            )
+            for index, item in enumerate(section.section_list("custom"))
+        )
+        pseudo = section.section("pseudonymize")
+        pseudonymize_keys = tuple(pseudo.get_str_list("keys", []))
+        hash_key = _read_hash_key(pseudo)
+        engine = MaskerConfig(
+            detectors=detectors,
+            custom=custom,
+            sensitive_keys=tuple(section.get_str_list("keys", [])),
+            allow_keys=tuple(section.get_str_list("allow_keys", [])),
+            pseudonymize_keys=pseudonymize_keys,
+            hash_key=hash_key,
+            replacement=section.get_str("replacement", DEFAULT_REPLACEMENT),
+        )
+        key_env = pseudo.get_str("key_env", DEFAULT_KEY_ENV)
+        base_problems = validate(engine)
+        _report(section, base_problems, key_env, "")
+        key_reported = any(p.key == "hash_key" for p in base_problems)
+        categories: dict[str, CategoryMasking] = {}
+        for name, cat in section.sections("categories").items():
+            overrides = _parse_detectors(cat)
+            merged = {**detectors}
+            for detector, setting in overrides.items():
+                base = merged.get(detector, DetectorSetting())
+                merged[detector] = DetectorSetting(
+                    enabled=base.enabled if setting.enabled is None else setting.enabled,
+                    action=base.action if setting.action is None else setting.action,
+                )
+            cat_engine = replace(engine, detectors=merged)
+            # Only the category's own keys can be wrong here; the rest was reported above.
+            own = [p for p in validate(cat_engine)
+                   if (p.key.startswith("detectors.") and p.key.split(".")[1] in overrides)
+                   or (p.key == "hash_key" and not key_reported)]
+            key_reported = key_reported or any(p.key == "hash_key" for p in own)
+            _report(section, own, key_env, f"categories.{name}.")
+            categories[name] = CategoryMasking(cat.get_bool("enabled", True), cat_engine)
+        return cls(enabled=enabled, engine=engine, categories=categories)
+
+
+def _required_str(section: Section, name: str) -> str:
+    if not section.has(name):
+        section.error(name, "missing; expected an RE2 pattern such as 'ACME-[0-9]{8}'")
+        return "x"
+    return section.get_str(name, "x")
+
+
+def _parse_detectors(section: Section) -> dict[str, DetectorSetting]:
+    out: dict[str, DetectorSetting] = {}
+    for name, item in section.sections("detectors").items():
+        enabled = item.get_bool("enabled", True) if item.has("enabled") else None
+        action = item.get_str("action", "", choices=ACTIONS) or None if item.has("action") else None
+        out[name] = DetectorSetting(enabled=enabled, action=action)
+    return out
+
+
+def _read_hash_key(pseudo: Section) -> bytes | None:
+    key_file = pseudo.get_optional_str("key_file")
+    if key_file:
+        try:
+            return Path(key_file).read_bytes().strip()
+        except OSError as exc:
+            pseudo.error("key_file", f"got {key_file!r}; cannot read it ({exc.strerror})")
+            return None
+    value = os.environ.get(pseudo.get_str("key_env", DEFAULT_KEY_ENV))
+    return value.encode("utf-8") if value else None
+
+
+def _report(section: Section, problems: Iterable[Problem], key_env: str, prefix: str) -> None:
+    for problem in problems:
+        if problem.key == "hash_key":
+            section.error(
+                "pseudonymize.key_env",
+                f"environment variable {key_env!r} is not set or too short: the hash action and "
+                "pseudonymize.keys need a secret of at least 16 bytes there or in "
+                "masking.pseudonymize.key_file",
+            )
+        else:
+            section.error(prefix + problem.key, problem.message)
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Owner:
+    """Something masking can mark (`sluice.masked`) or drop: a record, a scope, a resource."""
+
+    container: Any  # the repeated field holding it
+    index: int  # its position there
+    attributes: Any  # where `sluice.masked` goes (for a data point: its metric's metadata)
+    records: int  # how many records dropping it removes
+    parent: int  # owner id of the scope or resource around it; -1 for a resource
+
+
+@dataclass(slots=True)
+class _Group:
+    """The strings of one batch that one engine masks."""
+
+    masker: Masker
+    texts: list[str] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)
+    targets: list[tuple[Any, str]] = field(default_factory=list)
+    owners: list[int] = field(default_factory=list)
 
 
 class SecretMasker:
@@ -24,6 +179,313 @@ class SecretMasker:
     def __init__(self, config: MaskingConfig, telemetry: ReceiverTelemetry | None = None) -> None:
         self.config = config
         self.telemetry = telemetry
+        self._masker = Masker(config.engine)
+        self._categories: dict[str, Masker | None] = {
+            name: Masker(cat.engine) if cat.enabled else None
+            for name, cat in config.categories.items()
+        }
+        self._raw_prescan = _raw_prescan([self._masker, *self._categories.values()])
 
     def __call__(self, batch: Batch) -> Batch:
+        if not self.config.enabled:
+            return batch
+        only = self._candidates(batch)
+        if only is not None and not (only.records or only.scopes or only.resources):
+            return batch  # the common case: nothing in the whole request looks like a secret
+        walk = _Walk(self._masker, self._categories, only)
+        if batch.signal is Signal.LOGS:
+            walk.logs(batch.request)
+        elif batch.signal is Signal.TRACES:
+            walk.traces(batch.request)
+        else:
+            walk.metrics(batch.request)
+        counts = walk.finish()
+        batch.masked.update(counts)
+        batch.dropped += walk.dropped
+        if self.telemetry is not None:
+            for detector, count in counts.items():
+                self.telemetry.masked.labels(detector=detector).inc(count)
         return batch
+
+
+    def _candidates(self, batch: Batch) -> Located | None:
+        """The records, scopes and resources an RE2 scan of the encoded request points at; None
+        means "all of them" (no encoded bytes, or no safe pattern set, or odd framing)."""
+        if self._raw_prescan is None or not batch.raw:
+            return None
+        spans = [match.span() for match in self._raw_prescan.finditer(batch.raw)]
+        try:
+            return locate(batch.raw, spans)
+        except WireFormatError:
+            return None
+
+
+def _raw_prescan(maskers: Iterable[Masker | None]) -> Any:
+    patterns: list[str] = []
+    for masker in maskers:
+        if masker is None:
+            continue
+        found = masker.raw_prescan_patterns()
+        if found is None:
+            return None
+        patterns.extend(found)
+    if not patterns:
+        return None
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = 64 << 20
+    body = "|".join(f"(?:{_strip_group_names(p)})" for p in dict.fromkeys(patterns))
+    try:
+        return re2.compile(body.encode("utf-8"), options)
+    except re2.error:
+        return None  # too large for one program: fall back to looking at every string
+
+
+def _strip_group_names(pattern: str) -> str:
+    # Named groups may repeat across detectors; the scan only needs where, not which.
+    out, pos = [], 0
+    while (found := pattern.find("(?P<", pos)) >= 0:
+        out.append(pattern[pos:found] + "(?:")
+        pos = pattern.find(">", found) + 1
+    out.append(pattern[pos:])
+    return "".join(out)
+
+
+class _Walk:
+    """One pass over a request: collect strings, mask them per group, write back, drop.
+
+    With `only`, strings are collected from the listed records, scopes and resources alone;
+    every other part of the request was shown by the raw scan to hold nothing to mask.
+    """
+
+    def __init__(
+        self, masker: Masker, categories: Mapping[str, Masker | None], only: Located | None = None,
+    ) -> None:
+        self._only = only
+        self._by_scope: dict[tuple[int, int], list[int]] = {}
+        if only is not None:
+            for r, sc, i in sorted(only.records):
+                self._by_scope.setdefault((r, sc), []).append(i)
+        self._default = _Group(masker)
+        self._groups: dict[int, _Group] = {id(masker): self._default}
+        self._categories = categories
+        self._owners: list[_Owner] = []
+        self._hits: Counter[int] = Counter()
+        self._drop: set[int] = set()
+        self._counts: Counter[str] = Counter()
+        self.dropped = 0
+
+    # -- collection -----------------------------------------------------------------------------
+    def _owner(self, container: Any, index: int, attributes: Any, records: int, parent: int) -> int:
+        self._owners.append(_Owner(container, index, attributes, records, parent))
+        return len(self._owners) - 1
+
+    def _group_for(self, attributes: Any) -> _Group | None:
+        if not self._categories:
+            return self._default
+        category = find_attribute(attributes, "log.category")
+        if not isinstance(category, str) or category not in self._categories:
+            return self._default
+        masker = self._categories[category]
+        if masker is None:
+            return None
+        group = self._groups.get(id(masker))
+        if group is None:
+            group = self._groups[id(masker)] = _Group(masker)
+        return group
+
+    def _string(self, group: _Group, message: Any, field_name: str, key: str | None, owner: int) -> None:
+        text = getattr(message, field_name)
+        if text:
+            group.texts.append(text)
+            group.keys.append(key)
+            group.targets.append((message, field_name))
+            group.owners.append(owner)
+
+    def _value(self, group: _Group, value: Any, key: str | None, owner: int) -> None:
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            if value.string_value:
+                group.texts.append(value.string_value)
+                group.keys.append(key)
+                group.targets.append((value, "string_value"))
+                group.owners.append(owner)
+            return
+        if kind is None:
+            return
+        rule = group.masker.key_rule(key) if key is not None else KeyRule.SCAN
+        if kind == "kvlist_value":
+            if rule is KeyRule.SENSITIVE:
+                self._whole(group, value, "{...}", rule, owner)
+            else:
+                for kv in value.kvlist_value.values:
+                    self._value(group, kv.value, kv.key, owner)
+        elif kind == "array_value":
+            if rule is KeyRule.SENSITIVE:
+                self._whole(group, value, "[...]", rule, owner)
+            else:
+                for item in value.array_value.values:
+                    self._value(group, item, key, owner)
+        elif rule in (KeyRule.SENSITIVE, KeyRule.PSEUDONYMIZE):
+            raw = getattr(value, kind)
+            self._whole(group, value, raw.hex() if isinstance(raw, bytes) else str(raw), rule, owner)
+
+    def _whole(self, group: _Group, value: Any, text: str, rule: KeyRule, owner: int) -> None:
+        """A non-string value that its key alone says to hide: replaced by a string token."""
+        new, detector, drop = group.masker.mask_whole(text, rule)
+        if new is None:
+            return
+        value.string_value = new
+        self._counts[detector] += 1
+        self._hits[owner] += 1
+        if drop:
+            self._drop.add(owner)
+
+    def _attributes(self, group: _Group, kvs: Any, owner: int) -> None:
+        # The hot loop of the stage: string values inline, everything else through _value.
+        texts, keys, targets, owners = group.texts, group.keys, group.targets, group.owners
+        for kv in kvs:
+            value = kv.value
+            if value.WhichOneof("value") == "string_value":
+                text = value.string_value
+                if text:
+                    texts.append(text)
+                    keys.append(kv.key)
+                    targets.append((value, "string_value"))
+                    owners.append(owner)
+            else:
+                self._value(group, value, kv.key, owner)
+
+    def _indexes(self, r_index: int, s_index: int, count: int) -> Iterable[int]:
+        if self._only is None:
+            return range(count)
+        return self._by_scope.get((r_index, s_index), ())
+
+    def logs(self, request: Any) -> None:
+        for r_index, rl in enumerate(request.resource_logs):
+            records = sum(len(sl.log_records) for sl in rl.scope_logs)
+            resource = self._resource(request.resource_logs, r_index, rl, records)
+            for s_index, sl in enumerate(rl.scope_logs):
+                scope = self._scope(rl.scope_logs, s_index, sl, len(sl.log_records), resource, r_index)
+                for index in self._indexes(r_index, s_index, len(sl.log_records)):
+                    rec = sl.log_records[index]
+                    group = self._group_for(rec.attributes)
+                    if group is None:
+                        continue
+                    owner = self._owner(sl.log_records, index, rec.attributes, 1, scope)
+                    self._value(group, rec.body, None, owner)
+                    self._attributes(group, rec.attributes, owner)
+
+    def traces(self, request: Any) -> None:
+        for r_index, rs in enumerate(request.resource_spans):
+            records = sum(len(ss.spans) for ss in rs.scope_spans)
+            resource = self._resource(request.resource_spans, r_index, rs, records)
+            for s_index, ss in enumerate(rs.scope_spans):
+                scope = self._scope(rs.scope_spans, s_index, ss, len(ss.spans), resource, r_index)
+                for index in self._indexes(r_index, s_index, len(ss.spans)):
+                    span = ss.spans[index]
+                    group = self._group_for(span.attributes)
+                    if group is None:
+                        continue
+                    owner = self._owner(ss.spans, index, span.attributes, 1, scope)
+                    self._string(group, span, "name", None, owner)
+                    self._string(group, span.status, "message", None, owner)
+                    self._attributes(group, span.attributes, owner)
+                    for event in span.events:
+                        self._string(group, event, "name", None, owner)
+                        self._attributes(group, event.attributes, owner)
+                    for link in span.links:
+                        self._attributes(group, link.attributes, owner)
+
+    def metrics(self, request: Any) -> None:
+        for r_index, rm in enumerate(request.resource_metrics):
+            records = sum(_points(m) for sm in rm.scope_metrics for m in sm.metrics)
+            resource = self._resource(request.resource_metrics, r_index, rm, records)
+            for s_index, sm in enumerate(rm.scope_metrics):
+                points_in_scope = sum(_points(m) for m in sm.metrics)
+                scope = self._scope(rm.scope_metrics, s_index, sm, points_in_scope, resource, r_index)
+                for metric_index in self._indexes(r_index, s_index, len(sm.metrics)):
+                    metric = sm.metrics[metric_index]
+                    kind = metric.WhichOneof("data")
+                    if kind is None:
+                        continue
+                    points = getattr(metric, kind).data_points
+                    # `sluice.masked` goes on the metric's metadata: on a data point it would split
+                    # the series.
+                    marks = getattr(metric, "metadata", None)
+                    for index, point in enumerate(points):
+                        group = self._group_for(point.attributes)
+                        if group is None:
+                            continue
+                        owner = self._owner(points, index, marks, 1, scope)
+                        self._attributes(group, point.attributes, owner)
+                        for exemplar in () if kind == "summary" else point.exemplars:
+                            self._attributes(group, exemplar.filtered_attributes, owner)
+
+    def _resource(self, container: Any, index: int, resourced: Any, records: int) -> int:
+        owner = self._owner(container, index, resourced.resource.attributes, records, -1)
+        if self._only is None or index in self._only.resources:
+            self._attributes(self._default, resourced.resource.attributes, owner)
+        return owner
+
+    def _scope(
+        self, container: Any, index: int, scoped: Any, records: int, parent: int, r_index: int,
+    ) -> int:
+        owner = self._owner(container, index, scoped.scope.attributes, records, parent)
+        if self._only is None or (r_index, index) in self._only.scopes:
+            self._string(self._default, scoped.scope, "name", None, owner)
+            self._attributes(self._default, scoped.scope.attributes, owner)
+        return owner
+
+    # -- masking and write-back -----------------------------------------------------------------
+    def finish(self) -> Counter[str]:
+        for group in self._groups.values():
+            if not group.texts:
+                continue
+            result = group.masker.mask_many(group.texts, group.keys)
+            for index, hits in result.hits.items():
+                message, field_name = group.targets[index]
+                setattr(message, field_name, result.values[index])
+                self._hits[group.owners[index]] += hits
+            for index in result.drop:
+                self._drop.add(group.owners[index])
+            self._counts.update(result.counts)
+        for owner_id, hits in self._hits.items():
+            attributes = self._owners[owner_id].attributes
+            if attributes is not None and owner_id not in self._drop:
+                _add_masked(attributes, hits)
+        if self._drop:
+            self._remove()
+        return self._counts
+
+    def _remove(self) -> None:
+        """Delete dropped owners, highest index first so earlier indexes stay valid."""
+        doomed: list[_Owner] = []
+        for owner_id in self._drop:
+            if self._inside_dropped(self._owners[owner_id].parent):
+                continue  # its resource or scope goes anyway
+            doomed.append(self._owners[owner_id])
+        doomed.sort(key=lambda o: o.index, reverse=True)
+        for owner in doomed:
+            del owner.container[owner.index]
+            self.dropped += owner.records
+
+    def _inside_dropped(self, owner_id: int) -> bool:
+        while owner_id >= 0:
+            if owner_id in self._drop:
+                return True
+            owner_id = self._owners[owner_id].parent
+        return False
+
+
+def _points(metric: Any) -> int:
+    kind = metric.WhichOneof("data")
+    return 0 if kind is None else len(getattr(metric, kind).data_points)
+
+
+def _add_masked(attributes: Any, hits: int) -> None:
+    for kv in attributes:
+        if kv.key == MASKED_ATTRIBUTE:
+            kv.value.int_value = kv.value.int_value + hits
+            return
+    attributes.add(key=MASKED_ATTRIBUTE).value.int_value = hits

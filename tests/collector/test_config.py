@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from sluice_collector.config import load_config, parse_config
 from sluice_collector.errors import ConfigError
 

@@ -7,7 +7,6 @@ import time
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.config import parse_config
 from sluice_collector.routing import MAX_DYNAMIC_CATEGORIES, CategoryRouter
-
 from tests.otlp_builders import log_record, logs_request
 
 

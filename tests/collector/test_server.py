@@ -12,11 +12,11 @@ from google.rpc.error_details_pb2 import RetryInfo
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
 from sluice_collector.batch import Batch
 from sluice_collector.errors import SinkError
 from sluice_collector.receiver import Receiver
 from sluice_collector.testing import InMemorySink, start_receiver
-
 from tests.otlp_builders import log_record, logs_request
 
 LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"

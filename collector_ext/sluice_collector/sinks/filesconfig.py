@@ -1,6 +1,7 @@
 """Config of the file sink: where files go, their format, rotation and the disk guard.
 
 Parsed from the `files` section (and reused for `categories.<name>.rotation` and `.path`).
+Every key is documented in docs/files.md.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class FilesConfig:
     rotation: RotationConfig = field(default_factory=RotationConfig)
     retention_check_interval_s: float = 3600.0
     disk: DiskGuardConfig = field(default_factory=DiskGuardConfig)
+    # Bound on open descriptors; templated paths (one file per user) would otherwise grow it
+    # without limit. Idle files beyond it are closed least-recently-used first.
+    max_open_files: int = 256
 
     @classmethod
     def from_section(cls, s: Section) -> FilesConfig:
@@ -59,6 +63,7 @@ class FilesConfig:
                 max_used_percent=disk.get_float("max_used_percent", 85.0, minimum=1, maximum=100),
                 check_interval_s=disk.get_duration("check_interval_s", 30.0, minimum=0.1),
             ),
+            max_open_files=s.get_int("max_open_files", 256, minimum=1, maximum=65536),
         )
 
 

@@ -1,0 +1,648 @@
+"""`RotatingFileSink`: the record of truth — one rotated, compressed file set per category.
+
+Why it is shaped the way it is (docs/files.md has the user-facing description):
+
+- One write per file per batch. Records are encoded once, grouped by destination file, and each
+  group goes out with one `os.write` on an ``O_APPEND`` descriptor, so a batch costs one syscall
+  per file and the data is with the OS (page cache) before `consume` returns — which is what the
+  receiver's acknowledgement promises. `files.fsync` adds an fsync per file per batch.
+- All or nothing per batch. If any write fails (or is short), every file this batch touched is
+  truncated back to its size before the batch, and `SinkError`/`DiskFullError` is raised, so the
+  client's retry does not duplicate lines and no file ever ends in half a line.
+- Paths may be templates over record and resource fields (per-user isolation). Every field is
+  made a safe single path component (see `safe_component`) and the result must resolve inside
+  `files.directory`; anything missing or refused goes to `files.fallback_path` — never dropped.
+- Rotation (size or clock-aligned period, whichever first) is checked before each write, so it
+  costs nothing extra; gzip runs in a background thread and writes ``.gz.tmp`` then renames, so
+  a crash never leaves a truncated ``.gz`` under a final name, and leftovers are finished on the
+  next start.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import logging
+import os
+import queue
+import re
+import shutil
+import string
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sluice_collector.batch import Batch, Signal
+from sluice_collector.config import CategoryConfig
+from sluice_collector.encode import BatchCache, TimestampFormatter, json_lines, text_lines
+from sluice_collector.errors import DiskFullError, SinkError
+from sluice_collector.otlpvalues import any_value
+from sluice_collector.retention import (
+    ROTATED_RE,
+    Clock,
+    DiskUsage,
+    RetentionSweeper,
+    disk_usage,
+    used_percent,
+)
+from sluice_collector.sinks.filesconfig import FilesConfig, RotationConfig
+from sluice_collector.telemetry import ReceiverTelemetry
+
+__all__ = ["MAX_COMPONENT_CHARS", "RotatingFileSink", "WriteFn", "period_key", "safe_component"]
+
+log = logging.getLogger("sluice.files")
+
+WriteFn = Callable[[int, bytes | memoryview], int]  # os.write's shape; injectable for tests
+MAX_COMPONENT_CHARS = 96
+_BATCH_FIELDS = frozenset({"category", "signal", "tenant"})
+_SAFE_RE = re.compile(r"[A-Za-z0-9_\-@+=,][A-Za-z0-9_\-.@+=,]*")
+_SAFE_CHARS = frozenset(string.ascii_letters + string.digits + "_-.@+=,")
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG})
+
+
+def safe_component(value: Any) -> str | None:
+    """`value` as one safe path component, or None when it is empty.
+
+    Unsafe characters (``/``, ``\\``, NUL, controls, spaces, non-ASCII, ``%``) are
+    percent-encoded as UTF-8 rather than replaced, so two different values (two users) can
+    never share a file; a leading dot is encoded so nothing is hidden and ``.``/``..`` cannot
+    appear; overlong values keep a prefix plus a hash of the whole value.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if not text:
+        return None
+    if len(text) <= MAX_COMPONENT_CHARS and _SAFE_RE.fullmatch(text):
+        return text
+    out = "".join(
+        ch if ch in _SAFE_CHARS else "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+        for ch in text
+    )
+    if out.startswith("."):
+        out = "%2E" + out[1:]
+    if len(out) > MAX_COMPONENT_CHARS:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        out = out[: MAX_COMPONENT_CHARS - 17].rstrip("%0123456789ABCDEF") + "~" + digest
+    return out
+
+
+def period_key(now: float, interval: str, utc: bool) -> str:
+    """The clock-aligned period `now` falls in: ``2026-11-23`` or ``2026-11-23-09`` (hourly)."""
+    t = time.gmtime(now) if utc else time.localtime(now)
+    return time.strftime("%Y-%m-%d-%H" if interval == "hourly" else "%Y-%m-%d", t)
+
+
+class _Template:
+    """A parsed path template; `static` ones depend only on batch-level fields (fast path)."""
+
+    __slots__ = ("fields", "pieces", "record_fields", "static", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pieces: list[tuple[str, str | None]] = [
+            (literal, name) for literal, name, _spec, _conv in string.Formatter().parse(text)
+        ]
+        self.fields = [name for _lit, name in self.pieces if name]
+        self.record_fields = frozenset(f for f in self.fields if f not in _BATCH_FIELDS)
+        self.static = not self.record_fields
+
+    def render(self, values: Mapping[str, Any]) -> str | None:
+        """The relative path, or None when a field is missing or empty after sanitising."""
+        out: list[str] = []
+        for literal, name in self.pieces:
+            out.append(literal)
+            if name:
+                value = values.get(name)
+                part = None if value is None else safe_component(value)
+                if part is None:
+                    return None
+                out.append(part)
+        return "".join(out)
+
+
+@dataclass(slots=True, eq=False)
+class _FileSet:
+    """One active file and the rotation state of its set; only kept while its fd is open."""
+
+    rel: str
+    path: Path
+    category: str
+    rotation: RotationConfig
+    fd: int = -1
+    size: int = 0
+    period: str = ""  # the period the current content belongs to ("" = empty file)
+
+
+class _Compressor:
+    """One daemon thread gzipping rotated files, so rotation never blocks ingest."""
+
+    def __init__(self, on_error: Callable[[str], None]) -> None:
+        self._queue: queue.Queue[Path | None] = queue.Queue()
+        self._pending: set[Path] = set()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._on_error = on_error
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sluice-gzip", daemon=True)
+            self._thread.start()
+
+    def submit(self, path: Path) -> None:
+        with self._lock:
+            if path in self._pending:
+                return
+            self._pending.add(path)
+        self._queue.put(path)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def is_busy(self, path: Path) -> bool:
+        with self._lock:
+            return path in self._pending or (
+                path.name.endswith(".gz") and path.with_name(path.name[:-3]) in self._pending
+            )
+
+    def wait(self, timeout_s: float | None) -> bool:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._idle:
+            while self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def stop(self, timeout_s: float) -> bool:
+        done = self.wait(timeout_s)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=max(timeout_s, 0.1))
+        return done
+
+    def _run(self) -> None:
+        while True:
+            path = self._queue.get()
+            if path is None:
+                return
+            try:
+                compress_file(path)
+            except FileNotFoundError:
+                pass  # removed meanwhile (max_backups or retention): nothing to do
+            except Exception as exc:
+                self._on_error(f"cannot compress {path}: {exc}")
+            finally:
+                with self._idle:
+                    self._pending.discard(path)
+                    self._idle.notify_all()
+
+
+def compress_file(path: Path) -> Path:
+    """gzip `path` to `path.gz` via a temp name, keep its mtime (retention ages by it), and
+    remove the original only once the ``.gz`` is complete under its final name."""
+    final = path.with_name(path.name + ".gz")
+    tmp = path.with_name(path.name + ".gz.tmp")
+    st = path.stat()
+    try:
+        with path.open("rb") as src, tmp.open("wb") as raw:
+            with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime)) as gz:
+                shutil.copyfileobj(src, gz, 1024 * 1024)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    path.unlink(missing_ok=True)
+    return final
+
+
+class RotatingFileSink:
+    """Writes every routed record to its category's files; see the module docstring.
+
+    `clock` drives time-based rotation and retention; `disk_usage` probes (used, total) bytes;
+    `write` is the low-level write (``os.write``) — all three are injectable so tests can cross
+    midnight, fake a full disk or fail a write without mocks.
+    """
+
+    name = "files"
+
+    def __init__(
+        self,
+        config: FilesConfig,
+        categories: Mapping[str, CategoryConfig],
+        telemetry: ReceiverTelemetry,
+        *,
+        clock: Clock = time.time,
+        disk_usage: DiskUsage = disk_usage,
+        write: WriteFn = os.write,
+    ) -> None:
+        self.config = config
+        self.directory = Path(config.directory)
+        self._categories = categories
+        self._telemetry = telemetry
+        self._clock = clock
+        self._disk_usage = disk_usage
+        self._write = write
+        self._lines = text_lines if config.format == "text" else json_lines
+        self._lock = threading.Lock()
+        self._open: OrderedDict[str, _FileSet] = OrderedDict()  # LRU of open file sets
+        self._templates: dict[str, _Template] = {}
+        self._resolved: dict[str, Path | None] = {}  # rel path → confined absolute path
+        self._rendered: dict[tuple[str, str, tuple[Any, ...]], str] = {}  # → rel path
+        self._root = self.directory
+        self._compressor = _Compressor(self._record_error)
+        self.sweeper = RetentionSweeper(
+            config, categories, telemetry, clock=clock, disk_usage=disk_usage,
+            is_busy=self._compressor.is_busy,
+        )
+        self._started = False
+        self._stopped = False
+        self.last_error = ""
+        self._failing = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, *, background: bool = True) -> None:
+        """Create the directory, finish compressions a crash left behind, start the gzip
+        thread and the retention sweeper (`background=False` leaves sweeping to the caller)."""
+        if self._started:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(
+                f"files.directory: cannot create {self.directory}: {exc.strerror or exc}"
+            ) from exc
+        self._root = self.directory.resolve()
+        self._started = True
+        self._stopped = False
+        self._compressor.start()
+        self._recover()
+        if background:
+            self.sweeper.start()
+
+    def force_flush(self, timeout_s: float | None = None) -> bool:
+        """fsync every open file (writes are already with the OS) and wait for pending gzips."""
+        ok = True
+        with self._lock:
+            for fs in self._open.values():
+                try:
+                    os.fsync(fs.fd)
+                except OSError as exc:
+                    self._record_error(f"fsync {fs.path}: {exc.strerror or exc}")
+                    ok = False
+        return self._compressor.wait(timeout_s) and ok
+
+    def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.sweeper.stop()
+        self._compressor.stop(10.0)
+        with self._lock:
+            for fs in self._open.values():
+                _close(fs)
+            self._open.clear()
+        self._started = False
+
+    def health(self) -> dict[str, Any]:
+        try:
+            disk_pct: float | None = round(used_percent(self._disk_usage, self.directory), 2)
+        except OSError:
+            disk_pct = None
+        over = disk_pct is not None and disk_pct > self.config.disk.max_used_percent
+        with self._lock:
+            open_files = len(self._open)
+        return {
+            "state": "degraded" if (self._failing or over) else "ok",
+            "directory": str(self.directory),
+            "disk_used_percent": disk_pct,
+            "open_files": open_files,
+            "pending_compressions": self._compressor.pending(),
+            "last_error": self.last_error or self.sweeper.last_error,
+        }
+
+    # -- ingest ----------------------------------------------------------------------------
+    def consume(self, batch: Batch) -> None:
+        """Encode, group by file, write each group once; all or nothing (see module docs)."""
+        started = time.perf_counter()
+        cache = BatchCache()
+        ts = TimestampFormatter()
+        groups: dict[str, _Group] = {}
+        counts: dict[str, int] = {}
+        batch_values = {"signal": batch.signal.value, "tenant": batch.tenant or None}
+        for category, refs in batch.routes.items():
+            if not refs:
+                continue
+            cat = self._category(category)
+            template = self._template(cat.path)
+            batch_values["category"] = category
+            if template.static:
+                lines = self._lines(batch, category, refs, cache=cache, ts=ts)
+                rel = self._destination(template, batch_values)
+                group = groups.get(rel)
+                if group is None:
+                    group = groups[rel] = _Group(cat)
+                group.chunks.extend(lines)
+                counts[category] = len(lines)
+                continue
+            # Templated: the JSON encoders hand back each record's attribute dict, so the
+            # template's fields cost dict lookups, not a second pass over the protobuf.
+            cache.record_attrs = [] if batch.signal is not Signal.METRICS else None
+            lines = self._lines(batch, category, refs, cache=cache, ts=ts)
+            record_attrs, cache.record_attrs = cache.record_attrs, None
+            if record_attrs is not None and len(record_attrs) != len(refs):
+                record_attrs = None  # text format converts no attributes: look them up below
+            counts[category] = len(lines)
+            for index, ((rl, _sl, rec), line) in enumerate(zip(refs, lines, strict=True)):
+                if record_attrs is not None:
+                    attrs = record_attrs[index]
+                elif batch.signal is Signal.METRICS:
+                    attrs = {}
+                else:
+                    attrs = _find_attributes(rec.attributes, template.record_fields)
+                key = _field_key(template, batch_values, attrs, cache.resource_attributes(rl))
+                # The fallback path may name the category: it is part of the cache key.
+                cache_key = (template.text, category, key)
+                dest = self._rendered.get(cache_key)
+                if dest is None:
+                    values = {**batch_values, **dict(zip(template.fields, key, strict=True))}
+                    dest = self._destination(template, values)
+                    if len(self._rendered) > 65536:
+                        self._rendered.clear()
+                    self._rendered[cache_key] = dest
+                group = groups.get(dest)
+                if group is None:
+                    group = groups[dest] = _Group(cat)
+                group.chunks.append(line)
+        if not groups:
+            return
+        bytes_by_category: dict[str, int] = {}
+        with self._lock:
+            if not self._started:
+                raise SinkError("files sink is not started")
+            now = self._clock()
+            done: list[tuple[_FileSet, int]] = []
+            try:
+                for rel, group in groups.items():
+                    data = b"".join(group.chunks)
+                    fs = self._fileset(rel, group.category)
+                    done.append((fs, self._write_set(fs, data, now)))
+                    name = group.category.name
+                    bytes_by_category[name] = bytes_by_category.get(name, 0) + len(data)
+                if self.config.fsync:
+                    for fs, _pre in done:
+                        os.fsync(fs.fd)
+            except OSError as exc:
+                self._rollback(done)
+                self._failing = True
+                self._record_error(f"write failed: {exc.strerror or exc}")
+                kind = "disk_full" if exc.errno in _DISK_FULL else "io"
+                self._telemetry.sink_errors.labels(sink=self.name, kind=kind).inc()
+                if exc.errno in _DISK_FULL:
+                    self.sweeper.relieve_pressure()
+                    raise DiskFullError(
+                        f"files: no space left under {self.directory} ({exc.strerror or exc})"
+                    ) from exc
+                raise SinkError(f"files: write failed under {self.directory}: {exc.strerror or exc}") from exc
+            self._failing = False
+        telemetry = self._telemetry
+        signal = batch.signal.value
+        for category, n in counts.items():
+            telemetry.written.labels(signal=signal, category=category, sink=self.name).inc(n)
+        for category, n in bytes_by_category.items():
+            telemetry.bytes_written.labels(sink=self.name, category=category).inc(n)
+        telemetry.write_seconds.labels(sink=self.name).observe(time.perf_counter() - started)
+
+    # -- destinations ----------------------------------------------------------------------
+    def _category(self, name: str) -> CategoryConfig:
+        cat = self._categories.get(name)
+        return cat if cat is not None else CategoryConfig(name=name, rotation=self.config.rotation)
+
+    def _template(self, text: str) -> _Template:
+        template = self._templates.get(text)
+        if template is None:
+            template = self._templates[text] = _Template(text)
+        return template
+
+    def _destination(self, template: _Template, values: Mapping[str, Any]) -> str:
+        """A relative path confined under the directory: the template's, else the fallback's,
+        else ``<category>.log`` (the fallback may itself name a field that is missing)."""
+        rel = template.render(values)
+        if rel is not None and self._confined(rel) is not None:
+            return rel
+        rel = self._template(self.config.fallback_path).render(values)
+        if rel is not None and self._confined(rel) is not None:
+            return rel
+        return f"{safe_component(values['category']) or 'app'}.log"
+
+    def _confined(self, rel: str) -> Path | None:
+        if rel in self._resolved:
+            return self._resolved[rel]
+        if len(self._resolved) > 65536:
+            self._resolved.clear()
+        path: Path | None = self._root / rel
+        resolved = os.path.realpath(path)  # type: ignore[arg-type]
+        root = str(self._root)
+        if not (resolved.startswith(root + os.sep)) or os.path.basename(resolved) in ("", ".", ".."):
+            log.warning("files: path %r leaves %s; using the fallback path", rel, root)
+            path = None
+        self._resolved[rel] = path
+        return path
+
+    # -- file sets -------------------------------------------------------------------------
+    def _fileset(self, rel: str, category: CategoryConfig) -> _FileSet:
+        fs = self._open.get(rel)
+        if fs is not None:
+            self._open.move_to_end(rel)
+            return fs
+        path = self._confined(rel)
+        if path is None:  # the tree changed since the path was chosen (a symlink appeared)
+            raise OSError(errno.EACCES, f"{rel} resolves outside files.directory")
+        fs = _FileSet(rel=rel, path=path, category=category.name, rotation=category.rotation)
+        while len(self._open) >= self.config.max_open_files:
+            _rel, idle = self._open.popitem(last=False)
+            _close(idle)
+        self._open_fd(fs)
+        self._open[rel] = fs
+        return fs
+
+    def _open_fd(self, fs: _FileSet) -> None:
+        fs.path.parent.mkdir(parents=True, exist_ok=True)
+        fs.fd = os.open(fs.path, _OPEN_FLAGS, 0o640)
+        st = os.fstat(fs.fd)
+        fs.size = st.st_size
+        # A file left from before a restart belongs to the period of its last write.
+        fs.period = period_key(st.st_mtime, fs.rotation.interval, fs.rotation.utc) if st.st_size else ""
+
+    def _write_set(self, fs: _FileSet, data: bytes, now: float) -> int:
+        """Write `data` to the file set (rotating first if due); returns the pre-write size."""
+        if fs.fd < 0:  # a failed reopen (e.g. after a rotation) left it closed: try again
+            self._open_fd(fs)
+        st = os.fstat(fs.fd)
+        if st.st_nlink == 0:  # moved or removed behind our back (e.g. an external logrotate)
+            _close(fs)
+            self._open_fd(fs)
+            st = os.fstat(fs.fd)
+        fs.size = st.st_size
+        rotation = fs.rotation
+        current = period_key(now, rotation.interval, rotation.utc)
+        if fs.size and (
+            fs.size + len(data) > rotation.max_bytes
+            or (rotation.interval != "none" and fs.period != current)
+        ):
+            self._rotate(fs)
+        pre = fs.size
+        view = memoryview(data)
+        offset = 0
+        try:
+            while offset < len(data):
+                n = self._write(fs.fd, view[offset:])
+                if n <= 0:
+                    raise OSError(errno.EIO, "short write")
+                offset += n
+        except OSError:
+            _truncate(fs, pre)
+            raise
+        if not fs.size:
+            fs.period = current
+        fs.size = pre + len(data)
+        return pre
+
+    def _rollback(self, done: list[tuple[_FileSet, int]]) -> None:
+        for fs, pre in done:
+            _truncate(fs, pre)
+
+    def _rotate(self, fs: _FileSet) -> None:
+        directory = fs.path.parent
+        base = fs.path.name
+        period = fs.period or period_key(self._clock(), fs.rotation.interval, fs.rotation.utc)
+        seq = 1 + max((r[1] for r in _rotated(directory, base) if r[0] == period), default=0)
+        target = directory / f"{base}.{period}.{seq}"
+        try:
+            os.rename(fs.path, target)
+        except OSError as exc:
+            # Keep writing to the current file: a late rotation is better than a lost batch.
+            self._record_error(f"cannot rotate {fs.path}: {exc.strerror or exc}")
+            return
+        _close(fs)
+        self._open_fd(fs)
+        self._telemetry.rotations.labels(category=fs.category).inc()
+        if fs.rotation.compress:
+            self._compressor.submit(target)
+        if fs.rotation.max_backups:
+            self._prune(fs)
+
+    def _prune(self, fs: _FileSet) -> None:
+        rotated = sorted(_rotated(fs.path.parent, fs.path.name))
+        excess = len(rotated) - fs.rotation.max_backups
+        for period, seq, name in rotated[: max(excess, 0)]:
+            path = fs.path.parent / name
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self._record_error(f"cannot remove {path}: {exc.strerror or exc}")
+                continue
+            self._telemetry.retention_removed.labels(category=fs.category, reason="max_backups").inc()
+            log.debug("files: removed %s (%s.%s) over max_backups", path, period, seq)
+
+    def _recover(self) -> None:
+        """Remove half-written ``.gz.tmp`` files and re-queue rotated files whose gzip a crash
+        or a shutdown interrupted."""
+        for dirpath, dirnames, filenames in os.walk(self.directory):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for filename in filenames:
+                path = Path(dirpath, filename)
+                if filename.endswith(".gz.tmp"):
+                    path.unlink(missing_ok=True)
+                    continue
+                m = ROTATED_RE.match(filename)
+                if m is None or m.group("gz"):
+                    continue
+                rel = path.relative_to(self.directory).parent / m.group("base")
+                owner = self.sweeper.category_of(rel.as_posix())
+                cat = self._categories.get(owner[0]) if owner else None
+                if (cat.rotation.compress if cat else self.config.rotation.compress):
+                    self._compressor.submit(path)
+
+    def _record_error(self, message: str) -> None:
+        if message != self.last_error:
+            log.warning("files: %s", message)
+        self.last_error = message
+
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    category: CategoryConfig
+    chunks: list[bytes] = field(default_factory=list)
+
+
+def _find_attributes(kvs: Any, wanted: frozenset[str]) -> dict[str, Any]:
+    """Only the attributes a template names (text format: nothing converted them yet)."""
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        if kv.key in wanted:
+            v = kv.value
+            out[kv.key] = v.string_value or any_value(v)
+    return out
+
+
+def _field_key(template: _Template, batch_values: Mapping[str, Any], record: Mapping[str, Any],
+               resource: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The template's field values in order: batch fields, else the record's attribute, else
+    the resource's. Structured values (lists, maps) do not name files: they count as missing."""
+    out: list[Any] = []
+    for name in template.fields:
+        if name in _BATCH_FIELDS:
+            value = batch_values.get(name)
+        else:
+            value = record.get(name)
+            if value is None or value == "":
+                value = resource.get(name)
+        out.append(value if isinstance(value, str | int | float) else None)
+    return tuple(out)
+
+
+def _rotated(directory: Path, base: str) -> list[tuple[str, int, str]]:
+    """(period, seq, file name) of every rotated file of the set whose active name is `base`."""
+    out: list[tuple[str, int, str]] = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if not name.startswith(base + "."):
+            continue
+        m = ROTATED_RE.match(name)
+        if m is not None and m.group("base") == base:
+            out.append((m.group("period"), int(m.group("seq")), name))
+    return out
+
+
+def _close(fs: _FileSet) -> None:
+    if fs.fd >= 0:
+        try:
+            os.close(fs.fd)
+        finally:
+            fs.fd = -1
+
+
+def _truncate(fs: _FileSet, size: int) -> None:
+    try:
+        os.ftruncate(fs.fd, size)
+        fs.size = size
+    except OSError as exc:
+        log.error("files: cannot truncate %s back to %d bytes: %s", fs.path, size, exc)
+

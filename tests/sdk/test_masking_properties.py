@@ -1,0 +1,94 @@
+"""Property tests for the masking engine: it never raises, is idempotent, batches change nothing,
+and known canary secrets never survive whatever text surrounds them."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sluice.masking import DetectorSetting, Masker, MaskerConfig
+
+MASKER = Masker(MaskerConfig(detectors={"phone": DetectorSetting(enabled=True)}))
+SMALL_CHUNKS = Masker(MaskerConfig(chunk_chars=1024, overlap_chars=256))
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Text that looks like logs: the characters detectors care about, so random strings come close to
+# secrets, tokens and their look-alikes far more often than uniform unicode would.
+LOGGY = st.text(
+    alphabet=st.sampled_from(list("aAkKsS019457 -_.:=/@?&%\"'\\\n[]{}()+,;xXpPgGhH")), max_size=120,
+)
+ANY_TEXT = st.text(alphabet=st.characters(blacklist_categories=()), max_size=200)
+KEYS = st.one_of(st.none(), st.sampled_from(
+    ["password", "http.route", "user.id", "message", "db.statement", "X-Api-Key", ""]))
+
+CANARIES = [
+    "gh" + "p_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2",
+    "AK" + "IA" + "Q7W2E9R4T1Y6U3I8",
+    "password=" + "Canary5ecretValue",
+    "4111 1111 1111 1111",
+    "canary.person@example.com",
+    "postgres://app:" + "Canary5ecret" + "@db:5432/x",
+    "eyJhbGciOiJIUzI1NiJ9." + "eyJzdWIiOiJjYW5hcnkifQ." + "c2lnbmF0dXJlMTIz",
+    "xox" + "b-1234567890-" + "CanarySlackToken",
+    "DE89370400440532013000",
+    "123-45-6789",
+]
+# The part of each canary that must not appear in the output.
+CANARY_CORES = [
+    CANARIES[0], CANARIES[1], "Canary5ecretValue", "4111 1111 1111 1111", "canary.person",
+    "Canary5ecret", "c2lnbmF0dXJlMTIz", "CanarySlackToken", "DE89370400440532013000", "123-45-6789",
+]
+
+
+@FAST
+@given(ANY_TEXT, KEYS)
+def test_mask_never_raises_on_any_unicode_including_lone_surrogates(text: str, key: str | None) -> None:
+    out = MASKER.mask(text, key)
+    assert isinstance(out, str)
+
+
+@FAST
+@given(st.one_of(LOGGY, ANY_TEXT))
+def test_masking_twice_equals_masking_once(text: str) -> None:
+    once = MASKER.mask(text)
+    assert MASKER.mask(once) == once
+
+
+@FAST
+@given(st.lists(st.one_of(LOGGY, st.sampled_from(CANARIES)), max_size=12))
+def test_batch_result_equals_masking_each_string_alone(texts: list[str]) -> None:
+    """Joining a batch for the one-pass pre-scan must not change any string's outcome."""
+    batch = MASKER.mask_many(texts).values
+    assert [t if v is None else v for t, v in zip(texts, batch, strict=True)] == [MASKER.mask(t) for t in texts]
+
+
+@FAST
+@given(st.lists(st.one_of(LOGGY, st.sampled_from(CANARIES), st.builds(
+    lambda a, c, b: f"{a}{c}{b}", LOGGY, st.sampled_from(CANARIES), LOGGY)), max_size=8))
+def test_pre_scan_never_hides_a_string_a_detector_would_change(texts: list[str]) -> None:
+    """The batch pre-scan may only skip strings that running every detector leaves unchanged."""
+    fast = MASKER.mask_many(texts).values
+    for text, value in zip(texts, fast, strict=True):
+        assert (text if value is None else value) == MASKER.mask_without_prescan(text)
+
+
+@FAST
+@given(LOGGY, st.sampled_from(range(len(CANARIES))), LOGGY)
+def test_a_canary_never_survives_its_surroundings(prefix: str, which: int, suffix: str) -> None:
+    text = f"{prefix}\n{CANARIES[which]}\n{suffix}"
+    assert CANARY_CORES[which] not in MASKER.mask(text)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=0, max_value=5000), st.sampled_from(range(len(CANARIES))))
+def test_a_canary_in_a_long_string_is_found_at_any_offset(offset: int, which: int) -> None:
+    text = "x " * offset + "\n" + CANARIES[which] + "\n" + "y " * 2000
+    assert CANARY_CORES[which] not in SMALL_CHUNKS.mask(text)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(LOGGY, st.sampled_from(CANARIES)), min_size=20, max_size=80))
+def test_scanning_in_windows_gives_the_same_result_as_one_pass(pieces: list[str]) -> None:
+    """Window edges (1 KiB windows here) must neither hide a secret nor split one."""
+    text = " ".join(pieces) * 3
+    assert SMALL_CHUNKS.mask(text) == Masker(MaskerConfig(chunk_chars=1 << 20)).mask(text)
