@@ -1,4 +1,4 @@
-"""The batch flow — validate → mask → classify → sinks — and its back-pressure.
+"""The batch flow — mask → validate → classify → sinks — and its back-pressure.
 
 A batch is admitted against two bounds (requests and encoded bytes in flight); over either,
 `Overloaded` tells the client to come back later (gRPC UNAVAILABLE with retry info) instead of

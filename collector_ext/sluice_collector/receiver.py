@@ -66,12 +66,13 @@ class Receiver:
         # One mutable category table shared by the router (which may add dynamic categories)
         # and the sinks (which look categories up by name).
         self.categories: dict[str, CategoryConfig] = dict(config.categories)
-        stages: list[Stage] = [RecordValidator()]
+        # Masking comes first: it scans the request's encoded bytes, whose record positions
+        # must still match the decoded request (validation may remove records).
+        stages: list[Stage] = []
         if config.masking.enabled:
             stages.append(SecretMasker(config.masking, self.telemetry))
-        stages.append(
-            CategoryRouter(self.categories, default_rotation=config.files.rotation)
-        )
+        stages.append(RecordValidator())
+        stages.append(CategoryRouter(self.categories, default_rotation=config.files.rotation))
         self.sinks = list(sinks) if sinks is not None else build_sinks(
             config, self.categories, self.telemetry
         )
