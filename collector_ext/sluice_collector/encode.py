@@ -390,8 +390,10 @@ def json_lines(batch: Batch, category: str, refs: list[RecordRef], *,
 
 # -- text -----------------------------------------------------------------------------------
 
+# Everything `str.splitlines` would break a line at, plus NUL.
 _ESCAPES = str.maketrans({"\n": "\\n", "\r": "\\r", "\x00": "\\0", "\x0b": "\\v", "\x0c": "\\f",
-                          "\x85": "\\x85", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+                          "\x1c": "\\x1c", "\x1d": "\\x1d", "\x1e": "\\x1e", "\x85": "\\x85",
+                          "\u2028": "\\u2028", "\u2029": "\\u2029"})
 _LOGGER_KEYS = ("logger.name", "logger", "log.logger")
 _FUNCTION_KEYS = ("code.function.name", "code.function")
 

@@ -486,3 +486,28 @@ def test_spans_and_metrics_use_resource_fields_in_templates(tmp_path: Path) -> N
     assert all_files(root) == ["api/metrics.log", "api/traces.log"]
     assert json.loads((root / "api" / "traces.log").read_bytes())["name"] == "op"
     assert json.loads((root / "api" / "metrics.log").read_bytes())["name"] == "m"
+
+
+def test_rollback_reaches_files_the_descriptor_lru_already_closed(tmp_path: Path) -> None:
+    """A batch touching more files than max_open_files still rolls back every one of them."""
+    calls = {"n": 0}
+
+    def last_write_fails(fd: int, data: bytes | memoryview) -> int:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, data)
+
+    config = FilesConfig(directory=tmp_path, rotation=NO_ROTATION, max_open_files=2, fsync=True)
+    cats = {"app": CategoryConfig(name="app", path="{user.id}.log", rotation=NO_ROTATION)}
+    s = RotatingFileSink(config, cats, ReceiverTelemetry(), write=last_write_fails,
+                         disk_usage=lambda _p: (10, 100))
+    s.start(background=False)
+    request = logs_request(*(log_record(f"r{i}", attributes={"user.id": f"u{i}"}) for i in range(5)))
+    batch = Batch(Signal.LOGS, request, time.time_ns())
+    batch.routes = {"app": batch.records()}
+    with pytest.raises(DiskFullError):
+        s.consume(batch)
+    s.shutdown()
+    assert {p.name: p.stat().st_size for p in tmp_path.glob("*.log")} == {
+        f"u{i}.log": 0 for i in range(5)}

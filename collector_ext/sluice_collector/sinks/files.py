@@ -400,9 +400,6 @@ class RotatingFileSink:
                     done.append((fs, self._write_set(fs, data, now)))
                     name = group.category.name
                     bytes_by_category[name] = bytes_by_category.get(name, 0) + len(data)
-                if self.config.fsync:
-                    for fs, _pre in done:
-                        os.fsync(fs.fd)
             except OSError as exc:
                 self._rollback(done)
                 self._failing = True
@@ -511,6 +508,10 @@ class RotatingFileSink:
                 if n <= 0:
                     raise OSError(errno.EIO, "short write")
                 offset += n
+            if self.config.fsync:
+                # Here rather than after the batch: a later file of the same batch may evict
+                # this one from the descriptor LRU.
+                os.fsync(fs.fd)
         except OSError:
             _truncate(fs, pre)
             raise
@@ -640,8 +641,12 @@ def _close(fs: _FileSet) -> None:
 
 
 def _truncate(fs: _FileSet, size: int) -> None:
+    """Cut a file back to `size`; by path when the LRU closed it since it was written."""
     try:
-        os.ftruncate(fs.fd, size)
+        if fs.fd >= 0:
+            os.ftruncate(fs.fd, size)
+        else:
+            os.truncate(fs.path, size)
         fs.size = size
     except OSError as exc:
         log.error("files: cannot truncate %s back to %d bytes: %s", fs.path, size, exc)
