@@ -1,0 +1,200 @@
+"""The wire encoder and the log shipper: OTLP bytes the official protos parse, batching, spill."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from sluice import _wire
+from sluice._shipper import InMemoryTransport, Item, LogShipper, severity_number
+from sluice._spill import SpillQueue
+from tests.sdk.otlp_sink import plain
+
+
+def item(body: object = "hi", *, name: str = "app", category: str | None = None,
+         attrs: dict[str, object] | None = None, tid: int = 0, sid: int = 0) -> Item:
+    a = dict(attrs or {})
+    if category:
+        a["log.category"] = category
+    return (1_700_000_000.5, logging.INFO, "INFO", name, body, "/src/app.py", "handler", 12, tid, sid,
+            1 if tid else 0, a or None, None)
+
+
+def decode(payload: bytes) -> ExportLogsServiceRequest:
+    return ExportLogsServiceRequest.FromString(payload)
+
+
+def shipper(transport: InMemoryTransport, **kwargs: object) -> LogShipper:
+    return LogShipper(transport, {"service.name": "svc", "n": 3}, schedule_delay_s=60, **kwargs)  # type: ignore[arg-type]
+
+
+def test_encoded_batch_parses_with_official_protos_and_keeps_every_field() -> None:
+    t = InMemoryTransport()
+    s = shipper(t)
+    s.submit(item("héllo", tid=0x0123456789ABCDEF0123456789ABCDEF, sid=0x1122334455667788,
+                  attrs={"s": "x", "i": -5, "f": 1.5, "b": True, "m": {"k": [1, "two"]}, "n": None, "o": object}))
+    assert s.force_flush(5)
+    request = decode(t.payloads[0])
+    rl = request.resource_logs[0]
+    assert {kv.key: plain(kv.value) for kv in rl.resource.attributes} == {"service.name": "svc", "n": 3}
+    sl = rl.scope_logs[0]
+    assert sl.scope.name == "app"
+    rec = sl.log_records[0]
+    assert plain(rec.body) == "héllo"
+    assert rec.time_unix_nano == 1_700_000_000_500_000_000 == rec.observed_time_unix_nano
+    assert rec.severity_number == 9
+    assert rec.severity_text == "INFO"
+    assert rec.trace_id.hex() == "0123456789abcdef0123456789abcdef"
+    assert rec.span_id.hex() == "1122334455667788"
+    assert rec.flags == 1
+    got = {kv.key: plain(kv.value) for kv in rec.attributes}
+    assert got["code.file.path"] == "/src/app.py"
+    assert got["code.function.name"] == "handler"
+    assert got["code.line.number"] == 12
+    assert (got["s"], got["i"], got["f"], got["b"]) == ("x", -5, 1.5, True)
+    assert got["m"] == {"k": [1, "two"]}
+    assert got["n"] is None
+    assert "object" in got["o"]
+    s.shutdown(1)
+
+
+def test_records_are_grouped_by_logger_into_scopes() -> None:
+    t = InMemoryTransport()
+    s = shipper(t)
+    for name in ("a", "b", "a"):
+        s.submit(item(name, name=name))
+    s.force_flush(5)
+    scopes = {sl.scope.name: len(sl.log_records) for sl in decode(t.payloads[0]).resource_logs[0].scope_logs}
+    assert scopes == {"a": 2, "b": 1}
+    s.shutdown(1)
+
+
+def test_long_bodies_and_non_string_bodies_encode() -> None:
+    body = "x" * 100_000
+    req = decode(_wire.export_request(_wire.resource({}), [_wire.scope_logs("s", [_wire.log_record(
+        time_unix_nano=1, observed_time_unix_nano=1, head=b"", body=body, attributes=b"")])]))
+    assert plain(req.resource_logs[0].scope_logs[0].log_records[0].body) == body
+    t = InMemoryTransport()
+    s = shipper(t)
+    s.submit(item({"structured": 1}))
+    s.force_flush(5)
+    assert plain(decode(t.payloads[0]).resource_logs[0].scope_logs[0].log_records[0].body) == {"structured": 1}
+    s.shutdown(1)
+
+
+def test_severity_numbers_follow_the_otel_ranges() -> None:
+    assert [severity_number(x) for x in (0, 5, 10, 20, 25, 30, 40, 50, 60)] == [0, 1, 5, 9, 12, 13, 17, 21, 24]
+
+
+def test_full_queue_drops_ordinary_records_and_counts_them_but_keeps_audit() -> None:
+    t = InMemoryTransport()
+    s = shipper(t, max_queue_size=2, max_batch_size=100)
+    for _ in range(5):
+        s.submit(item())
+    s.submit(item(category="audit"))
+    assert s.dropped == 3
+    assert s.queue_depth == 3
+    s.force_flush(5)
+    s.shutdown(1)
+
+
+def test_receiver_down_spills_audit_and_security_drops_the_rest_and_replays_later(tmp_path: Path) -> None:
+    t = InMemoryTransport()
+    t.fail = True
+    spill = SpillQueue(tmp_path, 1_000_000)
+    s = shipper(t, spill=spill, export_timeout_s=0.3)
+    s.submit(item("audit", category="audit"))
+    s.submit(item("sec", category="security"))
+    s.submit(item("plain"))
+    assert s.force_flush(0.5) is False
+    assert len(spill) == 1
+    assert s.dropped == 1
+    t.fail = False
+    s.submit(item("later"))
+    assert s.force_flush(5)
+    bodies = [plain(r.body) for p in t.payloads for rl in decode(p).resource_logs
+              for sl in rl.scope_logs for r in sl.log_records]
+    assert sorted(bodies) == ["audit", "later", "sec"]
+    assert len(spill) == 0
+    s.shutdown(1)
+
+
+def test_spill_is_bounded_by_max_bytes(tmp_path: Path) -> None:
+    spill = SpillQueue(tmp_path, 100)
+    assert spill.put([("s", b"x" * 60)])
+    assert not spill.put([("s", b"x" * 60)])
+    assert len(spill) == 1
+
+
+def test_a_transport_that_raises_anything_never_breaks_the_shipper() -> None:
+    class Broken(InMemoryTransport):
+        def send(self, payload: bytes, timeout_s: float) -> None:
+            raise RuntimeError("boom")
+
+    s = LogShipper(Broken(), {}, schedule_delay_s=0.05)
+    s.submit(item())
+    time.sleep(0.2)
+    assert s.force_flush(1) is True  # nothing left queued: the batch was dropped and counted
+    assert s.dropped == 1
+    s.shutdown(1)
+
+
+def test_worker_ships_a_full_batch_without_an_explicit_flush() -> None:
+    t = InMemoryTransport()
+    s = LogShipper(t, {}, schedule_delay_s=60, max_batch_size=3)
+    for _ in range(3):
+        s.submit(item())
+    deadline = time.monotonic() + 5
+    while not t.payloads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert t.payloads
+    s.shutdown(1)
+
+
+def test_shutdown_is_idempotent() -> None:
+    s = shipper(InMemoryTransport())
+    assert s.shutdown(1)
+    assert s.shutdown(1)
+
+
+def test_http_transport_posts_protobuf_to_v1_logs() -> None:
+    """The http/protobuf path sends the same bytes to <endpoint>/v1/logs with the right content type."""
+    import http.server
+    import threading
+
+    from sluice._shipper import HttpTransport, TransportError
+
+    seen: list[tuple[str, str, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(503 if self.headers.get("x-fail") else 200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}"
+        s = LogShipper(HttpTransport(endpoint, headers={}), {"service.name": "h"}, schedule_delay_s=60)
+        s.submit(item("over http"))
+        assert s.force_flush(5)
+        path, content_type, body = seen[0]
+        assert path == "/v1/logs"
+        assert content_type == "application/x-protobuf"
+        assert plain(decode(body).resource_logs[0].scope_logs[0].log_records[0].body) == "over http"
+        s.shutdown(1)
+        failing = HttpTransport(endpoint, headers={"x-fail": "1"})
+        with pytest.raises(TransportError) as info:
+            failing.send(b"", 2)
+        assert info.value.retryable
+    finally:
+        server.shutdown()
