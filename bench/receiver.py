@@ -98,7 +98,9 @@ def drive(endpoint: str, payloads: list[bytes], requests: int, threads: int) -> 
     barrier = threading.Barrier(threads + 1)
 
     def worker(index: int) -> None:
-        with grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+        # A connection per thread, as separate apps would have (gRPC shares one by default).
+        options = [("grpc.max_send_message_length", 64 << 20), ("grpc.use_local_subchannel_pool", 1)]
+        with grpc.insecure_channel(endpoint, options=options) as ch:
             stub = ch.unary_unary(LOGS_EXPORT)
             stub(payloads[0], timeout=30)  # warm the connection before the clock starts
             barrier.wait()
@@ -166,11 +168,13 @@ def run_sluice(name: str, settings: dict, payloads: list[bytes], args: argparse.
     work = tmp / name
     work.mkdir()
     port = free_port()
+    settings = dict(settings)
+    extra_args = settings.pop("__args__", [])
     config = {"listen": f"127.0.0.1:{port}", "files": {"directory": str(work / "logs")},
               "telemetry": {"listen": ""}, **settings}
     (work / "sluice.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "sluice_collector", "receiver", "run", "--config",
-           str(work / "sluice.yaml"), "--log-level", "WARNING"]
+           str(work / "sluice.yaml"), "--log-level", "WARNING", *extra_args]
     proc = subprocess.Popen(cmd, cwd=work, stderr=subprocess.PIPE, text=True)
     try:
         wait_port(port)
@@ -196,8 +200,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400, help="Export requests in total (default 400)")
     parser.add_argument("--records", type=int, default=1000, help="log records per request (default 1000)")
     parser.add_argument("--threads", type=int, default=4, help="client threads (default 4)")
-    parser.add_argument("--configs", default="default,no-masking",
-                        help="sluice configs to run: default, no-masking, no-sinks (comma-separated)")
+    parser.add_argument("--configs", default="default,no-masking,workers-2",
+                        help="sluice configs to run: default, no-masking, no-sinks, workers-2 "
+                        "(comma-separated; default: default,no-masking,workers-2)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args()
     configs = {
@@ -205,6 +210,9 @@ def main() -> int:
         "no-masking": {"masking": {"enabled": False}},
         # decode + route only: the ceiling the sinks and stages are measured against.
         "no-sinks": {"masking": {"enabled": False}, "files": {"enabled": False}},
+        # the default config on one port with two processes (`--workers 2`)
+        "workers-2": {"__args__": ["--workers", "2"]},
+        "threads-2": {"threads": 2},
     }
     print(f"receiver throughput: {args.requests} requests x {args.records} records, "
           f"{args.threads} client threads, {os.cpu_count()} cores")

@@ -74,7 +74,7 @@ def summarise(logs: Path) -> int:
         first = json.loads(lines[0]) if lines else {}
         what = first.get("body") or first.get("name") or ""
         print(f"  {path.relative_to(logs)!s:<24} {len(lines):>7}  {str(what)[:60]}")
-    print("\nLook inside: less .demo/logs/security.log   (the password is masked once masking lands)")
+    print("\nLook inside: less .demo/logs/security.log   (the password in it was masked by the receiver)")
     return 0
 
 

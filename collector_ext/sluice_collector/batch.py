@@ -52,6 +52,10 @@ class Batch:
     # few records worth masking) but never re-parse it; `request` is the decoded truth.
     raw: bytes = b""
     routes: dict[str, list[RecordRef]] = field(default_factory=dict)
+    # The router's reading of each routed log record's attributes (key → plain value), parallel
+    # to `routes[category]`. Read-only for sinks: they serialise from it instead of walking the
+    # protobuf attributes a second time (the costliest per-record work of the receiver).
+    route_attributes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # Records refused as invalid (reported to the client as OTLP partial_success).
     rejected: int = 0
     rejected_reason: str = ""

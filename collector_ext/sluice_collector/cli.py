@@ -1,8 +1,9 @@
 """The `sluice` command. The only place in the receiver that exits the process.
 
-    sluice receiver run [--config FILE] [--listen HOST:PORT] [--workers N]
+    sluice receiver run [--config FILE] [--listen HOST:PORT] [--telemetry-listen HOST:PORT] [--workers N]
     sluice receiver check-config FILE
     sluice receiver default-config
+    sluice run [--service-name NAME] [--endpoint URL] -- COMMAND [ARGS...]
     sluice version
 """
 
@@ -55,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
         "--listen", metavar="HOST:PORT", help="override `listen` from the config (port 0: any free)"
     )
     run.add_argument(
+        "--telemetry-listen", metavar="HOST:PORT",
+        help="override `telemetry.listen` (/metrics and /healthz); '' turns it off",
+    )
+    run.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="N",
+        help="run N receiver processes on one port (SO_REUSEPORT) to use N cores; they share "
+        "the category files under a lock, and worker i serves telemetry on its port + i "
+        "(default 1)",
+    )
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    run.add_argument(
         "--log-level", default=os.environ.get("SLUICE_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="level of the receiver's own log on stderr (default INFO, or $SLUICE_LOG_LEVEL)",
@@ -69,13 +81,38 @@ def _parser() -> argparse.ArgumentParser:
     receiver_commands.add_parser(
         "default-config", help="print the embedded default config (a starting point for your own)"
     )
+    app = commands.add_parser(
+        "run",
+        help="run a Python program with sluice.init() applied before its code (no code changes)",
+        description="Run COMMAND (e.g. `python app.py`) with sluice started before the program's "
+        "own code, through a sitecustomize on PYTHONPATH: logs, spans and metrics go out over "
+        "OTLP, and installed OpenTelemetry instrumentors are enabled. Every sluice.init() option "
+        "can also be set with its SLUICE_* or OTEL_* variable (see docs/sdk.md).",
+    )
+    app.add_argument("--service-name", metavar="NAME", help="sets OTEL_SERVICE_NAME")
+    app.add_argument(
+        "--endpoint", metavar="URL", help="sets OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4317)"
+    )
+    app.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     commands.add_parser("version", help="print the version")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected a whole number ≥ 1")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run_program(args)
     if args.command == "version":
         print(f"sluice {__version__}")
         return EXIT_OK
@@ -92,6 +129,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(["receiver", "--help"])
     parser.print_help()
     return EXIT_USAGE
+
+
+def _run_program(args: argparse.Namespace) -> int:
+    program = list(args.program)
+    if program and program[0] == "--":
+        program = program[1:]
+    if not program:
+        print("sluice run: give the program to run, e.g. `sluice run -- python app.py`",
+              file=sys.stderr)
+        return EXIT_USAGE
+    import sluice
+
+    bootstrap = os.path.join(os.path.dirname(os.path.abspath(sluice.__file__)), "_bootstrap")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [bootstrap, env.get("PYTHONPATH", "")]))
+    if args.service_name:
+        env["OTEL_SERVICE_NAME"] = args.service_name
+    if args.endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.endpoint
+    try:
+        os.execvpe(program[0], program, env)  # noqa: S606 - replacing this process is the point
+    except OSError as exc:
+        print(f"sluice run: cannot run {program[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 127
+    return EXIT_OK  # not reached: exec replaced this process
 
 
 def _check_config(path: str) -> int:
@@ -122,14 +184,22 @@ def _run(args: argparse.Namespace) -> int:
         config: ReceiverConfig = load_config(args.config)
         if args.listen:
             config = dataclasses.replace(config, listen=args.listen)
+        if args.telemetry_listen is not None:
+            config = dataclasses.replace(
+                config, telemetry=dataclasses.replace(config.telemetry, listen=args.telemetry_listen)
+            )
     except ConfigError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.workers > 1 and args.worker_index is None:
+        from sluice_collector.workers import supervise
+
+        return supervise(args, config)
 
     from sluice_collector.receiver import Receiver
 
     try:
-        receiver = Receiver(config)
+        receiver = Receiver(config, worker_index=args.worker_index)
         receiver.start()
     except SluiceReceiverError as exc:
         print(f"sluice: {exc}", file=sys.stderr)

@@ -165,7 +165,12 @@ def _log_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: B
     last_sec = -1
     prefix = ""
     keep = shared.record_attrs
-    for rl, sl, rec in refs:
+    # The router already read every record's attributes into dicts (Batch.route_attributes);
+    # use them when they line up with `refs`, else read the protobuf here.
+    ready = batch.route_attributes.get(category)
+    if ready is None or batch.routes.get(category) is not refs or len(ready) != len(refs):
+        ready = None
+    for index, (rl, sl, rec) in enumerate(refs):
         if rl is not last_rl:
             resource, service = resource_of(rl)
             last_rl = rl
@@ -185,10 +190,13 @@ def _log_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: B
             text = rec.severity_text
             level = text.upper() if text else "UNSPECIFIED"
         body = rec.body
-        attrs: dict[str, Any] = {}
-        for kv in rec.attributes:
-            v = kv.value
-            attrs[kv.key] = v.string_value or any_value(v)
+        if ready is not None:
+            attrs = ready[index]
+        else:
+            attrs = {}
+            for kv in rec.attributes:
+                v = kv.value
+                attrs[kv.key] = v.string_value or any_value(v)
         if keep is not None:
             keep.append(attrs)
         trace_id = rec.trace_id

@@ -35,18 +35,32 @@ class ListenError(SluiceReceiverError):
 
 
 def build_sinks(
-    config: ReceiverConfig, categories: dict[str, CategoryConfig], telemetry: ReceiverTelemetry
+    config: ReceiverConfig,
+    categories: dict[str, CategoryConfig],
+    telemetry: ReceiverTelemetry,
+    *,
+    worker_index: int | None = None,
 ) -> list[Sink]:
-    """The sinks the config asks for, files first: it is the record of truth."""
+    """The sinks the config asks for, files first: it is the record of truth.
+
+    `worker_index` is set when several receiver processes share one port (`--workers`): files
+    are then written under a cross-process lock, only worker 0 sweeps retention, and each
+    worker keeps a spool of its own.
+    """
     sinks: list[Sink] = []
     if config.files.enabled:
         from sluice_collector.sinks.files import RotatingFileSink
 
-        sinks.append(RotatingFileSink(config.files, categories, telemetry))
+        sinks.append(RotatingFileSink(
+            config.files, categories, telemetry,
+            shared=worker_index is not None, primary=not worker_index,
+        ))
     if config.syslog.enabled:
         from sluice_collector.sinks.syslog import SyslogSink
 
         spool_dir = config.files.directory / ".spool" / "syslog"
+        if worker_index is not None:
+            spool_dir = spool_dir / f"worker-{worker_index}"
         sinks.append(SyslogSink(config.syslog, telemetry, spool_dir))
     return sinks
 
@@ -59,7 +73,7 @@ class Receiver:
         config: ReceiverConfig,
         *,
         sinks: Sequence[Sink] | None = None,
-        reuse_port: bool = False,
+        worker_index: int | None = None,
     ) -> None:
         self.config = config
         self.telemetry = ReceiverTelemetry()
@@ -74,11 +88,11 @@ class Receiver:
         stages.append(RecordValidator())
         stages.append(CategoryRouter(self.categories, default_rotation=config.files.rotation))
         self.sinks = list(sinks) if sinks is not None else build_sinks(
-            config, self.categories, self.telemetry
+            config, self.categories, self.telemetry, worker_index=worker_index
         )
         self.pipeline = Pipeline(stages, self.sinks, self.telemetry, config.queue)
         self._handlers = OtlpHandlers(self.pipeline, config, self.telemetry)
-        self._reuse_port = reuse_port
+        self._reuse_port = worker_index is not None
         self._server: grpc.Server | None = None
         self._health: Any = None
         self._status: StatusServer | None = None

@@ -33,7 +33,8 @@ METRICS_CATEGORY = "metrics"
 MAX_DYNAMIC_CATEGORIES = 256
 _RESERVED = frozenset({TRACES_CATEGORY, METRICS_CATEGORY})
 
-_Condition = Callable[[Any, Any, Any, frozenset[str], frozenset[str]], bool]
+# (resource-level, scope-level, record, record attributes as a dict, resource attribute keys)
+_Condition = Callable[[Any, Any, Any, dict[str, Any], frozenset[str]], bool]
 
 
 def _as_text(value: Any) -> str:
@@ -49,13 +50,13 @@ def _find(kvs: Any, key: str) -> Any:
 
 def _compile_rule(rule: MatchRule) -> _Condition:
     """Turn one MatchRule into a predicate over (resource-level, scope-level, record, record
-    attribute keys, resource attribute keys); the key sets are computed once per record and
-    once per resource, so presence tests are set lookups."""
+    attributes as a dict, resource attribute keys); both are read once per record and once
+    per resource, so presence tests are hash lookups."""
     conditions: list[_Condition] = []
     if rule.attribute is not None:
         key = rule.attribute
         if rule.equals is None and rule.matches is None:
-            def present(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
+            def present(rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]) -> bool:
                 return key in keys or key in rkeys
             conditions.append(present)
         else:
@@ -63,17 +64,14 @@ def _compile_rule(rule: MatchRule) -> _Condition:
             regex = re.compile(rule.matches) if rule.matches is not None else None
 
             def value_test(
-                rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]
+                rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]
             ) -> bool:
                 if key in keys:
-                    kv = _find(rec.attributes, key)
+                    text = _as_text(keys[key])
                 elif key in rkeys:
-                    kv = _find(rl.resource.attributes, key)
+                    text = _as_text(any_value(_find(rl.resource.attributes, key).value))
                 else:
                     return False
-                if kv is None:
-                    return False
-                text = _as_text(any_value(kv.value))
                 if expected is not None and text != expected:
                     return False
                 return regex is None or regex.search(text) is not None
@@ -81,7 +79,7 @@ def _compile_rule(rule: MatchRule) -> _Condition:
     if rule.attribute_prefix is not None:
         prefix = rule.attribute_prefix
 
-        def prefixed(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
+        def prefixed(rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]) -> bool:
             for k in keys:  # noqa: SIM110 - a generator costs more than the test itself
                 if k.startswith(prefix):
                     return True
@@ -90,7 +88,7 @@ def _compile_rule(rule: MatchRule) -> _Condition:
     if rule.severity_at_least is not None:
         floor = rule.severity_at_least
 
-        def severe(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
+        def severe(rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]) -> bool:
             number = rec.severity_number
             if not number and rec.severity_text:
                 number = SEVERITY_LEVELS.get(rec.severity_text.upper(), 0)
@@ -99,20 +97,20 @@ def _compile_rule(rule: MatchRule) -> _Condition:
     if rule.scope is not None:
         scope_re = re.compile(fnmatch.translate(rule.scope))
 
-        def scoped(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
+        def scoped(rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]) -> bool:
             return scope_re.match(sl.scope.name) is not None
         conditions.append(scoped)
     if rule.body_matches is not None:
         body_re = re.compile(rule.body_matches)
 
-        def body(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
+        def body(rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]) -> bool:
             return body_re.search(body_text(rec.body)) is not None
         conditions.append(body)
 
     if len(conditions) == 1:
         return conditions[0]
 
-    def all_of(rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]) -> bool:
+    def all_of(rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]) -> bool:
         return all(cond(rl, sl, rec, keys, rkeys) for cond in conditions)
     return all_of
 
@@ -128,7 +126,7 @@ def _compile_rules(rules: tuple[MatchRule, ...]) -> list[_Condition]:
             wanted = frozenset(pending)
 
             def any_present(
-                rl: Any, sl: Any, rec: Any, keys: frozenset[str], rkeys: frozenset[str]
+                rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]
             ) -> bool:
                 return not (wanted.isdisjoint(keys) and wanted.isdisjoint(rkeys))
             out.append(any_present)
@@ -174,6 +172,7 @@ class CategoryRouter:
             batch.routes = {METRICS_CATEGORY: batch.records()}
             return batch
         routes: dict[str, list[RecordRef]] = {}
+        route_attributes: dict[str, list[dict[str, Any]]] = {}
         rules = self._rules
         categories = self.categories
         for rl in batch.request.resource_logs:  # type: ignore[union-attr]
@@ -181,12 +180,16 @@ class CategoryRouter:
             for sl in rl.scope_logs:
                 for rec in sl.log_records:
                     category = None
-                    keys = frozenset([kv.key for kv in rec.attributes])
-                    if CATEGORY_ATTRIBUTE in keys:
-                        category = self._explicit_category(rec, categories)
+                    # Read once here and reused by the sinks (see Batch.route_attributes).
+                    attrs: dict[str, Any] = {}
+                    for kv in rec.attributes:
+                        value = kv.value
+                        attrs[kv.key] = value.string_value or any_value(value)
+                    if CATEGORY_ATTRIBUTE in attrs:
+                        category = self._explicit_category(attrs[CATEGORY_ATTRIBUTE], categories)
                     if category is None:
                         for name, predicate in rules:
-                            if predicate(rl, sl, rec, keys, rkeys):
+                            if predicate(rl, sl, rec, attrs, rkeys):
                                 category = name
                                 break
                         else:
@@ -194,13 +197,17 @@ class CategoryRouter:
                     bucket = routes.get(category)
                     if bucket is None:
                         bucket = routes[category] = []
+                        route_attributes[category] = []
                     bucket.append((rl, sl, rec))
+                    route_attributes[category].append(attrs)
         batch.routes = routes
+        batch.route_attributes = route_attributes
         return batch
 
-    def _explicit_category(self, rec: Any, categories: MutableMapping[str, CategoryConfig]) -> str | None:
-        kv = _find(rec.attributes, CATEGORY_ATTRIBUTE)
-        name = kv.value.string_value if kv is not None else ""
+    def _explicit_category(
+        self, value: Any, categories: MutableMapping[str, CategoryConfig]
+    ) -> str | None:
+        name = value if isinstance(value, str) else ""
         if name in _RESERVED:
             return None  # a log record never lands among spans or metric points
         if name in categories:

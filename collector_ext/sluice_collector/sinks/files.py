@@ -21,6 +21,7 @@ Why it is shaped the way it is (docs/files.md has the user-facing description):
 from __future__ import annotations
 
 import errno
+import fcntl
 import gzip
 import hashlib
 import logging
@@ -28,6 +29,7 @@ import os
 import queue
 import re
 import shutil
+import stat
 import string
 import threading
 import time
@@ -142,7 +144,7 @@ class _Compressor:
     """One daemon thread gzipping rotated files, so rotation never blocks ingest."""
 
     def __init__(self, on_error: Callable[[str], None]) -> None:
-        self._queue: queue.Queue[Path | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Path, int] | None] = queue.Queue()
         self._pending: set[Path] = set()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -154,12 +156,12 @@ class _Compressor:
             self._thread = threading.Thread(target=self._run, name="sluice-gzip", daemon=True)
             self._thread.start()
 
-    def submit(self, path: Path) -> None:
+    def submit(self, path: Path, level: int = 6) -> None:
         with self._lock:
             if path in self._pending:
                 return
             self._pending.add(path)
-        self._queue.put(path)
+        self._queue.put((path, level))
 
     def pending(self) -> int:
         with self._lock:
@@ -191,11 +193,12 @@ class _Compressor:
 
     def _run(self) -> None:
         while True:
-            path = self._queue.get()
-            if path is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            path, level = item
             try:
-                compress_file(path)
+                compress_file(path, level)
             except FileNotFoundError:
                 pass  # removed meanwhile (max_backups or retention): nothing to do
             except Exception as exc:
@@ -206,15 +209,19 @@ class _Compressor:
                     self._idle.notify_all()
 
 
-def compress_file(path: Path) -> Path:
+def compress_file(path: Path, level: int = 6) -> Path:
     """gzip `path` to `path.gz` via a temp name, keep its mtime (retention ages by it), and
     remove the original only once the ``.gz`` is complete under its final name."""
     final = path.with_name(path.name + ".gz")
     tmp = path.with_name(path.name + ".gz.tmp")
     st = path.stat()
     try:
-        with path.open("rb") as src, tmp.open("wb") as raw:
-            with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime)) as gz:
+        # Same permissions as the file it replaces: logs may hold personal data.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IMODE(st.st_mode))
+        with path.open("rb") as src, open(fd, "wb") as raw:
+            with gzip.GzipFile(
+                filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime), compresslevel=level
+            ) as gz:
                 shutil.copyfileobj(src, gz, 1024 * 1024)
             raw.flush()
             os.fsync(raw.fileno())
@@ -246,8 +253,19 @@ class RotatingFileSink:
         clock: Clock = time.time,
         disk_usage: DiskUsage = disk_usage,
         write: WriteFn = os.write,
+        shared: bool = False,
+        primary: bool = True,
     ) -> None:
         self.config = config
+        # `shared`: other processes (receiver workers on one port) write the same files. Every
+        # write then happens under an exclusive flock of `<directory>/.sluice-files.lock`, and
+        # a writer reopens its file when the path now names another inode, so a rotation by
+        # one worker is seen by all before their next line, and nobody's rollback can cut
+        # another's lines. Only the `primary` process sweeps retention and finishes
+        # compressions left over from a crash, so two workers never race over one file.
+        self._shared = shared
+        self._primary = primary
+        self._lock_fd = -1
         self.directory = Path(config.directory)
         self._categories = categories
         self._telemetry = telemetry
@@ -284,12 +302,16 @@ class RotatingFileSink:
                 f"files.directory: cannot create {self.directory}: {exc.strerror or exc}"
             ) from exc
         self._root = self.directory.resolve()
+        if self._shared:
+            lock_path = self.directory / ".sluice-files.lock"
+            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o640)
         self._started = True
         self._stopped = False
         self._compressor.start()
-        self._recover()
-        if background:
-            self.sweeper.start()
+        if self._primary:
+            self._recover()
+            if background:
+                self.sweeper.start()
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
         """fsync every open file (writes are already with the OS) and wait for pending gzips."""
@@ -313,6 +335,9 @@ class RotatingFileSink:
             for fs in self._open.values():
                 _close(fs)
             self._open.clear()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
         self._started = False
 
     def health(self) -> dict[str, Any]:
@@ -393,6 +418,8 @@ class RotatingFileSink:
                 raise SinkError("files sink is not started")
             now = self._clock()
             done: list[tuple[_FileSet, int]] = []
+            if self._lock_fd >= 0:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 for rel, group in groups.items():
                     data = b"".join(group.chunks)
@@ -412,6 +439,9 @@ class RotatingFileSink:
                         f"files: no space left under {self.directory} ({exc.strerror or exc})"
                     ) from exc
                 raise SinkError(f"files: write failed under {self.directory}: {exc.strerror or exc}") from exc
+            finally:
+                if self._lock_fd >= 0:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             self._failing = False
         telemetry = self._telemetry
         signal = batch.signal.value
@@ -487,7 +517,8 @@ class RotatingFileSink:
         if fs.fd < 0:  # a failed reopen (e.g. after a rotation) left it closed: try again
             self._open_fd(fs)
         st = os.fstat(fs.fd)
-        if st.st_nlink == 0:  # moved or removed behind our back (e.g. an external logrotate)
+        if st.st_nlink == 0 or (self._shared and _renamed(fs.path, st)):
+            # Removed behind our back (an external logrotate), or rotated by another worker.
             _close(fs)
             self._open_fd(fs)
             st = os.fstat(fs.fd)
@@ -540,7 +571,7 @@ class RotatingFileSink:
         self._open_fd(fs)
         self._telemetry.rotations.labels(category=fs.category).inc()
         if fs.rotation.compress:
-            self._compressor.submit(target)
+            self._compressor.submit(target, fs.rotation.compress_level)
         if fs.rotation.max_backups:
             self._prune(fs)
 
@@ -575,8 +606,9 @@ class RotatingFileSink:
                 rel = path.relative_to(self.directory).parent / m.group("base")
                 owner = self.sweeper.category_of(rel.as_posix())
                 cat = self._categories.get(owner[0]) if owner else None
-                if (cat.rotation.compress if cat else self.config.rotation.compress):
-                    self._compressor.submit(path)
+                rotation = cat.rotation if cat else self.config.rotation
+                if rotation.compress:
+                    self._compressor.submit(path, rotation.compress_level)
 
     def _record_error(self, message: str) -> None:
         if message != self.last_error:
@@ -630,6 +662,15 @@ def _rotated(directory: Path, base: str) -> list[tuple[str, int, str]]:
         if m is not None and m.group("base") == base:
             out.append((m.group("period"), int(m.group("seq")), name))
     return out
+
+
+def _renamed(path: Path, st: os.stat_result) -> bool:
+    """Whether `path` no longer names the file `st` describes (another process rotated it)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return True
+    return (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev)
 
 
 def _close(fs: _FileSet) -> None:

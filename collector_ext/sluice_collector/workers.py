@@ -1,0 +1,138 @@
+"""`sluice receiver run --workers N`: N receiver processes on one port, one supervisor.
+
+Python runs one core per process, so a busy receiver scales by processes. Each worker binds the
+same address with SO_REUSEPORT (the kernel spreads connections), writes the shared category
+files under a cross-process lock (see `sinks.files`), and serves its own /metrics on the
+telemetry port + its index. The supervisor only starts, watches and stops workers: it restarts
+one that dies, and on SIGTERM/SIGINT passes SIGTERM on and waits for every worker to drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+
+from sluice_collector.config import ReceiverConfig
+
+log = logging.getLogger("sluice.receiver")
+_READY_RE = re.compile(r"sluice receiver ready: otlp grpc on \S+?, (?:telemetry on (\S+?), )?")
+RESTART_DELAY_S = 1.0
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host.strip("[]"), 0))
+        return int(probe.getsockname()[1])
+
+
+class _Worker:
+    def __init__(self, index: int, command: list[str]) -> None:
+        self.index = index
+        self.command = command
+        self.proc: subprocess.Popen[str] | None = None
+        self.ready = threading.Event()
+        self.telemetry_url = ""
+
+    def start(self) -> None:
+        self.ready.clear()
+        self.proc = subprocess.Popen(self.command, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._pump, name=f"sluice-worker-{self.index}-log", daemon=True).start()
+
+    def _pump(self) -> None:
+        proc = self.proc
+        assert proc is not None
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            match = _READY_RE.search(line)
+            if match:
+                self.telemetry_url = match.group(1) or ""
+                self.ready.set()
+                continue  # the supervisor prints one ready line for all
+            sys.stderr.write(f"[worker {self.index}] {line}")
+            sys.stderr.flush()
+
+
+def supervise(args: argparse.Namespace, config: ReceiverConfig) -> int:
+    host, port = _split(config.listen)
+    if port == 0:
+        port = _free_port(host)  # every worker must bind the same concrete port
+    telemetry_host, telemetry_port = (
+        _split(config.telemetry.listen) if config.telemetry.listen else ("", 0)
+    )
+    base = [sys.executable, "-m", "sluice_collector", "receiver", "run",
+            "--listen", f"{host}:{port}", "--log-level", args.log_level]
+    if args.config:
+        base += ["--config", args.config]
+    workers = []
+    for index in range(args.workers):
+        telemetry = ""
+        if config.telemetry.listen:
+            telemetry = f"{telemetry_host}:{telemetry_port + index if telemetry_port else 0}"
+        workers.append(_Worker(index, [*base, "--worker-index", str(index),
+                                       "--telemetry-listen", telemetry]))
+
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + 60
+    for worker in workers:
+        while not worker.ready.wait(0.1):
+            if stopping.is_set() or time.monotonic() > deadline or (
+                worker.proc is not None and worker.proc.poll() is not None
+            ):
+                print(f"sluice: worker {worker.index} did not start", file=sys.stderr)
+                _stop_all(workers, config.shutdown_timeout_s)
+                return 1
+    urls = " ".join(w.telemetry_url for w in workers if w.telemetry_url)
+    telemetry_text = f", telemetry on {urls.split()[0]}" if urls else ""
+    print(
+        f"sluice receiver ready: otlp grpc on {host}:{port}{telemetry_text}, "
+        f"files under {config.files.directory.resolve()} (config: {config.source}; "
+        f"{len(workers)} workers{'; telemetry per worker: ' + urls if urls else ''})",
+        file=sys.stderr, flush=True,
+    )
+    while not stopping.wait(0.5):
+        for worker in workers:
+            if worker.proc is not None and worker.proc.poll() is not None and not stopping.is_set():
+                log.error("worker %d exited with %s; restarting it", worker.index, worker.proc.returncode)
+                time.sleep(RESTART_DELAY_S)
+                worker.start()
+    return _stop_all(workers, config.shutdown_timeout_s)
+
+
+def _stop_all(workers: list[_Worker], timeout_s: float) -> int:
+    for worker in workers:
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGTERM)
+    code = 0
+    for worker in workers:
+        if worker.proc is None:
+            continue
+        try:
+            rc = worker.proc.wait(timeout_s + 10)
+        except subprocess.TimeoutExpired:
+            worker.proc.kill()
+            rc = worker.proc.wait()
+        if rc != 0:
+            code = 1
+    return code

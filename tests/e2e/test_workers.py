@@ -1,0 +1,65 @@
+"""`--workers N`: several processes on one port share the category files without losing,
+splitting or duplicating a line, even while they rotate them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import threading
+from pathlib import Path
+
+import grpc
+
+from tests.otlp_builders import log_record, logs_request
+from tests.receiver_process import ReceiverProcess
+
+EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+
+
+def read_all_lines(directory: Path) -> list[bytes]:
+    lines: list[bytes] = []
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith("."):
+            continue
+        data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+        assert not data or data.endswith(b"\n"), f"{path.name} ends in a partial line"
+        lines.extend(data.splitlines())
+    return lines
+
+
+def test_two_workers_share_files_and_rotation_without_losing_a_line(tmp_path: Path) -> None:
+    receiver = ReceiverProcess(
+        tmp_path, {"files": {"rotation": {"max_bytes": "64KiB", "compress": True}}},
+        extra_args=["--workers", "2"],
+    ).start()
+    threads, per_thread, per_request = 6, 15, 40
+
+    def client(index: int) -> None:
+        # A connection of its own per client, so the kernel spreads them over the workers.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        with grpc.insecure_channel(receiver.endpoint, options=options) as channel:
+            export = channel.unary_unary(EXPORT)
+            for n in range(per_thread):
+                records = [log_record(f"c{index}-r{n}-{i}", attributes={"seq": f"{index}/{n}/{i}"})
+                           for i in range(per_request)]
+                export(logs_request(*records).SerializeToString(), timeout=30)
+
+    try:
+        workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(120)
+        assert receiver.stop(signal.SIGTERM) == 0, receiver.stderr
+    finally:
+        receiver.kill()
+
+    lines = read_all_lines(receiver.logs_dir)
+    bodies = [json.loads(line)["body"] for line in lines]
+    expected = {f"c{t}-r{n}-{i}" for t in range(threads) for n in range(per_thread) for i in range(per_request)}
+    assert len(bodies) == len(expected), "lines were lost or duplicated"
+    assert set(bodies) == expected
+    rotated = [p for p in receiver.logs_dir.iterdir() if ".log." in p.name]
+    assert rotated, "the test did not exercise rotation"
+    assert "2 workers" in receiver.stderr
