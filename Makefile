@@ -50,8 +50,10 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/receiver.py
+	$(BIN)/python bench/masking.py
+	$(BIN)/python bench/sdk_logging.py
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,28 @@
+"""The README's configuration example is a config the receiver accepts, key for key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sluice_collector.config import parse_config
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_config_example_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = README.read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    example = next(b for b in blocks if b.startswith("listen:"))
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        (tmp_path / name).write_text("placeholder")
+    example = example.replace("/etc/sluice/", f"{tmp_path}/")
+    monkeypatch.setenv("SLUICE_MASKING_KEY", "k" * 32)  # the pseudonymisation key is read from the process
+    config = parse_config(example, env={})
+    assert config.listen == "127.0.0.1:4317"
+    assert config.categories["payments"].retention_days == 400
+    assert not config.syslog.enabled  # `enabled: false` wins over a target
+    assert [t.url for t in config.syslog.targets] == ["unix:///dev/log", "udp://127.0.0.1:514"]
+    assert config.files.rotation.compress_level == 6
