@@ -55,8 +55,11 @@ class Settings:
     spill_dir: Path | None = None
     spill_max_bytes: int = 64 * 1024 * 1024
     runtime_metrics: bool = True
-    instrument: tuple[str, ...] | bool = False
+    # On by default, as the issue and Sentry-style "integrations" promise: an installed
+    # instrumentor whose library is present is enabled unless denied.
+    instrument: tuple[str, ...] | bool = True
     disabled_instrumentations: tuple[str, ...] = ()
+    scrub: bool = False
 
 
 def _str(value: Any) -> str:
@@ -197,6 +200,7 @@ OPTIONS: dict[str, tuple[Callable[[Any], Any], str, str, str | None]] = {
     "instrument": (_instrument, "a bool or a list of instrumentor names", "SLUICE_INSTRUMENT", None),
     "disabled_instrumentations": (_names, "a list of instrumentor names", "SLUICE_DISABLED_INSTRUMENTATIONS",
                                   "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"),
+    "scrub": (_bool, "a bool", "SLUICE_SCRUB", None),
 }
 
 

@@ -305,6 +305,7 @@ class Sluice:
                 max_queue_size=settings.max_queue_size, max_batch_size=settings.max_batch_size,
                 schedule_delay_s=settings.schedule_delay_s, export_timeout_s=settings.export_timeout_s,
                 scope_version=_SDK_VERSION,
+                scrub=_scrubber() if settings.scrub else None,
             )
         self.log_handler = SluiceHandler(self.shipper, level=settings.log_level)
 
@@ -513,3 +514,10 @@ def _at_exit() -> None:
 def settings_summary(handle: Sluice) -> Mapping[str, Any]:
     """The effective settings as a plain dict (for `sluice run --print-config` and debugging)."""
     return dict(vars(handle.settings))
+
+
+def _scrubber() -> Any:
+    # Imported only when asked for: the engine compiles its RE2 programs at construction.
+    from sluice._scrub import LogScrubber
+
+    return LogScrubber()

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -192,8 +192,10 @@ class LogShipper:
         schedule_delay_s: float = 1.0,
         export_timeout_s: float = 10.0,
         scope_version: str | None = None,
+        scrub: Callable[[list[Item]], list[Item]] | None = None,
     ) -> None:
         self.transport = transport
+        self._scrub = scrub
         self.spill = spill
         self._resource_attributes = dict(resource_attributes)
         self._resource = _wire.resource(self._resource_attributes)
@@ -330,6 +332,18 @@ class LogShipper:
             out += _wire.attribute_tagged(b"\x62", event_name)
         return out
 
+    def _entries(self, items: list[Item]) -> list[tuple[str, bytes]]:
+        """(scope, encoded record) of each item, scrubbed first when `scrub` is set — also on
+        the way to the spill, so no unmasked secret is written to local disk either."""
+        if self._scrub is not None:
+            try:
+                items = self._scrub(items)
+            except Exception as exc:  # a scrub failure must not ship the batch unmasked
+                _health.report_once("log_scrub", "client-side scrub failed; batch dropped", exc)
+                self.dropped += len(items)
+                return []
+        return [(i[3], self.encode(i)) for i in items]
+
     def _request(self, entries: list[tuple[str, bytes]]) -> bytes:
         by_scope: dict[str, list[bytes]] = {}
         for scope, record in entries:
@@ -366,7 +380,7 @@ class LogShipper:
         if lost:
             self.dropped += lost
             _health.increment("logs.dropped", lost)
-        entries = [(i[3], self.encode(i)) for i in priority]
+        entries = self._entries(priority)
         if entries and (self.spill is None or not self.spill.put(entries)):
             self.dropped += len(priority)
             _health.increment("logs.dropped", len(priority))
@@ -386,7 +400,7 @@ class LogShipper:
                 while queue and len(batch) < limit:
                     batch.append(queue.popleft())
                 try:
-                    payload = self._request([(i[3], self.encode(i)) for i in batch])
+                    payload = self._request(self._entries(batch))
                 except Exception as exc:
                     _health.report_once("log_encode", "could not encode a log batch", exc)
                     self.dropped += len(batch)

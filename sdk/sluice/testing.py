@@ -88,7 +88,9 @@ def capture() -> Iterator[Captured]:
     """Collect the logs, spans and metrics emitted inside the block, in memory."""
     handle = _runtime.current()
     if handle is None:
-        handle = _runtime.init(service_name="sluice-test", exporter="none", runtime_metrics=False)
+        handle = _runtime.init(
+            service_name="sluice-test", exporter="none", runtime_metrics=False, instrument=False
+        )
     span_exporter = InMemorySpanExporter()
     span_processor = SimpleSpanProcessor(span_exporter)
     log_exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]

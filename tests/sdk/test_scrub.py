@@ -1,0 +1,64 @@
+"""`sluice.init(scrub=True)`: secrets are masked in the app before anything leaves it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sluice._scrub import LogScrubber
+from tests.sdk.otlp_sink import Sink, run_script, start_sink
+
+PW = "hunter2" + "Xyz!"
+CARD = "4111 1111 " + "1111 1111"
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    server = start_sink()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_scrub_masks_bodies_and_attributes_before_they_leave_the_process(sink: Sink, tmp_path: Path) -> None:
+    result = run_script(f"""
+        import logging, sluice
+        sluice.init(service_name="scrub", endpoint="{sink.endpoint}", runtime_metrics=False,
+                    spill_dir="{tmp_path}", scrub=True)
+        log = logging.getLogger("app")
+        log.warning("login with password={PW}", extra={{"card": "{CARD}", "api_key": "k-123", "n": "plain"}})
+        log.warning("nothing to hide here")
+        sluice.shutdown()
+    """)
+    assert result.returncode == 0, result.stderr
+    records = {r["body"].split(" ")[0]: r for r in sink.log_records() if r["scope"] == "app"}
+    login = records["login"]
+    assert PW not in login["body"]
+    assert "[REDACTED:" in login["body"]
+    assert CARD not in str(login["attributes"])
+    assert login["attributes"]["api_key"] != "k-123"  # a sensitive key: masked whole
+    assert login["attributes"]["n"] == "plain"
+    assert login["attributes"]["sluice.masked"] == 3
+    assert records["nothing"]["body"] == "nothing to hide here"
+    assert "sluice.masked" not in records["nothing"]["attributes"]
+
+
+def test_without_scrub_the_app_ships_what_it_logged(sink: Sink, tmp_path: Path) -> None:
+    result = run_script(f"""
+        import logging, sluice
+        sluice.init(service_name="scrub", endpoint="{sink.endpoint}", runtime_metrics=False,
+                    spill_dir="{tmp_path}")
+        logging.getLogger("app").warning("login with password={PW}")
+        sluice.shutdown()
+    """)
+    assert result.returncode == 0, result.stderr
+    assert any(PW in r["body"] for r in sink.log_records())
+
+
+def test_scrubber_leaves_unchanged_batches_identical() -> None:
+    item = (0.0, 30, "WARNING", "app", "just text", "f.py", "f", 1, 0, 0, 0, {"k": "v"}, None)
+    batch = [item]
+    assert LogScrubber()(batch) is batch
