@@ -31,6 +31,7 @@ from sluice_collector.sinks.filesconfig import (
     parse_path_template,
     parse_rotation,
 )
+from sluice_collector.sinks.forward import ForwardConfig
 from sluice_collector.sinks.syslog import SyslogConfig
 
 MiB = 1024 * 1024
@@ -79,11 +80,6 @@ class QueueConfig:
 @dataclass(frozen=True, slots=True)
 class TelemetryConfig:
     listen: str = "127.0.0.1:8888"  # "" turns the HTTP endpoint off
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardConfig:
-    targets: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,16 +201,13 @@ def _parse_root(root: Section, source: str) -> ReceiverConfig:
     categories = _parse_categories(root, files)
     masking = MaskingConfig.from_section(root.section("masking"))
     syslog = SyslogConfig.from_section(root.section("syslog"))
-    fwd = root.section("forward")
-    targets = fwd.raw("targets") or []
-    if targets:
-        fwd.error("targets", "forwarding is not available in this version of sluice yet")
+    forward = ForwardConfig.from_section(root.section("forward"))
     t = root.section("telemetry")
     telemetry = TelemetryConfig(listen=_parse_listen(t, "listen", "127.0.0.1:8888", allow_empty=True))
     return ReceiverConfig(
         listen=listen, tls=tls, max_request_bytes=max_request_bytes, threads=threads,
         shutdown_timeout_s=shutdown_timeout_s, queue=queue, files=files, categories=categories,
-        masking=masking, syslog=syslog, forward=ForwardConfig(), telemetry=telemetry,
+        masking=masking, syslog=syslog, forward=forward, telemetry=telemetry,
         source=source,
     )
 

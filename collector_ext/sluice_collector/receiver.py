@@ -62,6 +62,13 @@ def build_sinks(
         if worker_index is not None:
             spool_dir = spool_dir / f"worker-{worker_index}"
         sinks.append(SyslogSink(config.syslog, telemetry, spool_dir))
+    if config.forward.targets:
+        from sluice_collector.sinks.forward import ForwardSink  # type: ignore[attr-defined]
+
+        spool_dir = config.files.directory / ".spool" / "forward"
+        if worker_index is not None:
+            spool_dir = spool_dir / f"worker-{worker_index}"
+        sinks.append(ForwardSink(config.forward, telemetry, spool_dir))
     return sinks
 
 
