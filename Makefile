@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin
+DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus
 
 .PHONY: help install system-deps lint typecheck unit test demo bench clean
 

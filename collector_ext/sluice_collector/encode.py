@@ -425,8 +425,9 @@ def _text_log_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shar
             elif key in _LOGGER_KEYS and not logger:
                 logger = str(any_value(kv.value))
         sev = rec.severity_number
+        # severity_text comes from the client: one line, like every other field (no forging).
         level = SEVERITY_NAMES[sev] if 0 < sev < len(SEVERITY_NAMES) else (
-            rec.severity_text.upper() or "UNSPECIFIED")
+            _one_line(rec.severity_text.upper()) or "UNSPECIFIED")
         body = rec.body
         if body.WhichOneof("value") in ("string_value", None):
             message = body.string_value

@@ -90,8 +90,8 @@ def _compile_rule(rule: MatchRule) -> _Condition:
 
         def severe(rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]) -> bool:
             number = rec.severity_number
-            if not number and rec.severity_text:
-                number = SEVERITY_LEVELS.get(rec.severity_text.upper(), 0)
+            if not 0 < number <= 24:  # unset or outside the OTel range: go by the text, if any
+                number = SEVERITY_LEVELS.get(rec.severity_text.upper(), 0) if rec.severity_text else 0
             return bool(number >= floor)
         conditions.append(severe)
     if rule.scope is not None:

@@ -233,6 +233,40 @@ def test_restart_finishes_interrupted_compression_and_removes_partial_gz(tmp_pat
     assert bodies(root / "app.log.2026-11-22.1.gz") == ["kept"]
 
 
+def test_restart_leaves_a_live_workers_temp_gz_alone_and_removes_a_dead_ones(tmp_path: Path) -> None:
+    """With --workers, another live process may be mid-gzip: its pid-named temp file stays."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    root = tmp_path / "logs"
+    root.mkdir()
+    live_tmp = root / f"app.log.2026-11-22.1.gz.tmp.{os.getppid()}"
+    dead_tmp = root / f"app.log.2026-11-22.2.gz.tmp.{dead}"
+    live_tmp.write_bytes(b"in progress")
+    dead_tmp.write_bytes(b"\x1f\x8bhalf")
+    s = make_sink(tmp_path, rotation=RotationConfig(compress=True))
+    s.start(background=False)
+    s.shutdown()
+    assert live_tmp.exists()
+    assert not dead_tmp.exists()
+
+
+def test_a_file_another_process_is_compressing_is_skipped(tmp_path: Path) -> None:
+    import fcntl
+
+    from sluice_collector.sinks.files import compress_file
+
+    rotated = tmp_path / "app.log.2026-11-22.1"
+    rotated.write_bytes(b'{"body":"x"}\n')
+    with rotated.open("rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        assert compress_file(rotated) is None
+    assert compress_file(rotated) == tmp_path / "app.log.2026-11-22.1.gz"
+    assert not rotated.exists()
+
+
 def test_rotation_works_for_templated_paths(tmp_path: Path) -> None:
     rotation = RotationConfig(max_bytes=1024, interval="none", compress=False)
     s = make_sink(tmp_path, rotation=rotation, path="users/{user.id}/{category}.log")

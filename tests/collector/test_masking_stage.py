@@ -360,7 +360,8 @@ _BENIGN = ["order 42 shipped", "GET /orders/{id}", "took 12.5 ms", "v1.4.2", "4b
            "550e8400-e29b-41d4-a716-446655440000", "SELECT * FROM t WHERE id = ?", "", "token_count=3"]
 _SECRETS = [f"password={PW}", EMAIL, GH, "card 4111 1111 1111 1111", "Bearer abcdefghijklmnop12345",
             "postgres://app:s3cr3tpass@db:5432/x", "IBAN GB82 WEST 1234 5698 7654 32"]
-_KEYS = ["msg", "user.email", "password", "http.route", "api-key", "note", "request.id", "Set-Cookie"]
+_KEYS = ["msg", "user.email", "password", "http.route", "api-key", "note", "request.id", "Set-Cookie",
+         "pass__word", "a--uth", "X-API- KEY", "Session..Id"]
 
 
 @settings(max_examples=60, deadline=None)
@@ -416,3 +417,21 @@ def test_anchored_custom_patterns_fall_back_to_the_full_walk() -> None:
     run(request, Signal.LOGS, stage)
     bodies = [r.body.string_value for r in request.resource_logs[0].scope_logs[0].log_records]
     assert bodies == ["[REDACTED:ticket]", "no ticket"]
+
+
+def test_sensitive_and_pseudonymised_keys_with_repeated_separators_are_found_by_the_raw_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """KeyRules ignores any number of `-_. `; the raw scan's key patterns must too."""
+    monkeypatch.setenv("SLUICE_MASKING_KEY", "k" * 32)
+    stage = masker("masking:\n  pseudonymize: {keys: [user.id]}\n")
+    request = logs_request(
+        log_record("a", attributes={"pass__word": "hunter2", "a--uth": "x1", "X-API- KEY": "x2",
+                                    "user__id": "alice"}),
+    )
+    run(request, Signal.LOGS, stage)
+    attrs = attributes(request.resource_logs[0].scope_logs[0].log_records[0].attributes)
+    assert attrs["pass__word"] == "[REDACTED:sensitive_key]"
+    assert attrs["a--uth"] == "[REDACTED:sensitive_key]"
+    assert attrs["X-API- KEY"] == "[REDACTED:sensitive_key]"
+    assert attrs["user__id"].startswith("pseu_")

@@ -209,29 +209,56 @@ class _Compressor:
                     self._idle.notify_all()
 
 
-def compress_file(path: Path, level: int = 6) -> Path:
+def compress_file(path: Path, level: int = 6) -> Path | None:
     """gzip `path` to `path.gz` via a temp name, keep its mtime (retention ages by it), and
-    remove the original only once the ``.gz`` is complete under its final name."""
+    remove the original only once the ``.gz`` is complete under its final name.
+
+    Several receiver workers may find the same rotated file (a restarted worker re-queues
+    unfinished compressions): the source is held under an exclusive flock while it is
+    compressed and the temp name carries the pid, so two processes never write one temp file.
+    Returns None when another process is already compressing `path`.
+    """
     final = path.with_name(path.name + ".gz")
-    tmp = path.with_name(path.name + ".gz.tmp")
-    st = path.stat()
-    try:
-        # Same permissions as the file it replaces: logs may hold personal data.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IMODE(st.st_mode))
-        with path.open("rb") as src, open(fd, "wb") as raw:
-            with gzip.GzipFile(
-                filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime), compresslevel=level
-            ) as gz:
-                shutil.copyfileobj(src, gz, 1024 * 1024)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    path.unlink(missing_ok=True)
+    tmp = path.with_name(f"{path.name}.gz.tmp.{os.getpid()}")
+    with path.open("rb") as src:
+        try:
+            fcntl.flock(src.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        if not path.exists():  # finished by another process while we waited to open it
+            return final if final.exists() else None
+        st = os.fstat(src.fileno())
+        try:
+            # Same permissions as the file it replaces: logs may hold personal data.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(st.st_mode))
+            with open(fd, "wb") as raw:
+                with gzip.GzipFile(
+                    filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime), compresslevel=level
+                ) as gz:
+                    shutil.copyfileobj(src, gz, 1024 * 1024)
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        path.unlink(missing_ok=True)
     return final
+
+
+def _temp_owner_alive(name: str) -> bool:
+    """Whether the process named in a `<file>.gz.tmp.<pid>` temp name still runs."""
+    pid_text = name.rsplit(".", 1)[-1]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RotatingFileSink:
@@ -576,19 +603,29 @@ class RotatingFileSink:
             self._prune(fs)
 
     def _prune(self, fs: _FileSet) -> None:
-        rotated = sorted(_rotated(fs.path.parent, fs.path.name))
-        excess = len(rotated) - fs.rotation.max_backups
-        for period, seq, name in rotated[: max(excess, 0)]:
-            path = fs.path.parent / name
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                self._record_error(f"cannot remove {path}: {exc.strerror or exc}")
-                continue
-            self._telemetry.retention_removed.labels(category=fs.category, reason="max_backups").inc()
-            log.debug("files: removed %s (%s.%s) over max_backups", path, period, seq)
+        category = self._categories.get(fs.category)
+        if category is not None and category.retention_days is None:
+            return  # "forever" means forever: max_backups never removes audit-like data
+        rotated = _rotated(fs.path.parent, fs.path.name)
+        # One backup may briefly exist as both `x.1` and `x.1.gz` (mid-compression): count
+        # backups by (period, seq), not by file name.
+        backups: dict[tuple[str, int], list[str]] = {}
+        for period, seq, name in rotated:
+            backups.setdefault((period, seq), []).append(name)
+        order = sorted(backups)
+        excess = len(order) - fs.rotation.max_backups
+        for period, seq in order[: max(excess, 0)]:
+            for name in backups[(period, seq)]:
+                path = fs.path.parent / name
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    self._record_error(f"cannot remove {path}: {exc.strerror or exc}")
+                    continue
+                self._telemetry.retention_removed.labels(category=fs.category, reason="max_backups").inc()
+                log.debug("files: removed %s (%s.%s) over max_backups", path, period, seq)
 
     def _recover(self) -> None:
         """Remove half-written ``.gz.tmp`` files and re-queue rotated files whose gzip a crash
@@ -597,8 +634,9 @@ class RotatingFileSink:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for filename in filenames:
                 path = Path(dirpath, filename)
-                if filename.endswith(".gz.tmp"):
-                    path.unlink(missing_ok=True)
+                if filename.endswith(".gz.tmp") or ".gz.tmp." in filename:
+                    if not _temp_owner_alive(filename):  # another worker may be compressing
+                        path.unlink(missing_ok=True)
                     continue
                 m = ROTATED_RE.match(filename)
                 if m is None or m.group("gz"):

@@ -99,6 +99,16 @@ def parse_path_template(s: Section, name: str, default: str) -> str:
     if any(not f for f in fields):
         s.error(name, f"got {value!r}; empty {{}} placeholder; name a field such as {{category}}")
         return default
+    if not _FIXED_SUFFIX_RE.search(value) or value.endswith(".gz"):
+        # A file name ending in a field could take a value such as "bob.2026-01-01.1", which
+        # retention would mistake for a rotated file and remove.
+        s.error(name, f"got {value!r}; the file name must end in a fixed suffix such as .log or "
+                      ".jsonl (not in a {field}, a digit or .gz)")
+        return default
     return value
+
+
+# ".log", ".jsonl", ".audit": a literal dot-suffix ending in a letter, after any last "}".
+_FIXED_SUFFIX_RE = re.compile(r"\.[A-Za-z0-9_-]*[A-Za-z]$")
 
 

@@ -32,6 +32,7 @@ class BatchPrescan:
         options.log_errors = False
         options.max_mem = 64 << 20
         # Named groups may repeat across detectors; the pre-scan only needs where, not which.
+        patterns = [widen_whitespace(p) for p in patterns]
         body = "|".join(f"(?:{_strip_names(p)})" for p in patterns)
         self._regex = re2.compile(body.encode("utf-8"), options) if patterns else None
         # Per flagged string, an RE2 set says exactly which detectors can match it, so the
@@ -67,6 +68,48 @@ class BatchPrescan:
                 marked.append(index)
             last = max(last, final)
         return marked
+
+
+_SPACE_CLASS_BODY = "\\t\\n\\x0b\\f\\r "
+
+
+def widen_whitespace(pattern: str) -> str:
+    """`pattern` with every `\\s` matching vertical tab too.
+
+    The detectors run in Python's `re` (ASCII), whose `\\s` includes `\\v`; RE2's does not. A
+    pre-scan must match wherever its detector does, so in RE2 `\\s` becomes `[\\t\\n\\x0b\\f\\r ]`
+    (inside a character class, those characters). Wider is always safe for a pre-scan.
+    """
+    out: list[str] = []
+    in_class = False
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            if nxt == "s":
+                out.append(_SPACE_CLASS_BODY if in_class else f"[{_SPACE_CLASS_BODY}]")
+            else:
+                out.append(char + nxt)
+            i += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+            out.append(char)
+            # A "]" first in the class (after an optional "^") is a literal, not its end.
+            if pattern[i + 1 : i + 2] == "^":
+                out.append("^")
+                i += 1
+            if pattern[i + 1 : i + 2] == "]":
+                out.append("]")
+                i += 1
+        elif char == "]" and in_class:
+            in_class = False
+            out.append(char)
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out)
 
 
 def _strip_names(pattern: str) -> str:

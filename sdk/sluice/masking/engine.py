@@ -26,7 +26,7 @@ from typing import Any
 import re2
 
 from sluice.masking import keys as _keys
-from sluice.masking._prescan import BatchPrescan
+from sluice.masking._prescan import BatchPrescan, widen_whitespace
 from sluice.masking._rewrite import Pattern, substitute
 from sluice.masking.config import MaskerConfig, MaskingConfigError, Problem, validate
 from sluice.masking.detectors import BUILTIN_DETECTORS, DEFAULT_OFF, Check, Partial
@@ -163,10 +163,11 @@ class Masker:
                     return None
                 out.append(pattern)
             else:
-                out.append(pattern.replace("\\b", ""))
+                out.append(widen_whitespace(pattern.replace("\\b", "")))
         for key in self._key_rules.watched():
             if key:
-                out.append("(?i:" + "[-_. ]?".join(re.escape(c) for c in key) + ")")
+                # KeyRules drops every "-", "_", "." and space, however many: so may this.
+                out.append("(?i:" + "[-_. ]*".join(re.escape(c) for c in key) + ")")
         return out
 
     def key_rule(self, key: str) -> _keys.KeyRule:
