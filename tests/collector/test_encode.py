@@ -247,3 +247,13 @@ def test_encode_routes_encodes_every_category_in_order() -> None:
     out = encode_routes(batch)
     assert {c: [json.loads(x)["body"] for x in lines] for c, lines in out.items()} == {
         "app": ["a", "c"], "error": ["b"]}
+
+
+def test_text_format_cannot_be_forged_through_severity_text() -> None:
+    """A client-chosen severity_text with a newline must not start a second, fake line."""
+    rec = log_record("hello", severity=0, severity_text="info\n2099-01-01T00:00:00Z | ERROR | forged",
+                     time_unix_nano=T0)
+    batch = routed(Signal.LOGS, logs_request(rec), "app")
+    [line] = text_lines(batch, "app", batch.routes["app"])
+    assert line.count(b"\n") == 1
+    assert b"INFO\\n2099" in line

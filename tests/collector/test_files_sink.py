@@ -545,3 +545,21 @@ def test_rollback_reaches_files_the_descriptor_lru_already_closed(tmp_path: Path
     s.shutdown()
     assert {p.name: p.stat().st_size for p in tmp_path.glob("*.log")} == {
         f"u{i}.log": 0 for i in range(5)}
+
+
+def test_max_backups_never_prunes_a_category_kept_forever(tmp_path: Path) -> None:
+    rotation = RotationConfig(max_bytes=1024, interval="none", compress=False, max_backups=1)
+    config = FilesConfig(directory=tmp_path / "logs", rotation=rotation)
+    cats = {
+        "audit": CategoryConfig(name="audit", rotation=rotation, retention_days=None),
+        "app": CategoryConfig(name="app", rotation=rotation, retention_days=30),
+    }
+    s = RotatingFileSink(config, cats, ReceiverTelemetry(), clock=Clock(), disk_usage=lambda _p: (10, 100))
+    s.start(background=False)
+    for i in range(5):
+        for category in ("audit", "app"):
+            s.consume(batch_of(*[f"{category}-{i}-{j}-" + "z" * 300 for j in range(2)], category=category))
+    s.shutdown()
+    files = all_files(tmp_path / "logs")
+    assert len([f for f in files if f.startswith("audit.log.")]) == 4
+    assert len([f for f in files if f.startswith("app.log.")]) == 1

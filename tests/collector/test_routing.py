@@ -121,3 +121,9 @@ def test_overriding_a_builtin_match_replaces_its_rules() -> None:
     routes = route(log_record("a", attributes={"http.route": "/x"}),
                    log_record("b", attributes={"my.http": 1}), config_text=text)
     assert routes == {"app": ["a"], "access": ["b"]}
+
+
+def test_out_of_range_severity_numbers_count_as_unspecified() -> None:
+    routes = route(log_record("huge", severity=2147483647), log_record("negative", severity=-5),
+                   log_record("by text", severity=99, severity_text="ERROR"))
+    assert routes == {"app": ["huge", "negative"], "error": ["by text"]}
