@@ -63,7 +63,7 @@ def build_sinks(
             spool_dir = spool_dir / f"worker-{worker_index}"
         sinks.append(SyslogSink(config.syslog, telemetry, spool_dir))
     if config.forward.targets:
-        from sluice_collector.sinks.forward import ForwardSink  # type: ignore[attr-defined]
+        from sluice_collector.sinks.forward import ForwardSink
 
         spool_dir = config.files.directory / ".spool" / "forward"
         if worker_index is not None:

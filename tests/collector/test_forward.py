@@ -32,6 +32,7 @@ from sluice_collector.errors import ConfigError
 from sluice_collector.sinks.forward import ForwardConfig, ForwardSink
 from sluice_collector.telemetry import ReceiverTelemetry
 from tests.otlp_builders import log_record, logs_request
+from tests.rsyslog_server import free_port
 
 FAST = {"backoff_initial_s": "50ms", "backoff_max_s": "200ms", "timeout_s": 2}
 LOGS_PATH = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -52,7 +53,9 @@ class OtlpGrpcServer:
         self.answers: list[Answer] = []
         self.attempts = 0
         self.lock = threading.Lock()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        # No SO_REUSEPORT: a second server on a port must not share it with a stale one.
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
+                                  options=[("grpc.so_reuseport", 0)])
         handlers = {
             "Export": grpc.unary_unary_rpc_method_handler(
                 self._logs, ExportLogsServiceRequest.FromString,
@@ -78,10 +81,10 @@ class OtlpGrpcServer:
     def stop(self) -> None:
         self.server.stop(0).wait()
 
-    def _answer(self, context: grpc.ServicerContext) -> int:
+    def _answer(self, context: grpc.ServicerContext, signal: str) -> int:
         with self.lock:
             self.attempts += 1
-            self.metadata.append({k: str(v) for k, v in context.invocation_metadata()})
+            self.metadata.append({"signal": signal, **{k: str(v) for k, v in context.invocation_metadata()}})
             answer = self.answers.pop(0) if self.answers else None
         if answer is None:
             return -1
@@ -94,7 +97,7 @@ class OtlpGrpcServer:
         return -1  # not reached
 
     def _logs(self, request: ExportLogsServiceRequest, context: grpc.ServicerContext) -> Any:
-        rejected = self._answer(context)
+        rejected = self._answer(context, "logs")
         with self.lock:
             self.logs.append(request)
         response = ExportLogsServiceResponse()
@@ -104,7 +107,7 @@ class OtlpGrpcServer:
         return response
 
     def _traces(self, request: ExportTraceServiceRequest, context: grpc.ServicerContext) -> Any:
-        self._answer(context)
+        self._answer(context, "traces")
         with self.lock:
             self.traces.append(request)
         return ExportTraceServiceResponse()
@@ -213,13 +216,14 @@ def test_config_errors_name_the_key_the_value_and_what_is_accepted(tmp_path: Pat
 
 def test_duplicate_target_names_and_tls_without_https_are_refused() -> None:
     found = problems_of({"targets": [
-        {"name": "jaeger", "endpoint": "http://a:4317", "tls": {"insecure_skip_verify": False}},
+        {"endpoint": "http://a:4317", "tls": {"insecure_skip_verify": False}},
         {"name": "jaeger", "endpoint": "http://b:4317"},
+        {"name": "jaeger", "endpoint": "http://c:4317"},
     ]})
     assert found == [
         "forward.targets[0].tls: is set but endpoint 'http://a:4317' is not https://; use https:// "
         "for TLS",
-        "forward.targets[1].name: got 'jaeger'; another target already has this name",
+        "forward.targets[2].name: got 'jaeger'; another target already has this name",
     ]
 
 
@@ -252,7 +256,8 @@ def test_each_signal_goes_only_to_the_targets_that_take_it_with_headers(
     assert otlp_server.bodies() == ["one", "two"]
     assert [s.name for r in otlp_server.traces for rs in r.resource_spans
             for ss in rs.scope_spans for s in ss.spans] == ["GET /"]
-    assert all(m.get("authorization") == "Bearer t0k3n" for m in otlp_server.metadata[:1])
+    auth = {m["signal"]: m.get("authorization") for m in otlp_server.metadata}
+    assert auth == {"logs": "Bearer t0k3n", "traces": None}
     assert sample(telemetry, "sluice_forward_sent_records_total", target="logs-only", signal="logs") == 2
     assert sample(telemetry, "sluice_forward_sent_records_total", target="traces-only",
                   signal="traces") == 1
@@ -313,9 +318,7 @@ def test_dead_target_never_blocks_consume_and_spool_survives_a_restart(
 ) -> None:
     """Nothing listens: consume still returns at once, force_flush gives up, health says so;
     a new sink on the same spool delivers everything, in order, once the target is up."""
-    probe = OtlpGrpcServer()  # reserve a port, then free it so nothing listens there
-    port = probe.port
-    probe.stop()
+    port = free_port()
     target = {"name": "jaeger", "endpoint": f"http://127.0.0.1:{port}", **FAST}
     sink, _ = make_sink(target, spool=tmp_path / "spool")
     started = time.monotonic()
@@ -335,7 +338,7 @@ def test_dead_target_never_blocks_consume_and_spool_survives_a_restart(
     server = OtlpGrpcServer(port).start()
     try:
         again, telemetry = make_sink(target, spool=tmp_path / "spool")
-        assert again.force_flush(5)
+        assert again.force_flush(5), again.health()
         assert server.bodies() == [f"r{i}" for i in range(20)]
         assert sample(telemetry, "sluice_forward_sent_records_total", target="jaeger",
                       signal="logs") == 20
@@ -388,7 +391,7 @@ def test_http_protobuf_posts_gzip_to_v1_logs_and_honours_retry_after(
 ) -> None:
     import gzip
 
-    handler = type("H", (_HttpOtlp,), {"answers": [503], "received": []})
+    handler: type[_HttpOtlp] = type("H", (_HttpOtlp,), {"answers": [503], "received": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

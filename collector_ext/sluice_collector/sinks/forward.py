@@ -90,6 +90,7 @@ _RETRYABLE_GRPC = frozenset({
 })
 _RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
 _DOWN_AFTER_FAILURES = 5
+_FLUSH_ATTEMPTS = 3
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -282,8 +283,10 @@ class _GrpcExporter:
             ("grpc.enable_retries", 0),  # the spool and our backoff do the retrying
             # A channel that failed waits out its own reconnect backoff (up to 120 s by default)
             # before trying again; keep it no longer than ours so a returning target is seen.
+            # grpc.min_reconnect_backoff_ms is also the connect timeout: long enough for a busy
+            # target to answer, short enough that a dead one fails fast (UNAVAILABLE).
             ("grpc.initial_reconnect_backoff_ms", int(target.backoff_initial_s * 1000)),
-            ("grpc.min_reconnect_backoff_ms", int(target.backoff_initial_s * 1000)),
+            ("grpc.min_reconnect_backoff_ms", int(min(target.timeout_s, 2.0) * 1000)),
             ("grpc.max_reconnect_backoff_ms", int(target.backoff_max_s * 1000)),
             ("grpc.max_send_message_length", 64 * MiB),
         ]
@@ -484,6 +487,7 @@ class _Sender:
         )
         self.stop = threading.Event()
         self.wake = threading.Event()  # cuts a backoff short: force_flush and shutdown set it
+        self.flushing = threading.Event()  # while set, backoffs are short: someone is waiting
         self.lock = threading.Lock()
         self.failures = 0  # consecutive failed attempts
         self.attempts_failed = 0  # every failed attempt since start, for force_flush
@@ -563,6 +567,8 @@ class _Sender:
             delay = min(self.target.backoff_max_s,
                         self.target.backoff_initial_s * 2 ** min(attempt - 1, 30))
             wait = delay / 2 + random.uniform(0, delay / 2)
+        if self.flushing.is_set():
+            wait = min(wait, self.target.backoff_initial_s)
         self.wake.wait(wait)
         self.wake.clear()
 
@@ -630,24 +636,33 @@ class ForwardSink:
             self.telemetry.written.labels(batch.signal.value, batch.signal.value, "forward").inc(count)
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
-        """Wait for every spool to empty. Senders waiting out a backoff retry at once; if that
-        attempt fails too, give up: the records are durable in the spool, and waiting for a
-        dead target would only hold up a shutdown."""
+        """Wait for every spool to empty. Senders retry at once and then back off no longer than
+        `backoff_initial_s`; a sender that fails `_FLUSH_ATTEMPTS` times in a row makes the flush
+        give up: the records are durable in the spool, and waiting for a dead target would only
+        hold up a shutdown. One failure is not enough: a target that was just restarted often
+        refuses the first attempt."""
         if not self._started:
             return True
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        failed_before = {id(s): s.attempts_failed for s in self._senders}
-        for sender in self._senders:
+        senders = list(self._senders)
+        failed_before = {id(s): s.attempts_failed for s in senders}
+        for sender in senders:
+            sender.flushing.set()
             sender.wake.set()
-        while True:
-            pending = [s for s in self._senders if s.spool.pending]
-            if not pending:
-                return True
-            if any(s.attempts_failed > failed_before[id(s)] or not s.thread.is_alive() for s in pending):
-                return False
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            pending[0].spool.wait_until_empty(0.05)
+        try:
+            while True:
+                pending = [s for s in senders if s.spool.pending]
+                if not pending:
+                    return True
+                if any(s.attempts_failed - failed_before[id(s)] >= _FLUSH_ATTEMPTS
+                       or not s.thread.is_alive() for s in pending):
+                    return False
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                pending[0].spool.wait_until_empty(0.05)
+        finally:
+            for sender in senders:
+                sender.flushing.clear()
 
     def shutdown(self) -> None:
         """Stop the senders; unsent records stay in the spools for the next start. Idempotent."""
