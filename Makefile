@@ -7,12 +7,13 @@ STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus
 
-.PHONY: help install system-deps lint typecheck unit test demo bench clean
+.PHONY: help install system-deps lint typecheck unit test demo bench soak clean
 
 help:
 	@echo "make demo   start a receiver on its embedded default, run an example app, show where every record went"
 	@echo "make test   install everything needed, then lint, type-check and run the whole suite"
 	@echo "make bench  benchmarks, printed as ratios against named peers measured in the same run"
+	@echo "make soak   the long reliability runs (steady load, overload, SIGKILL, fuzzing); ~15 minutes"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +55,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/receiver.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/sdk_logging.py
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py all
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache build *.egg-info
