@@ -13,7 +13,7 @@ help:
 	@echo "make demo   start a receiver on its embedded default, run an example app, show where every record went"
 	@echo "make test   install everything needed, then lint, type-check and run the whole suite"
 	@echo "make bench  benchmarks, printed as ratios against named peers measured in the same run"
-	@echo "make soak   the long reliability runs (steady load, overload, SIGKILL, fuzzing); ~15 minutes"
+	@echo "make soak   the long reliability runs (10 min steady load, overload, SIGKILL, fuzzing); ~15 minutes"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,7 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sdk_logging.py
 
 soak: $(STAMP)
-	$(BIN)/python bench/soak.py all
+	$(BIN)/python bench/soak.py all --duration 600
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache build *.egg-info

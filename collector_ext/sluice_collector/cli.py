@@ -3,6 +3,7 @@
     sluice receiver run [--config FILE] [--listen HOST:PORT] [--telemetry-listen HOST:PORT] [--workers N]
     sluice receiver check-config FILE
     sluice receiver default-config
+    sluice audit verify DIR [--key-env VAR | --key-file FILE]
     sluice run [--service-name NAME] [--endpoint URL] -- COMMAND [ARGS...]
     sluice version
 """
@@ -81,6 +82,25 @@ def _parser() -> argparse.ArgumentParser:
     receiver_commands.add_parser(
         "default-config", help="print the embedded default config (a starting point for your own)"
     )
+    audit = commands.add_parser("audit", help="check the tamper-evident audit files")
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
+    verify = audit_commands.add_parser(
+        "verify",
+        help="verify the hash chain of every audit file set under DIR",
+        description="Walk every audit file set under DIR (the receiver's files.directory, "
+        "tenants/<tenant>/ directories included): rotated files oldest first (.N and .N.gz), "
+        "then the active file, checking that each record's audit.hash matches its content and "
+        "its audit.prev_hash the record before it. Exits 0 and prints the record count when "
+        "every chain is intact; prints the first broken link of each set (file, line, what is "
+        "wrong) and exits 1 when a record was modified, deleted, reordered, inserted or "
+        "truncated, or a rotated file is missing. Use the key the receiver used "
+        "(files.audit_chain.key_env / key_file) when the chain is keyed. Removing records at "
+        "the very end is only caught against a head hash kept elsewhere (see docs/security.md).",
+    )
+    verify.add_argument("directory", metavar="DIR", help="the receiver's files.directory")
+    key = verify.add_mutually_exclusive_group()
+    key.add_argument("--key-env", metavar="VAR", help="read the HMAC chain key from $VAR")
+    key.add_argument("--key-file", metavar="FILE", help="read the HMAC chain key from FILE")
     app = commands.add_parser(
         "run",
         help="run a Python program with sluice.init() applied before its code (no code changes)",
@@ -113,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run_program(args)
+    if args.command == "audit":
+        if args.audit_command == "verify":
+            return _audit_verify(args)
+        parser.parse_args(["audit", "--help"])
     if args.command == "version":
         print(f"sluice {__version__}")
         return EXIT_OK
@@ -154,6 +178,44 @@ def _run_program(args: argparse.Namespace) -> int:
         print(f"sluice run: cannot run {program[0]!r}: {exc.strerror or exc}", file=sys.stderr)
         return 127
     return EXIT_OK  # not reached: exec replaced this process
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sluice_collector.auditchain import ChainHasher, ChainKeyError, load_key, verify_directory
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        print(f"sluice audit verify: {directory}: no such directory", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        key = load_key(env=args.key_env, file=args.key_file)
+    except ChainKeyError as exc:
+        print(f"sluice audit verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    reports = verify_directory(directory, ChainHasher(key))
+    if not reports:
+        # An empty result is suspicious in itself: the files may have been removed.
+        print(f"sluice audit verify: no audit files under {directory}", file=sys.stderr)
+        return EXIT_RUNTIME
+    broken = 0
+    for report in reports:
+        if report.broken is not None:
+            broken += 1
+            print(f"BROKEN {report.broken}", file=sys.stderr)
+            continue
+        torn = f", {report.torn} torn by a crash (acknowledged)" if report.torn else ""
+        print(f"ok {report.active}: {report.records} records in {len(report.files)} file(s)"
+              f"{torn}; head {report.head}")
+    total = sum(r.records for r in reports if r.broken is None)
+    if broken:
+        print(f"sluice audit verify: {broken} of {len(reports)} audit file set(s) broken",
+              file=sys.stderr)
+        return EXIT_RUNTIME
+    print(f"intact: {total} audit records in {len(reports)} file set(s)"
+          f"{' (keyed)' if key else ''}")
+    return EXIT_OK
 
 
 def _check_config(path: str) -> int:

@@ -35,6 +35,9 @@ from sluice_collector.sinks.forward import ForwardConfig
 from sluice_collector.sinks.syslog import SyslogConfig
 
 MiB = 1024 * 1024
+TENANT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MIN_TOKEN_CHARS = 16
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: what an HTTP/2 header value can carry
 CATEGORY_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 DEFAULT_CONFIG_RESOURCE = "default.yaml"
@@ -83,6 +86,22 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantConfig:
+    """One `auth.tenants.<name>`: the bearer token that identifies this tenant's clients."""
+
+    name: str
+    token: str = field(repr=False)  # never in a repr, hence never in a log line or traceback
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """`auth`: bearer-token ingest authentication; the token decides the tenant of a request."""
+
+    enabled: bool = False
+    tenants: tuple[TenantConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiverConfig:
     listen: str = "127.0.0.1:4317"
     tls: TlsConfig | None = None
@@ -96,6 +115,7 @@ class ReceiverConfig:
     syslog: SyslogConfig = field(default_factory=SyslogConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     source: str = "<embedded default>"
 
 
@@ -204,10 +224,11 @@ def _parse_root(root: Section, source: str) -> ReceiverConfig:
     forward = ForwardConfig.from_section(root.section("forward"))
     t = root.section("telemetry")
     telemetry = TelemetryConfig(listen=_parse_listen(t, "listen", "127.0.0.1:8888", allow_empty=True))
+    auth = _parse_auth(root.section("auth"))
     return ReceiverConfig(
         listen=listen, tls=tls, max_request_bytes=max_request_bytes, threads=threads,
         shutdown_timeout_s=shutdown_timeout_s, queue=queue, files=files, categories=categories,
-        masking=masking, syslog=syslog, forward=forward, telemetry=telemetry,
+        masking=masking, syslog=syslog, forward=forward, telemetry=telemetry, auth=auth,
         source=source,
     )
 
@@ -232,6 +253,61 @@ def _parse_tls(s: Section) -> TlsConfig | None:
     if not ok or cert is None or key is None:
         return None
     return TlsConfig(Path(cert), Path(key), Path(ca) if ca else None)
+
+
+def _parse_auth(s: Section) -> AuthConfig:
+    """Tenants and their tokens. Messages never quote a token: config errors end up in logs."""
+    tenants: list[TenantConfig] = []
+    owner_of: dict[str, str] = {}  # token → tenant that has it, to refuse a shared token
+    configured = s.sections("tenants")
+    for name, t in configured.items():
+        if not TENANT_ID_RE.match(name):
+            t.error("", f"got tenant id {name!r}; expected 1–64 characters of A–Z, a–z, 0–9, "
+                        "'_' and '-' (it names the directory tenants/<tenant>/)")
+            continue
+        token = _read_token(t)
+        if token is None:
+            continue
+        if token in owner_of:
+            t.error("token", f"the same token as tenant {owner_of[token]!r}; every tenant needs "
+                             "its own token (the token decides the tenant)")
+            continue
+        owner_of[token] = name
+        tenants.append(TenantConfig(name=name, token=token))
+    enabled = s.get_bool("enabled", bool(configured))
+    if enabled and not configured:
+        s.error("enabled", "auth is enabled but no tenant is configured; add "
+                           "auth.tenants.<tenant>.token (or token_file)")
+    return AuthConfig(enabled=enabled, tenants=tuple(tenants))
+
+
+def _read_token(t: Section) -> str | None:
+    token = t.get_optional_str("token")
+    token_file = t.get_optional_str("token_file")
+    key = "token"
+    if token is not None and token_file is not None:
+        t.error("token_file", "give token or token_file, not both")
+        return None
+    if token_file is not None:
+        key = "token_file"
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            t.error("token_file", f"got {token_file!r}; cannot read it: {reason or exc}")
+            return None
+    if token is None:
+        t.error("token", "is required: the tenant's bearer token (or give token_file)")
+        return None
+    if len(token) < MIN_TOKEN_CHARS:
+        t.error(key, f"got a token of {len(token)} characters; expected at least "
+                     f"{MIN_TOKEN_CHARS} (use e.g. `openssl rand -hex 32`)")
+        return None
+    if not _TOKEN_RE.match(token):
+        t.error(key, "the token has spaces, control or non-ASCII characters; expected visible "
+                     "ASCII only (it travels in an `authorization: Bearer` header)")
+        return None
+    return token
 
 
 def _parse_retention(s: Section, default: int | None) -> int | None:

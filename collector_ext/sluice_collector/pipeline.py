@@ -10,6 +10,8 @@ are written and flushed to the OS or held in a sink's on-disk spool.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +23,22 @@ from sluice_collector.sinks.base import Sink
 from sluice_collector.telemetry import ReceiverTelemetry
 
 Stage = Callable[[Batch], Batch]
+
+# After a request this big, hand freed memory back to the OS: glibc otherwise keeps the arenas
+# the gRPC threads grew for it (measured: +35-40 MiB RSS after one 10 MB attribute value).
+TRIM_AFTER_BYTES = 4 * 1024 * 1024
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc: nothing to do
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
 
 
 class Pipeline:
@@ -72,6 +90,8 @@ class Pipeline:
                 self.telemetry.inflight_bytes.set(self._inflight_bytes)
                 if not self._inflight_requests:
                     self._idle.notify_all()
+            if nbytes >= TRIM_AFTER_BYTES and _malloc_trim is not None:
+                _malloc_trim(0)
 
     def process(self, batch: Batch) -> Batch:
         """Run every stage, then hand the batch to every sink; raise SinkError to refuse it."""

@@ -7,7 +7,8 @@ path (relative to `files.directory`) is matched against each category's path tem
 component. The fallback template is tried the same way. When several categories match one
 name, the longest retention wins (and "forever" beats everything), so an ambiguous file is
 kept rather than removed early. A file that matches no category — e.g. one of a category that
-was removed from the config — is never touched.
+was removed from the config — is never touched. Files of an authenticated tenant live under
+``tenants/<tenant>/`` and are matched with that prefix removed, so they keep their category.
 
 Two sweeps:
 
@@ -50,6 +51,9 @@ ROTATED_RE = re.compile(
     r"^(?P<base>.+)\.(?P<period>\d{4}-\d{2}-\d{2}(?:-\d{2})?)\.(?P<seq>\d+)(?P<gz>\.gz)?$"
 )
 _DAY_S = 86400.0
+# Where the file sink puts each authenticated tenant's files: `tenants/<tenant id>/<path>`.
+TENANTS_DIR = "tenants"
+_TENANT_PREFIX_RE = re.compile(rf"^{TENANTS_DIR}/[A-Za-z0-9_-]{{1,64}}/(?P<rest>.+)$")
 
 
 def disk_usage(path: Path) -> tuple[int, int]:
@@ -125,9 +129,13 @@ class RetentionSweeper:
     def category_of(self, active_relpath: str) -> tuple[str, int | None] | None:
         """(category, retention_days) owning an active path, or None when no category does."""
         best: tuple[str, int | None] | None = None
+        candidates = [active_relpath]
+        tenant = _TENANT_PREFIX_RE.match(active_relpath)
+        if tenant is not None:
+            candidates.append(tenant.group("rest"))
         for name, cat in list(self._categories.items()):
             for template in (cat.path, self._config.fallback_path):
-                if self._regex(template, name).fullmatch(active_relpath):
+                if any(self._regex(template, name).fullmatch(c) for c in candidates):
                     if cat.retention_days is None:
                         return name, None
                     if best is None or (best[1] is not None and cat.retention_days > best[1]):

@@ -8,10 +8,13 @@ gRPC; it translates receiver errors into OTLP-conformant statuses:
     RequestTooLarge  → RESOURCE_EXHAUSTED  (without retry info: retrying the same bytes won't help)
     Overloaded       → UNAVAILABLE + google.rpc.RetryInfo
     SinkError        → UNAVAILABLE + google.rpc.RetryInfo
+    no/wrong token   → UNAUTHENTICATED     (when `auth` is on; see `TokenAuthenticator`)
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import Callable
 from concurrent import futures
@@ -26,9 +29,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from prometheus_client import Counter
 
 from sluice_collector.batch import Batch, Signal
-from sluice_collector.config import ReceiverConfig
+from sluice_collector.config import AuthConfig, ReceiverConfig
 from sluice_collector.decode import decode_request
 from sluice_collector.errors import DecodeError, Overloaded, RequestTooLarge, SinkError
 from sluice_collector.pipeline import Pipeline
@@ -57,6 +61,42 @@ def _retry_trailer(delay_s: float) -> tuple[tuple[str, bytes], ...]:
     return (("google.rpc.retryinfo-bin", info.SerializeToString()),)
 
 
+class TokenAuthenticator:
+    """Maps an `authorization: Bearer <token>` header to the tenant that owns the token.
+
+    Tokens are compared as SHA-256 digests with `hmac.compare_digest`, against every configured
+    token without stopping at a match, so neither the position of the right token nor the
+    length of a guess shows in the response time. The tenant comes only from here — never from
+    anything inside the request — so a client cannot write as another tenant.
+    """
+
+    def __init__(self, auth: AuthConfig) -> None:
+        self._tokens = [
+            (hashlib.sha256(t.token.encode("utf-8")).digest(), t.name) for t in auth.tenants
+        ]
+
+    def __call__(self, metadata: Any) -> tuple[str | None, str]:
+        """(tenant, "") when the token is known, else (None, reason) with reason "missing" or
+        "invalid" — a label for /metrics, never the token itself."""
+        header: str | bytes | None = None
+        for key, value in metadata or ():
+            if key == "authorization":
+                header = value
+                break
+        if header is None:
+            return None, "missing"
+        text = header.decode("latin-1") if isinstance(header, bytes) else header
+        scheme, _, credential = text.strip().partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            return None, "invalid"
+        presented = hashlib.sha256(credential.strip().encode("utf-8", "surrogateescape")).digest()
+        tenant: str | None = None
+        for digest, name in self._tokens:
+            if hmac.compare_digest(presented, digest):
+                tenant = name
+        return (tenant, "") if tenant is not None else (None, "invalid")
+
+
 class OtlpHandlers:
     """One Export handler per signal, all feeding the same pipeline."""
 
@@ -65,6 +105,11 @@ class OtlpHandlers:
         self.max_request_bytes = config.max_request_bytes
         self.telemetry = telemetry
         self._logged_unexpected: set[str] = set()
+        self._authenticate = TokenAuthenticator(config.auth) if config.auth.enabled else None
+        self._auth_failures = Counter(
+            "sluice_auth_failures", "Export requests refused as UNAUTHENTICATED, by reason "
+            "(missing or invalid token).", ["signal", "reason"], registry=telemetry.registry,
+        ) if config.auth.enabled else None
 
     def handler(self, signal: Signal) -> Callable[[bytes, grpc.ServicerContext], bytes]:
         def export(data: bytes, context: grpc.ServicerContext) -> bytes:
@@ -73,9 +118,25 @@ class OtlpHandlers:
 
     def _export(self, signal: Signal, data: bytes, context: grpc.ServicerContext) -> bytes:
         requests = self.telemetry.requests
+        tenant = ""
+        if self._authenticate is not None:
+            found, reason = self._authenticate(context.invocation_metadata())
+            if found is None:
+                # Before admission and decoding: an unauthenticated client costs no queue space.
+                requests.labels(signal.value, "UNAUTHENTICATED").inc()
+                if self._auth_failures is not None:
+                    self._auth_failures.labels(signal.value, reason).inc()
+                context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "missing bearer token; send `authorization: Bearer <token>`" if reason == "missing"
+                    else "invalid bearer token",
+                )
+            tenant = found or ""
         try:
             with self.pipeline.admit(len(data)):
-                batch = decode_request(signal, data, max_bytes=self.max_request_bytes)
+                batch = decode_request(
+                    signal, data, max_bytes=self.max_request_bytes, tenant=tenant
+                )
                 batch = self.pipeline.process(batch)
         except DecodeError as exc:
             requests.labels(signal.value, "INVALID_ARGUMENT").inc()

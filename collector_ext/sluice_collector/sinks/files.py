@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice_collector.auditchain import AuditChainWriter, ChainHasher
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.config import CategoryConfig
 from sluice_collector.encode import BatchCache, TimestampFormatter, json_lines, text_lines
@@ -46,6 +47,7 @@ from sluice_collector.errors import DiskFullError, SinkError
 from sluice_collector.otlpvalues import any_value
 from sluice_collector.retention import (
     ROTATED_RE,
+    TENANTS_DIR,
     Clock,
     DiskUsage,
     RetentionSweeper,
@@ -61,6 +63,7 @@ log = logging.getLogger("sluice.files")
 
 WriteFn = Callable[[int, bytes | memoryview], int]  # os.write's shape; injectable for tests
 MAX_COMPONENT_CHARS = 96
+AUDIT_CATEGORY = "audit"  # the category whose lines are hash-chained (files.audit_chain)
 _BATCH_FIELDS = frozenset({"category", "signal", "tenant"})
 _SAFE_RE = re.compile(r"[A-Za-z0-9_\-@+=,][A-Za-z0-9_\-.@+=,]*")
 _SAFE_CHARS = frozenset(string.ascii_letters + string.digits + "_-.@+=,")
@@ -300,11 +303,14 @@ class RotatingFileSink:
         self._disk_usage = disk_usage
         self._write = write
         self._lines = text_lines if config.format == "text" else json_lines
+        chain = config.audit_chain
+        self._chain = AuditChainWriter(ChainHasher(chain.key)) if (
+            chain.enabled and config.format == "json") else None
         self._lock = threading.Lock()
         self._open: OrderedDict[str, _FileSet] = OrderedDict()  # LRU of open file sets
         self._templates: dict[str, _Template] = {}
         self._resolved: dict[str, Path | None] = {}  # rel path → confined absolute path
-        self._rendered: dict[tuple[str, str, tuple[Any, ...]], str] = {}  # → rel path
+        self._rendered: dict[tuple[str, str, str, tuple[Any, ...]], str] = {}  # → rel path
         self._root = self.directory
         self._compressor = _Compressor(self._record_error)
         self.sweeper = RetentionSweeper(
@@ -425,7 +431,7 @@ class RotatingFileSink:
                     attrs = _find_attributes(rec.attributes, template.record_fields)
                 key = _field_key(template, batch_values, attrs, cache.resource_attributes(rl))
                 # The fallback path may name the category: it is part of the cache key.
-                cache_key = (template.text, category, key)
+                cache_key = (template.text, category, batch.tenant, key)
                 dest = self._rendered.get(cache_key)
                 if dest is None:
                     values = {**batch_values, **dict(zip(template.fields, key, strict=True))}
@@ -445,12 +451,18 @@ class RotatingFileSink:
                 raise SinkError("files sink is not started")
             now = self._clock()
             done: list[tuple[_FileSet, int]] = []
+            heads: list[tuple[Path, str]] = []  # audit chain heads, kept only if all went well
             if self._lock_fd >= 0:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 for rel, group in groups.items():
-                    data = b"".join(group.chunks)
                     fs = self._fileset(rel, group.category)
+                    chunks = group.chunks
+                    if self._chain is not None and group.category.name == AUDIT_CATEGORY:
+                        # Under the flock: the head is the file's, whoever wrote it last.
+                        chunks, head = self._chain.seal(fs.path, chunks)
+                        heads.append((fs.path, head))
+                    data = b"".join(chunks)
                     done.append((fs, self._write_set(fs, data, now)))
                     name = group.category.name
                     bytes_by_category[name] = bytes_by_category.get(name, 0) + len(data)
@@ -466,6 +478,10 @@ class RotatingFileSink:
                         f"files: no space left under {self.directory} ({exc.strerror or exc})"
                     ) from exc
                 raise SinkError(f"files: write failed under {self.directory}: {exc.strerror or exc}") from exc
+            else:
+                if self._chain is not None:
+                    for path, head in heads:
+                        self._chain.commit(path, head)
             finally:
                 if self._lock_fd >= 0:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -491,14 +507,20 @@ class RotatingFileSink:
 
     def _destination(self, template: _Template, values: Mapping[str, Any]) -> str:
         """A relative path confined under the directory: the template's, else the fallback's,
-        else ``<category>.log`` (the fallback may itself name a field that is missing)."""
+        else ``<category>.log`` (the fallback may itself name a field that is missing).
+
+        An authenticated batch (`tenant` set from its token) goes under ``tenants/<tenant>/``
+        whatever its template renders to, so no record field can reach another tenant's files.
+        """
+        tenant = values.get("tenant")
+        prefix = f"{TENANTS_DIR}/{safe_component(tenant)}/" if tenant else ""
         rel = template.render(values)
-        if rel is not None and self._confined(rel) is not None:
-            return rel
+        if rel is not None and self._confined(prefix + rel) is not None:
+            return prefix + rel
         rel = self._template(self.config.fallback_path).render(values)
-        if rel is not None and self._confined(rel) is not None:
-            return rel
-        return f"{safe_component(values['category']) or 'app'}.log"
+        if rel is not None and self._confined(prefix + rel) is not None:
+            return prefix + rel
+        return f"{prefix}{safe_component(values['category']) or 'app'}.log"
 
     def _confined(self, rel: str) -> Path | None:
         if rel in self._resolved:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sluice_collector.auditchain import ChainKeyError, load_key
 from sluice_collector.configreader import Section
 
 MiB = 1024 * 1024
@@ -36,6 +37,17 @@ class DiskGuardConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditChainConfig:
+    """`files.audit_chain`: hash-chain the `audit` category's lines (see auditchain.py)."""
+
+    enabled: bool = True
+    key_env: str | None = None
+    key_file: Path | None = None
+    # Resolved at load time so a missing key fails the start, not the first audit record.
+    key: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class FilesConfig:
     enabled: bool = True
     directory: Path = Path("logs")
@@ -48,6 +60,7 @@ class FilesConfig:
     # Bound on open descriptors; templated paths (one file per user) would otherwise grow it
     # without limit. Idle files beyond it are closed least-recently-used first.
     max_open_files: int = 256
+    audit_chain: AuditChainConfig = field(default_factory=AuditChainConfig)
 
     @classmethod
     def from_section(cls, s: Section) -> FilesConfig:
@@ -67,7 +80,30 @@ class FilesConfig:
                 check_interval_s=disk.get_duration("check_interval_s", 30.0, minimum=0.1),
             ),
             max_open_files=s.get_int("max_open_files", 256, minimum=1, maximum=65536),
+            audit_chain=parse_audit_chain(s.section("audit_chain"), fmt),
         )
+
+
+def parse_audit_chain(s: Section, fmt: str) -> AuditChainConfig:
+    enabled = s.get_bool("enabled", True)
+    key_env = s.get_optional_str("key_env")
+    key_file = s.get_optional_str("key_file")
+    if fmt == "text" and enabled and s.has("enabled"):
+        s.error("enabled", "the audit chain needs files.format: json (text lines carry no "
+                           "hashes); set files.format: json or audit_chain.enabled: false")
+    key: bytes | None = None
+    if key_env is not None and key_file is not None:
+        s.error("key_file", "give key_env or key_file, not both")
+    elif enabled:
+        try:
+            key = load_key(env=key_env, file=key_file)
+        except ChainKeyError as exc:
+            s.error("key_env" if key_env is not None else "key_file",
+                    f"got {key_env or key_file!r}; {exc}")
+    return AuditChainConfig(
+        enabled=enabled and fmt == "json", key_env=key_env,
+        key_file=Path(key_file) if key_file else None, key=key,
+    )
 
 
 def parse_rotation(s: Section, base: RotationConfig) -> RotationConfig:

@@ -73,6 +73,6 @@ class KeyRules:
             found = KeyRule.SENSITIVE
         else:
             found = KeyRule.SCAN
-        if len(self._cache) < 65536:  # attacker-chosen keys must not grow memory without bound
+        if len(self._cache) < 8192:  # attacker-chosen keys must not grow memory without bound
             self._cache[key] = found
         return found
