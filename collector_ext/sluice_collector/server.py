@@ -182,10 +182,17 @@ def build_server(
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
+    # More handler threads than the in-flight bound, and no grpc-level RPC limit: a request over
+    # the bound must reach Pipeline.admit, which answers UNAVAILABLE with RetryInfo at once.
+    # grpc's own limit (maximum_concurrent_rpcs) answers RESOURCE_EXHAUSTED without RetryInfo,
+    # which OTLP exporters do not retry, and a pool no larger than the bound would queue the
+    # excess silently instead of refusing it.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sluice-grpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=max(config.threads, config.queue.max_requests + 4),
+            thread_name_prefix="sluice-grpc",
+        ),
         options=options,
-        maximum_concurrent_rpcs=config.queue.max_requests + config.threads,
     )
     generic = [
         grpc.method_handlers_generic_handler(

@@ -62,6 +62,10 @@ class ReceiverTelemetry:
         self.inflight_bytes = Gauge(
             "sluice_queue_bytes", "Encoded bytes of Export requests being processed.", registry=r,
         )
+        self.torn_lines = Counter(
+            "sluice_file_torn_lines", "Torn last lines (a crash inside a write) moved to <file>.torn.",
+            ["category"], registry=r,
+        )
         self.masked = Counter(
             "sluice_masked_values", "Values masked, per detector.", ["detector"], registry=r,
         )

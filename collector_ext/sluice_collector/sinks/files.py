@@ -68,6 +68,8 @@ _BATCH_FIELDS = frozenset({"category", "signal", "tenant"})
 _SAFE_RE = re.compile(r"[A-Za-z0-9_\-@+=,][A-Za-z0-9_\-.@+=,]*")
 _SAFE_CHARS = frozenset(string.ascii_letters + string.digits + "_-.@+=,")
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+# Active files are also read (their last bytes, to find a torn tail): open them read-write.
+_ACTIVE_FLAGS = (_OPEN_FLAGS & ~os.O_WRONLY) | os.O_RDWR
 _DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG})
 
 
@@ -141,6 +143,7 @@ class _FileSet:
     fd: int = -1
     size: int = 0
     period: str = ""  # the period the current content belongs to ("" = empty file)
+    tail_checked: bool = False  # the file was seen to end in a newline since it was opened
 
 
 class _Compressor:
@@ -555,7 +558,7 @@ class RotatingFileSink:
 
     def _open_fd(self, fs: _FileSet) -> None:
         fs.path.parent.mkdir(parents=True, exist_ok=True)
-        fs.fd = os.open(fs.path, _OPEN_FLAGS, 0o640)
+        fs.fd = os.open(fs.path, _ACTIVE_FLAGS, 0o640)
         st = os.fstat(fs.fd)
         fs.size = st.st_size
         # A file left from before a restart belongs to the period of its last write.
@@ -572,6 +575,12 @@ class RotatingFileSink:
             self._open_fd(fs)
             st = os.fstat(fs.fd)
         fs.size = st.st_size
+        if fs.size and (self._shared or not fs.tail_checked) and fs.category != AUDIT_CATEGORY:
+            # Once per open file, and before every write when other workers share it (one of
+            # them may have died inside a write). Audit files keep their torn tail: the hash
+            # chain acknowledges it in the next record instead (see auditchain).
+            self._quarantine_torn_tail(fs)
+        fs.tail_checked = True
         rotation = fs.rotation
         current = period_key(now, rotation.interval, rotation.utc)
         if fs.size and (
@@ -599,6 +608,37 @@ class RotatingFileSink:
             fs.period = current
         fs.size = pre + len(data)
         return pre
+
+    def _quarantine_torn_tail(self, fs: _FileSet) -> None:
+        """Move a torn last line (a crash inside a write left it without its newline) out of
+        the file, into `<file>.torn`, and cut the file back to its last complete line.
+
+        Without this the next acknowledged batch would be glued onto the fragment and its first
+        record could not be parsed. The fragment belongs to a batch that was never
+        acknowledged (the client retries it), so nothing is lost; it is kept for inspection.
+        """
+        if os.pread(fs.fd, 1, fs.size - 1) == b"\n":
+            return
+        cut, position = 0, fs.size
+        while position > 0:
+            start = max(0, position - 65536)
+            found = os.pread(fs.fd, position - start, start).rfind(b"\n")
+            if found >= 0:
+                cut = start + found + 1
+                break
+            position = start
+        fragment = os.pread(fs.fd, fs.size - cut, cut)
+        quarantine = fs.path.with_name(fs.path.name + ".torn")
+        fd = os.open(quarantine, _OPEN_FLAGS, 0o640)
+        try:
+            os.write(fd, fragment + b"\n")
+        finally:
+            os.close(fd)
+        os.ftruncate(fs.fd, cut)
+        fs.size = cut
+        self._telemetry.torn_lines.labels(category=fs.category).inc()
+        log.warning("files: %s ended in a torn record of %d bytes (a write cut short by a crash); "
+                    "moved it to %s", fs.path, len(fragment), quarantine.name)
 
     def _rollback(self, done: list[tuple[_FileSet, int]]) -> None:
         for fs, pre in done:
