@@ -18,11 +18,16 @@ def test_readme_config_example_is_valid(tmp_path: Path, monkeypatch: pytest.Monk
     example = next(b for b in blocks if b.startswith("listen:"))
     for name in ("tls.crt", "tls.key", "ca.crt"):
         (tmp_path / name).write_text("placeholder")
+    (tmp_path / "globex.token").write_text("globex-token-0123456789abcdef\n")
     example = example.replace("/etc/sluice/", f"{tmp_path}/")
-    monkeypatch.setenv("SLUICE_MASKING_KEY", "k" * 32)  # the pseudonymisation key is read from the process
-    config = parse_config(example, env={})
+    # Keys are read from the process environment.
+    monkeypatch.setenv("SLUICE_MASKING_KEY", "k" * 32)
+    monkeypatch.setenv("SLUICE_AUDIT_KEY", "a" * 32)
+    config = parse_config(example, env={"SLUICE_TOKEN_ACME": "acme-token-0123456789abcdef"})
     assert config.listen == "127.0.0.1:4317"
     assert config.categories["payments"].retention_days == 400
     assert not config.syslog.enabled  # `enabled: false` wins over a target
     assert [t.url for t in config.syslog.targets] == ["unix:///dev/log", "udp://127.0.0.1:514"]
     assert config.files.rotation.compress_level == 6
+    assert config.auth.enabled
+    assert sorted(t.name for t in config.auth.tenants) == ["acme", "globex"]
