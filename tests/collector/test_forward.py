@@ -192,7 +192,8 @@ def test_config_errors_name_the_key_the_value_and_what_is_accepted(tmp_path: Pat
     ]})
     assert found == [
         "forward.targets[0].endpoint: got 'ftp://jaeger:4317'; expected http://HOST:PORT, "
-        "https://HOST:PORT (TLS) or, for grpc, dns:///HOST:PORT (PORT from 1 to 65535)",
+        "https://HOST:PORT (TLS) or, for grpc, dns:///HOST:PORT or ipv4:HOST:PORT,HOST:PORT,... "
+        "(client-side round-robin) (PORT from 1 to 65535)",
         "forward.targets[1].protocol: got 'thrift'; expected one of: grpc, http/protobuf",
         "forward.targets[1].signals: got 'spans'; expected any of: logs, traces, metrics",
         "forward.targets[2].compression: got 'zstd'; expected one of: gzip, none",
@@ -206,7 +207,8 @@ def test_config_errors_name_the_key_the_value_and_what_is_accepted(tmp_path: Pat
         "(at most 64), it names the spool directory and the metrics label",
         "forward.targets[4].backoff_max_s: got 1s; expected at least backoff_initial_s (5s)",
         "forward.targets[5].endpoint: is required: http://HOST:PORT, https://HOST:PORT (TLS) or, "
-        "for grpc, dns:///HOST:PORT, e.g. http://jaeger:4317",
+        "for grpc, dns:///HOST:PORT or ipv4:HOST:PORT,HOST:PORT,... (client-side round-robin), "
+        "e.g. http://jaeger:4317",
         "forward.targets[6].spool.max_bytes: got '1KiB'; expected a size in bytes ≥ 65536, e.g. "
         "1048576, \"64MiB\", \"500MB\" or \"512KiB\"",
         "forward.targets[6].colour: unknown key; known keys here: backoff_initial_s, backoff_max_s, "

@@ -215,3 +215,38 @@ def test_http_protobuf_forwarding_to_a_plain_http_server(
         server.shutdown()
         server.server_close()
     assert len(handler.received) == 1
+
+
+def test_client_side_round_robin_spreads_forwarded_batches_over_two_receivers(
+    tmp_path: Path, processes: list[ReceiverProcess],
+) -> None:
+    """Scale-out without a load balancer: one gRPC target naming two receivers (`ipv4:` list,
+    as `dns:///` would resolve a name to several addresses) gets batches spread over both."""
+    downstreams = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        proc = ReceiverProcess(tmp_path / name, {"listen": f"127.0.0.1:{free_port()}"}).start()
+        processes.append(proc)
+        downstreams.append(proc)
+    targets = ",".join(d.endpoint for d in downstreams)
+    (tmp_path / "up").mkdir()
+    upstream = ReceiverProcess(tmp_path / "up", {"forward": {"targets": [
+        {"name": "pool", "endpoint": f"ipv4:{targets}", "signals": ["logs"], **FAST},
+    ]}}).start()
+    processes.append(upstream)
+    app = App(upstream.endpoint)
+    try:
+        sent = 0
+        for round_ in range(8):  # separate rounds, so the forwarder makes separate Exports
+            for i in range(3):
+                app.log(f"round {round_} record {i}")
+                sent += 1
+            wait_for(lambda: sum(len(d.read("app")) for d in downstreams) == sent,
+                     what=f"round {round_} downstream")
+    finally:
+        app.close()
+    counts = [len(d.read("app")) for d in downstreams]
+    assert sum(counts) == 24
+    assert all(c > 0 for c in counts), f"one receiver got everything: {counts}"
+    bodies = [r["body"] for d in downstreams for r in d.read("app")]
+    assert len(set(bodies)) == 24

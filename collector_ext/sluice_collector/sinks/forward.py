@@ -63,7 +63,12 @@ MiB = 1024 * 1024
 PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("gzip", "none")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_ENDPOINT_FORMS = "http://HOST:PORT, https://HOST:PORT (TLS) or, for grpc, dns:///HOST:PORT"
+_ENDPOINT_FORMS = (
+    "http://HOST:PORT, https://HOST:PORT (TLS) or, for grpc, dns:///HOST:PORT or "
+    "ipv4:HOST:PORT,HOST:PORT,... (client-side round-robin)"
+)
+# gRPC name schemes that list several receivers: the channel balances across them.
+_BALANCED_PREFIXES = ("dns:", "ipv4:", "ipv6:")
 # Each spooled request is prefixed with its record count, for the sent/rejected counters.
 _COUNT = struct.Struct("<I")
 # One export carries at most this much, well under the 4 MiB gRPC default of most receivers.
@@ -123,8 +128,9 @@ class ForwardTarget:
         return self.endpoint.startswith("https://")
 
     def grpc_target(self) -> str:
-        """The channel target: `host:port`, or a `dns:///` name for client-side balancing."""
-        if self.endpoint.startswith("dns:"):
+        """The channel target: `host:port`, or a `dns:///` name / `ipv4:` list for client-side
+        balancing."""
+        if self.endpoint.startswith(_BALANCED_PREFIXES):
             return self.endpoint
         parts = urlsplit(self.endpoint)
         host = parts.hostname or ""
@@ -228,6 +234,9 @@ def _parse_target(s: Section, index: int) -> ForwardTarget | None:
 def _valid_endpoint(endpoint: str, protocol: str) -> bool:
     if protocol == "grpc" and endpoint.startswith("dns:///"):
         return bool(endpoint.removeprefix("dns:///").strip())
+    if protocol == "grpc" and endpoint.startswith(("ipv4:", "ipv6:")):
+        addresses = endpoint.split(":", 1)[1].split(",")
+        return all(a.rpartition(":")[2].isdigit() and a.rpartition(":")[0] for a in addresses)
     try:
         parts = urlsplit(endpoint)
         port = parts.port
@@ -290,7 +299,7 @@ class _GrpcExporter:
             ("grpc.max_reconnect_backoff_ms", int(target.backoff_max_s * 1000)),
             ("grpc.max_send_message_length", 64 * MiB),
         ]
-        if target.endpoint.startswith("dns:"):
+        if target.endpoint.startswith(_BALANCED_PREFIXES):
             options.append(("grpc.lb_policy_name", "round_robin"))
         compression = (grpc.Compression.Gzip if target.compression == "gzip"
                        else grpc.Compression.NoCompression)
