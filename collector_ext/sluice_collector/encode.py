@@ -107,7 +107,7 @@ class BatchCache:
     attributes a second time; `resource_attrs` likewise keeps each resource's dict.
     """
 
-    __slots__ = ("record_attrs", "resource_attrs", "resources", "scopes", "services")
+    __slots__ = ("record_attrs", "resource_attrs", "resources", "scopes", "services", "trace_url")
 
     def __init__(self) -> None:
         self.resources: dict[int, _Fragment] = {}
@@ -115,6 +115,8 @@ class BatchCache:
         self.services: dict[int, str] = {}
         self.scopes: dict[int, tuple[_Fragment, str]] = {}
         self.record_attrs: list[dict[str, Any]] | None = None
+        # `files.trace_url` template ("" = none): lines with a trace id get a `trace_url`.
+        self.trace_url = ""
 
     def resource_attributes(self, rl: Any) -> dict[str, Any]:
         self.resource(rl)
@@ -165,6 +167,7 @@ def _log_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: B
     last_sec = -1
     prefix = ""
     keep = shared.record_attrs
+    trace_url = shared.trace_url
     # The router already read every record's attributes into dicts (Batch.route_attributes);
     # use them when they line up with `refs`, else read the protobuf here.
     ready = batch.route_attributes.get(category)
@@ -224,6 +227,8 @@ def _log_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: B
         dropped = rec.dropped_attributes_count
         if dropped:
             obj["dropped_attributes_count"] = dropped
+        if trace_url and obj["trace_id"]:
+            obj["trace_url"] = trace_url.replace("{trace_id}", obj["trace_id"])
         append(dumps(obj, option=opts))
     return out
 
@@ -280,6 +285,8 @@ def _span_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: 
             count = getattr(span, name)
             if count:
                 obj[name] = count
+        if shared.trace_url and obj["trace_id"]:
+            obj["trace_url"] = shared.trace_url.replace("{trace_id}", obj["trace_id"])
         out.append(_dumps(obj, option=_OPTS))
     return out
 

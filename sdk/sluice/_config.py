@@ -60,12 +60,20 @@ class Settings:
     instrument: tuple[str, ...] | bool = True
     disabled_instrumentations: tuple[str, ...] = ()
     scrub: bool = False
+    trace_url: str | None = None
 
 
 def _str(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise TypeError
     return value.strip()
+
+
+def _trace_url(value: Any) -> str:
+    text = _str(value)
+    if "{trace_id}" not in text or not text.startswith(("http://", "https://")):
+        raise ValueError(text)
+    return text
 
 
 def _bool(value: Any) -> bool:
@@ -201,6 +209,7 @@ OPTIONS: dict[str, tuple[Callable[[Any], Any], str, str, str | None]] = {
     "disabled_instrumentations": (_names, "a list of instrumentor names", "SLUICE_DISABLED_INSTRUMENTATIONS",
                                   "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"),
     "scrub": (_bool, "a bool", "SLUICE_SCRUB", None),
+    "trace_url": (_trace_url, "an http(s) URL containing {trace_id}", "SLUICE_TRACE_URL", None),
 }
 
 

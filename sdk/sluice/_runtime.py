@@ -309,6 +309,8 @@ class Sluice:
             )
         self.log_handler = SluiceHandler(self.shipper, level=settings.log_level)
 
+        if settings.trace_url:
+            self.span_fanout.processors.append(TraceLinkPrinter(settings.trace_url))
         if settings.console:
             self.span_fanout.processors.append(SimpleSpanProcessor(ConsoleSpanExporter()))
             console_logs = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
@@ -521,3 +523,20 @@ def _scrubber() -> Any:
     from sluice._scrub import LogScrubber
 
     return LogScrubber()
+
+
+class TraceLinkPrinter(SpanProcessor):
+    """Prints a clickable link (Jaeger, Grafana) to stderr when a trace's root span ends, so a
+    developer goes from the terminal to the trace in one click (`trace_url` option)."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            if span.parent is not None or span.context is None:
+                return
+            url = self.template.replace("{trace_id}", format(span.context.trace_id, "032x"))
+            print(f"sluice: trace {span.name!r}: {url}", file=sys.stderr, flush=True)
+        except Exception as exc:  # never into app code
+            _health.report_once("trace_link", "could not print a trace link", exc)

@@ -173,3 +173,12 @@ def test_check_config_on_a_missing_file_says_so(tmp_path: Path) -> None:
     result = run_cli("receiver", "check-config", str(tmp_path / "absent.yaml"))
     assert result.returncode == 3
     assert "cannot read config file: No such file or directory" in result.stderr
+
+
+def test_trace_url_must_be_a_url_with_the_trace_id_placeholder() -> None:
+    assert problems_of("files: {trace_url: 'http://jaeger/trace/'}\n") == [
+        "files.trace_url: got 'http://jaeger/trace/'; expected an http(s) URL containing {trace_id}, "
+        "e.g. http://localhost:16686/trace/{trace_id}"
+    ]
+    config = parse_config("files: {trace_url: 'http://localhost:16686/trace/{trace_id}'}\n")
+    assert config.files.trace_url.endswith("{trace_id}")

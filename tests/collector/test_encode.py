@@ -257,3 +257,15 @@ def test_text_format_cannot_be_forged_through_severity_text() -> None:
     [line] = text_lines(batch, "app", batch.routes["app"])
     assert line.count(b"\n") == 1
     assert b"INFO\\n2099" in line
+
+
+def test_trace_url_template_adds_a_clickable_link_to_records_with_a_trace() -> None:
+    from sluice_collector.encode import BatchCache
+
+    batch = routed(Signal.LOGS, logs_request(log_record("in trace", trace_id=b"\x01" * 16, span_id=b"\x02" * 8),
+                                             log_record("no trace")), "app")
+    cache = BatchCache()
+    cache.trace_url = "http://localhost:16686/trace/{trace_id}"
+    lines = decode(json_lines(batch, "app", batch.routes["app"], cache=cache))
+    assert lines[0]["trace_url"] == "http://localhost:16686/trace/" + "01" * 16
+    assert "trace_url" not in lines[1]

@@ -241,7 +241,7 @@ def test_client_side_round_robin_spreads_forwarded_batches_over_two_receivers(
             for i in range(3):
                 app.log(f"round {round_} record {i}")
                 sent += 1
-            wait_for(lambda: sum(len(d.read("app")) for d in downstreams) == sent,
+            wait_for(lambda expected=sent: sum(len(d.read("app")) for d in downstreams) == expected,
                      what=f"round {round_} downstream")
     finally:
         app.close()

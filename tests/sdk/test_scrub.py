@@ -62,3 +62,30 @@ def test_scrubber_leaves_unchanged_batches_identical() -> None:
     item = (0.0, 30, "WARNING", "app", "just text", "f.py", "f", 1, 0, 0, 0, {"k": "v"}, None)
     batch = [item]
     assert LogScrubber()(batch) is batch
+
+
+def test_trace_url_prints_a_link_when_a_root_span_ends(sink: Sink, tmp_path: Path) -> None:
+    result = run_script(f"""
+        import sluice
+        from opentelemetry import trace
+        sluice.init(service_name="links", endpoint="{sink.endpoint}", runtime_metrics=False,
+                    spill_dir="{tmp_path}", trace_url="http://localhost:16686/trace/{{trace_id}}")
+        with trace.get_tracer("t").start_as_current_span("checkout") as span:
+            with trace.get_tracer("t").start_as_current_span("child"):
+                pass
+            print(format(span.get_span_context().trace_id, "032x"))
+        sluice.shutdown()
+    """)
+    assert result.returncode == 0, result.stderr
+    trace_id = result.stdout.strip()
+    links = [line for line in result.stderr.splitlines() if line.startswith("sluice: trace ")]
+    assert links == [f"sluice: trace 'checkout': http://localhost:16686/trace/{trace_id}"]
+
+
+def test_a_trace_url_without_the_placeholder_is_refused_naming_the_option() -> None:
+    import sluice
+    from sluice._config import resolve
+
+    with pytest.raises(sluice.ConfigError) as info:
+        resolve({"trace_url": "http://jaeger/trace/"}, env={})
+    assert "trace_url" in str(info.value)

@@ -398,6 +398,7 @@ class RotatingFileSink:
         """Encode, group by file, write each group once; all or nothing (see module docs)."""
         started = time.perf_counter()
         cache = BatchCache()
+        cache.trace_url = self.config.trace_url
         ts = TimestampFormatter()
         groups: dict[str, _Group] = {}
         counts: dict[str, int] = {}

@@ -61,6 +61,9 @@ class FilesConfig:
     # without limit. Idle files beyond it are closed least-recently-used first.
     max_open_files: int = 256
     audit_chain: AuditChainConfig = field(default_factory=AuditChainConfig)
+    # e.g. "http://localhost:16686/trace/{trace_id}" (Jaeger) or a Grafana Explore URL: every
+    # JSON line with a trace id then carries a clickable `trace_url`. "" = no such field.
+    trace_url: str = ""
 
     @classmethod
     def from_section(cls, s: Section) -> FilesConfig:
@@ -81,7 +84,17 @@ class FilesConfig:
             ),
             max_open_files=s.get_int("max_open_files", 256, minimum=1, maximum=65536),
             audit_chain=parse_audit_chain(s.section("audit_chain"), fmt),
+            trace_url=_parse_trace_url(s),
         )
+
+
+def _parse_trace_url(s: Section) -> str:
+    value = s.get_str("trace_url", "")
+    if value and ("{trace_id}" not in value or not value.startswith(("http://", "https://"))):
+        s.error("trace_url", f"got {value!r}; expected an http(s) URL containing {{trace_id}}, "
+                "e.g. http://localhost:16686/trace/{trace_id}")
+        return ""
+    return value
 
 
 def parse_audit_chain(s: Section, fmt: str) -> AuditChainConfig:
