@@ -12,6 +12,7 @@ printed as a ratio to rotel — never as an absolute pass/fail.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import random
@@ -163,6 +164,17 @@ def run_rotel(payloads: list[bytes], args: argparse.Namespace, tmp: Path) -> flo
     return rate
 
 
+def count_lines(directory: Path) -> int:
+    """Records on disk: lines of every active, rotated and gzipped category file."""
+    total = 0
+    for path in directory.rglob("*"):
+        if not path.is_file() or path.name.startswith(".") or ".gz.tmp" in path.name:
+            continue
+        data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+        total += data.count(b"\n")
+    return total
+
+
 def run_sluice(name: str, settings: dict, payloads: list[bytes], args: argparse.Namespace,
                tmp: Path) -> float:
     work = tmp / name
@@ -186,7 +198,7 @@ def run_sluice(name: str, settings: dict, payloads: list[bytes], args: argparse.
         print(err, file=sys.stderr)
     sent = (args.requests // args.threads) * args.threads * args.records
     warmup = args.threads * args.records
-    on_disk = sum(p.read_bytes().count(b"\n") for p in (work / "logs").rglob("*.log"))
+    on_disk = count_lines(work / "logs")
     rate = sent / seconds
     print(f"  sluice ({name:<13}) {rate:>12,.0f} records/s   ({sent:,} records in {seconds:.2f}s, "
           f"{failed} failed requests; on disk {on_disk - warmup:,} of {sent:,})")
