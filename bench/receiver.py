@@ -91,6 +91,9 @@ def make_requests(count: int, records: int, seed: int = 7) -> list[bytes]:
     return out
 
 
+SHARED_CONNECTION = False  # --shared-connection: all threads multiplex one HTTP/2 connection
+
+
 def drive(endpoint: str, payloads: list[bytes], requests: int, threads: int) -> tuple[float, int]:
     """Send `requests` Exports spread over `threads`; return (seconds, failed requests)."""
     failures = [0]
@@ -100,7 +103,8 @@ def drive(endpoint: str, payloads: list[bytes], requests: int, threads: int) -> 
 
     def worker(index: int) -> None:
         # A connection per thread, as separate apps would have (gRPC shares one by default).
-        options = [("grpc.max_send_message_length", 64 << 20), ("grpc.use_local_subchannel_pool", 1)]
+        options = [("grpc.max_send_message_length", 64 << 20),
+                   ("grpc.use_local_subchannel_pool", 0 if SHARED_CONNECTION else 1)]
         with grpc.insecure_channel(endpoint, options=options) as ch:
             stub = ch.unary_unary(LOGS_EXPORT)
             stub(payloads[0], timeout=30)  # warm the connection before the clock starts
@@ -216,7 +220,12 @@ def main() -> int:
                         help="sluice configs to run: default, no-masking, no-sinks, workers-2 "
                         "(comma-separated; default: default,no-masking,workers-2)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--shared-connection", action="store_true",
+                        help="send all threads' requests over one gRPC connection (gRPC's default "
+                        "for channels to one target) instead of a connection per thread")
     args = parser.parse_args()
+    global SHARED_CONNECTION  # noqa: PLW0603 - a module-level switch for drive()
+    SHARED_CONNECTION = args.shared_connection
     configs = {
         "default": {},
         "no-masking": {"masking": {"enabled": False}},
