@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus
 
-.PHONY: help install system-deps lint typecheck unit test demo bench soak clean
+.PHONY: help install system-deps lint typecheck unit test demo bench soak proto clean
 
 help:
 	@echo "make demo   start a receiver on its embedded default, run an example app, show where every record went"
@@ -55,6 +55,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/receiver.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/sdk_logging.py
+
+# Regenerate collector_ext/sluice_collector/query/_proto/ from proto/sluice/v1/query.proto; the
+# result is committed, and tests/collector/test_query_proto.py fails when it is stale.
+proto: $(STAMP)
+	$(BIN)/python -m pip install -q 'grpcio-tools==1.85.1'
+	$(BIN)/python -m sluice_collector.query.codegen
 
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py all --duration 600

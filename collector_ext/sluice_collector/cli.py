@@ -4,6 +4,8 @@
     sluice receiver check-config FILE
     sluice receiver default-config
     sluice audit verify DIR [--key-env VAR | --key-file FILE]
+    sluice logs query|tail|stats|export [--endpoint HOST:PORT] [--api-key KEY] [filters...]
+    sluice index rebuild [--config FILE]
     sluice run [--service-name NAME] [--endpoint URL] -- COMMAND [ARGS...]
     sluice version
 """
@@ -101,6 +103,19 @@ def _parser() -> argparse.ArgumentParser:
     key = verify.add_mutually_exclusive_group()
     key.add_argument("--key-env", metavar="VAR", help="read the HMAC chain key from $VAR")
     key.add_argument("--key-file", metavar="FILE", help="read the HMAC chain key from FILE")
+    from sluice_collector.query.client import add_parser as add_logs_parser
+
+    add_logs_parser(commands)
+    index = commands.add_parser("index", help="maintain the query index")
+    index_commands = index.add_subparsers(dest="index_command", metavar="SUBCOMMAND")
+    rebuild = index_commands.add_parser(
+        "rebuild",
+        help="rebuild the query index from the stored files",
+        description="Rebuild <files.directory>/.index/records.db from every JSON-lines file under "
+        "files.directory (active, rotated and .gz), honouring query.index_categories. Run it with "
+        "the receiver stopped: records written meanwhile would be missing from the new index.",
+    )
+    rebuild.add_argument("--config", "-c", metavar="FILE", help="YAML config file (default: embedded)")
     app = commands.add_parser(
         "run",
         help="run a Python program with sluice.init() applied before its code (no code changes)",
@@ -137,6 +152,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.audit_command == "verify":
             return _audit_verify(args)
         parser.parse_args(["audit", "--help"])
+    if args.command == "logs":
+        from sluice_collector.query.client import run as run_logs
+
+        if not args.logs_command:
+            parser.parse_args(["logs", "--help"])
+        return run_logs(args)
+    if args.command == "index":
+        if args.index_command == "rebuild":
+            return _index_rebuild(args)
+        parser.parse_args(["index", "--help"])
     if args.command == "version":
         print(f"sluice {__version__}")
         return EXIT_OK
@@ -218,6 +243,27 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _index_rebuild(args: argparse.Namespace) -> int:
+    from sluice_collector.query.store import rebuild
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    directory = config.files.directory
+    if not directory.is_dir():
+        print(f"sluice index rebuild: {directory}: no such directory", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        count = rebuild(directory, config.query.index_categories)
+    except OSError as exc:
+        print(f"sluice index rebuild: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(f"indexed {count} records from {directory}")
+    return EXIT_OK
+
+
 def _check_config(path: str) -> int:
     try:
         config = load_config(path)
@@ -234,6 +280,12 @@ def _check_config(path: str) -> int:
               f"{len(category.match)} rule(s)")
     print(f"  masking: {'on' if config.masking.enabled else 'off'}")
     print(f"  syslog: {'on' if config.syslog.enabled else 'off'}")
+    if config.query.enabled:
+        roles = ", ".join(f"{k.name} ({k.role})" for k in config.query.api_keys)
+        indexed = ", ".join(config.query.index_categories) or "all log and span categories"
+        print(f"  query: on, keys {roles}; index: {indexed}")
+    else:
+        print("  query: off")
     return EXIT_OK
 
 

@@ -101,6 +101,34 @@ class AuthConfig:
     tenants: tuple[TenantConfig, ...] = ()
 
 
+QUERY_ROLES = ("admin", "user")
+DEFAULT_QUERY_MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyConfig:
+    """One `query.api_keys.<name>`: who a read API key belongs to and what it may see."""
+
+    name: str
+    key: str = field(repr=False)  # never in a repr, hence never in a log line or traceback
+    role: str = "user"  # admin | user
+    user_id: str | None = None
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryConfig:
+    """`query`: the LogQuery read API and the SQLite index it reads (docs/query.md)."""
+
+    enabled: bool = False
+    api_keys: tuple[ApiKeyConfig, ...] = ()
+    max_limit: int = DEFAULT_QUERY_MAX_LIMIT
+    # Categories written to the index; empty = every log and span category.
+    index_categories: tuple[str, ...] = ()
+    # Export and Tail hold a gRPC thread each for their whole run; beyond this they are refused.
+    max_streams: int = 8
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiverConfig:
     listen: str = "127.0.0.1:4317"
@@ -116,6 +144,7 @@ class ReceiverConfig:
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
     source: str = "<embedded default>"
 
 
@@ -225,11 +254,12 @@ def _parse_root(root: Section, source: str) -> ReceiverConfig:
     t = root.section("telemetry")
     telemetry = TelemetryConfig(listen=_parse_listen(t, "listen", "127.0.0.1:8888", allow_empty=True))
     auth = _parse_auth(root.section("auth"))
+    query = _parse_query(root.section("query"), categories)
     return ReceiverConfig(
         listen=listen, tls=tls, max_request_bytes=max_request_bytes, threads=threads,
         shutdown_timeout_s=shutdown_timeout_s, queue=queue, files=files, categories=categories,
         masking=masking, syslog=syslog, forward=forward, telemetry=telemetry, auth=auth,
-        source=source,
+        query=query, source=source,
     )
 
 
@@ -279,6 +309,57 @@ def _parse_auth(s: Section) -> AuthConfig:
         s.error("enabled", "auth is enabled but no tenant is configured; add "
                            "auth.tenants.<tenant>.token (or token_file)")
     return AuthConfig(enabled=enabled, tenants=tuple(tenants))
+
+
+def _parse_query(s: Section, categories: dict[str, CategoryConfig]) -> QueryConfig:
+    """API keys and index scope. Messages never quote a key: config errors end up in logs."""
+    keys: list[ApiKeyConfig] = []
+    owner_of: dict[str, str] = {}
+    configured = s.sections("api_keys")
+    for name, k in configured.items():
+        role = k.get_str("role", "user", choices=QUERY_ROLES)
+        user_id = k.get_optional_str("user_id")
+        tenant = k.get_optional_str("tenant")
+        if tenant is not None and not TENANT_ID_RE.match(tenant):
+            k.error("tenant", f"got {tenant!r}; expected a tenant id (1–64 of A–Z, a–z, 0–9, _, -)")
+        if role == "user" and not user_id and not tenant:
+            k.error("", "a user key needs user_id or tenant (what it may see); "
+                        "or give it role: admin")
+        key = k.get_optional_str("key")
+        if key is None:
+            k.error("key", "is required: the API key (e.g. key: ${SLUICE_ADMIN_KEY})")
+            continue
+        if len(key) < MIN_TOKEN_CHARS:
+            k.error("key", f"got a key of {len(key)} characters; expected at least "
+                           f"{MIN_TOKEN_CHARS} (use e.g. `openssl rand -hex 32`)")
+            continue
+        if not _TOKEN_RE.match(key):
+            k.error("key", "the key has spaces, control or non-ASCII characters; expected "
+                           "visible ASCII only (it travels in an `x-api-key` header)")
+            continue
+        if key in owner_of:
+            k.error("key", f"the same key as api_keys.{owner_of[key]}; every key needs its own "
+                           "value (the key decides who is reading)")
+            continue
+        owner_of[key] = name
+        keys.append(ApiKeyConfig(name=name, key=key, role=role, user_id=user_id or None,
+                                 tenant=tenant or None))
+    enabled = s.get_bool("enabled", bool(configured))
+    if enabled and not configured:
+        s.error("enabled", "the query API is enabled but has no key; add "
+                           "query.api_keys.<name>.key and .role")
+    indexed = s.get_str_list("index_categories", [])
+    for name in indexed:
+        # Not checked against `categories`: records may bring their own (`log.category`).
+        if not CATEGORY_NAME_RE.match(name) or name == "metrics":
+            s.error("index_categories", f"got {name!r}; expected log or span category names "
+                                        f"such as {', '.join(c for c in categories if c != 'metrics')}")
+    return QueryConfig(
+        enabled=enabled, api_keys=tuple(keys),
+        max_limit=s.get_int("max_limit", DEFAULT_QUERY_MAX_LIMIT, minimum=1, maximum=100_000),
+        index_categories=tuple(indexed),
+        max_streams=s.get_int("max_streams", 8, minimum=1, maximum=256),
+    )
 
 
 def _read_token(t: Section) -> str | None:

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -26,6 +26,9 @@ from sluice_collector.sinks.base import Sink
 from sluice_collector.status import StatusServer
 from sluice_collector.telemetry import ReceiverTelemetry
 from sluice_collector.validate import RecordValidator
+
+if TYPE_CHECKING:
+    from sluice_collector.query.service import LogQueryService
 
 log = logging.getLogger("sluice.receiver")
 
@@ -69,6 +72,16 @@ def build_sinks(
         if worker_index is not None:
             spool_dir = spool_dir / f"worker-{worker_index}"
         sinks.append(ForwardSink(config.forward, telemetry, spool_dir))
+    if config.query.enabled:
+        # After the file sink: the index is a copy of what the files hold, never ahead of them.
+        from sluice_collector.query.store import IndexStore
+        from sluice_collector.sinks.index import IndexSink
+
+        sinks.append(IndexSink(
+            IndexStore.for_directory(config.files.directory), categories,
+            index_categories=config.query.index_categories, trace_url=config.files.trace_url,
+            sweep_interval_s=config.files.retention_check_interval_s, sweeps=not worker_index,
+        ))
     return sinks
 
 
@@ -99,6 +112,14 @@ class Receiver:
         )
         self.pipeline = Pipeline(stages, self.sinks, self.telemetry, config.queue)
         self._handlers = OtlpHandlers(self.pipeline, config, self.telemetry)
+        self._query: LogQueryService | None = None
+        if config.query.enabled:
+            from sluice_collector.query.service import LogQueryService
+            from sluice_collector.query.store import IndexStore
+
+            self._query = LogQueryService(
+                config, IndexStore.for_directory(config.files.directory), self.pipeline
+            )
         self._reuse_port = worker_index is not None
         self._server: grpc.Server | None = None
         self._health: Any = None
@@ -146,6 +167,9 @@ class Receiver:
                     "available); pick a free port"
                 )
             self._server, self.port = server, port
+            if self._query is not None:
+                self._query.open()
+                server.add_generic_rpc_handlers((self._query.generic_handler(),))
             server.start()
             set_serving(self._health, True)
             self._started_at = time.time()
@@ -165,6 +189,8 @@ class Receiver:
             self._stopping = True
         grace = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
         clean = True
+        if self._query is not None:
+            self._query.close()
         if self._server is not None:
             set_serving(self._health, False)
             self._server.stop(grace).wait(grace + 1)

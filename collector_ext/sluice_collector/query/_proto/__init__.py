@@ -1,0 +1,1 @@
+"""Generated from proto/sluice/v1/query.proto by `make proto`; do not edit."""

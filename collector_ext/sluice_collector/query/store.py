@@ -1,0 +1,586 @@
+"""The SQLite index the LogQuery API reads: one row per stored log record or span.
+
+Why SQLite next to the files: queries by trace id, user or time must not scan gigabytes of
+gzipped JSON lines. Each row keeps the record's JSON line itself, so a query never touches the
+files — at the price of storing indexed categories twice (`query.index_categories` limits it).
+The files stay the record of truth: the index can be dropped and rebuilt from them at any time
+(`sluice index rebuild`), which is why it runs with `synchronous=NORMAL` in WAL mode (a power
+cut may lose the last transactions of the index, never of the files).
+
+Rows are derived from the JSON line alone (`row_of_line`), both when the receiver indexes live
+batches and when a rebuild reads the files, so the two cannot disagree. Audit lines are
+indexed without their hash-chain fields: the chain is verified on the files
+(`sluice audit verify`), and the index must look the same before and after a rebuild.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import functools
+import gzip
+import hashlib
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+import re2
+
+from sluice_collector.otlpvalues import SEVERITY_NAMES
+
+INDEX_DIR = ".index"
+DB_NAME = "records.db"
+ERROR_SEVERITY = 17
+USER_KEYS = ("user.id", "enduser.id")
+# Where the SDK's `event()`/`audit()` and common conventions put a record's outcome and duration.
+STATUS_KEYS = ("event.status", "audit.status", "status", "http.response.status_code",
+               "http.status_code", "event.outcome")
+DURATION_KEYS = ("event.duration_ms", "duration_ms")
+_CHAIN_FIELDS_RE = re.compile(rb'(?:,"audit\.(?:torn_prev|prev_hash|hash)":"[0-9a-f]*")+\}$')
+_ERROR_SQL = "(severity >= 17 OR status = 'error' OR status GLOB '5[0-9][0-9]')"
+_ATTRIBUTE_KEY_RE = re.compile(r'^[^"\\\x00-\x1f]{1,256}$')
+_HEX32_RE = re.compile(r"^[0-9a-f]{32}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id          INTEGER PRIMARY KEY,
+    time_ns     INTEGER NOT NULL,
+    severity    INTEGER NOT NULL,
+    category    TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    trace_id    TEXT NOT NULL,
+    span_id     TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    event_name  TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    duration_ms REAL,
+    line        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_time ON records (time_ns, id);
+CREATE INDEX IF NOT EXISTS records_trace ON records (trace_id);
+CREATE INDEX IF NOT EXISTS records_user ON records (user_id, time_ns);
+CREATE INDEX IF NOT EXISTS records_category ON records (category, time_ns);
+CREATE INDEX IF NOT EXISTS records_tenant ON records (tenant, time_ns);
+"""
+# SQL is assembled from the fixed fragments of this module only; every value a caller gives
+# travels as a bound parameter (hence the S608 waivers below).
+_COLUMNS = ("time_ns", "severity", "category", "service", "trace_id", "span_id", "user_id",
+            "tenant", "event_name", "status", "duration_ms", "line")
+_INSERT = f"INSERT INTO records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608
+_SELECT = f"SELECT id, {', '.join(_COLUMNS)} FROM records"  # noqa: S608
+
+
+class InvalidFilter(ValueError):
+    """A filter or page token the caller got wrong (gRPC INVALID_ARGUMENT)."""
+
+
+class Row(NamedTuple):
+    """One index row; `line` is the JSON line without its newline."""
+
+    time_ns: int
+    severity: int
+    category: str
+    service: str
+    trace_id: str
+    span_id: str
+    user_id: str
+    tenant: str
+    event_name: str
+    status: str
+    duration_ms: float | None
+    line: str
+
+
+class StoredRow(NamedTuple):
+    id: int
+    row: Row
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """What the caller asked for. Every set field must hold (see proto Filter)."""
+
+    since_ns: int = 0
+    until_ns: int = 0
+    severity_at_least: int = 0
+    categories: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    trace_id: str = ""
+    user_id: str = ""
+    event_type: str = ""
+    attribute_equals: tuple[tuple[str, str], ...] = ()
+    text: str = ""
+    regex: str = ""
+    tenant: str = ""
+
+    def digest(self) -> str:
+        """Ties a page token to the query it came from."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessScope:
+    """What the reader may see, decided by the server from the API key alone."""
+
+    user_id: str | None = None
+    tenant: str | None = None
+    hidden_categories: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def everything(cls) -> AccessScope:
+        return cls()
+
+
+# -- rows from JSON lines ------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4096)
+def _second_ns(prefix: str) -> int:
+    stamp = _dt.datetime.strptime(prefix, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=_dt.UTC)
+    return int(stamp.timestamp()) * 1_000_000_000
+
+
+def parse_timestamp(text: str) -> int:
+    """Unix ns of the files' RFC 3339 form (``2026-11-23T08:57:35.123456789Z``)."""
+    prefix, _, frac = text.rstrip("Z").partition(".")
+    return _second_ns(prefix) + int((frac or "0").ljust(9, "0")[:9])
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, dict | list):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def strip_chain(line: bytes) -> bytes:
+    """The audit line as encoded, before the hash chain appended its fields."""
+    return _CHAIN_FIELDS_RE.sub(b"}", line)
+
+
+def row_of_line(line: bytes, tenant: str = "") -> Row | None:
+    """The index row of one JSON line; None for lines that are not a log record or span."""
+    body = line.rstrip(b"\n")
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("category"), str):
+        return None
+    attrs = obj.get("attributes")
+    if not isinstance(attrs, dict):
+        attrs = {}
+    user = ""
+    for key in USER_KEYS:
+        value = attrs.get(key)
+        if value:
+            user = value if type(value) is str else _text(value)
+            break
+    if "severity_number" in obj:  # a log record
+        severity = obj["severity_number"] if isinstance(obj["severity_number"], int) else 0
+        event = _text(obj.get("event_name") or attrs.get("event.name"))
+        status = ""
+        for key in STATUS_KEYS:
+            value = attrs.get(key)
+            if value is not None and value != "":
+                status = _text(value)
+                break
+        duration_ms = None
+        for key in DURATION_KEYS:
+            duration = attrs.get(key)
+            if isinstance(duration, int | float) and not isinstance(duration, bool):
+                duration_ms = float(duration)
+                break
+    elif "start_time" in obj and "kind" in obj:  # a span
+        severity = 0
+        event = _text(attrs.get("event.name"))
+        status_obj = obj.get("status")
+        status = _text(status_obj.get("code")) if isinstance(status_obj, dict) else ""
+        duration_ms = float(obj.get("duration_ms") or 0.0)
+    else:
+        return None  # metrics are not indexed
+    try:
+        time_ns = parse_timestamp(str(obj["timestamp"]))
+    except (KeyError, ValueError):
+        return None
+    if obj["category"] == "audit":
+        body = strip_chain(body)
+    return Row(
+        time_ns=time_ns, severity=severity, category=obj["category"],
+        service=_text(obj.get("service.name")), trace_id=_text(obj.get("trace_id")),
+        span_id=_text(obj.get("span_id")), user_id=user, tenant=tenant, event_name=event,
+        status=status, duration_ms=duration_ms, line=body.decode("utf-8", "replace"),
+    )
+
+
+# -- SQL -----------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str) -> Any:
+    return re2.compile(pattern)
+
+
+def _regexp(pattern: str, value: str | None) -> bool:
+    # RE2: linear time whatever the caller's pattern, so a regex cannot stall the receiver.
+    return value is not None and _compiled(pattern).search(value) is not None
+
+
+def check_filter(f: RecordFilter) -> None:
+    """Refuse what cannot be a meaningful filter before any SQL runs."""
+    if f.regex:
+        try:
+            _compiled(f.regex)
+        except Exception as exc:  # re2.error is not exported under one name
+            raise InvalidFilter(f"filter.regex: {f.regex!r} is not a valid RE2 expression: {exc}") from exc
+    if f.trace_id and not _HEX32_RE.match(f.trace_id):
+        raise InvalidFilter(f"filter.trace_id: got {f.trace_id!r}; expected 32 lower-case hex characters")
+    for key, _ in f.attribute_equals:
+        if not _ATTRIBUTE_KEY_RE.match(key):
+            raise InvalidFilter(f"filter.attribute_equals: key {key!r} is not an attribute name")
+    if not 0 <= f.severity_at_least <= 24:
+        raise InvalidFilter(f"filter.severity_at_least: got {f.severity_at_least}; expected 0-24")
+    if f.until_ns and f.since_ns and f.until_ns <= f.since_ns:
+        raise InvalidFilter("filter: until must be after since")
+
+
+def where_clause(f: RecordFilter, scope: AccessScope) -> tuple[str, list[Any]]:
+    """SQL conditions (joined with AND) and their parameters. The scope's conditions are
+    always added, whatever the filter says, so a filter can only narrow what a key sees."""
+    check_filter(f)
+    sql: list[str] = []
+    params: list[Any] = []
+    # A trace holds a handful of rows, a user or tenant up to millions: with a trace id, the
+    # unary `+` keeps SQLite from walking the user/tenant index instead of the trace index.
+    plain = "+" if f.trace_id else ""
+    if scope.user_id is not None:
+        sql.append(f"{plain}user_id = ?")
+        params.append(scope.user_id)
+    if scope.tenant is not None:
+        sql.append(f"{plain}tenant = ?")
+        params.append(scope.tenant)
+    if scope.hidden_categories:
+        hidden = sorted(scope.hidden_categories)
+        sql.append(f"category NOT IN ({', '.join('?' * len(hidden))})")
+        params.extend(hidden)
+    if f.since_ns:
+        sql.append("time_ns >= ?")
+        params.append(f.since_ns)
+    if f.until_ns:
+        sql.append("time_ns < ?")
+        params.append(f.until_ns)
+    if f.severity_at_least:
+        sql.append("severity >= ?")
+        params.append(f.severity_at_least)
+    for column, values in (("category", f.categories), ("service", f.services)):
+        if values:
+            sql.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+    for column, value in (("trace_id", f.trace_id), ("user_id", f.user_id),
+                          ("event_name", f.event_type), ("tenant", f.tenant)):
+        if value:
+            sql.append(f"{column} = ?")
+            params.append(value)
+    for key, value in f.attribute_equals:
+        sql.append("CAST(json_extract(line, ?) AS TEXT) = ?")
+        params.extend((f'$.attributes."{key}"', value))
+    if f.text:
+        sql.append("instr(line, ?) > 0")
+        params.append(f.text)
+    if f.regex:
+        sql.append("line REGEXP ?")
+        params.append(f.regex)
+    return (" AND ".join(sql) or "1"), params
+
+
+def encode_token(time_ns: int, row_id: int, newest_first: bool, f: RecordFilter) -> str:
+    raw = orjson.dumps([time_ns, row_id, newest_first, f.digest()])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, newest_first: bool, f: RecordFilter) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        time_ns, row_id, order, digest = orjson.loads(raw)
+        if not isinstance(time_ns, int) or not isinstance(row_id, int):
+            raise TypeError
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise InvalidFilter("page_token: not a token this server issued") from exc
+    if order != newest_first or digest != f.digest():
+        raise InvalidFilter("page_token: belongs to a query with another filter or order; "
+                            "send the same filter and order as the first page")
+    return time_ns, row_id
+
+
+@dataclass(slots=True)
+class Stats:
+    total: int = 0
+    errors: int = 0
+    unique_users: int = 0
+    avg_duration_ms: float = 0.0
+    with_duration: int = 0
+    by_category: list[tuple[str, int]] = field(default_factory=list)
+    by_severity: list[tuple[str, int]] = field(default_factory=list)
+    by_event_type: list[tuple[str, int]] = field(default_factory=list)
+    by_status: list[tuple[str, int]] = field(default_factory=list)
+    bucket_ns: int = 0
+    buckets: list[tuple[int, int, int]] = field(default_factory=list)  # (start, count, errors)
+
+
+class IndexStore:
+    """The index database of one files directory. Thread-safe: one writer connection behind a
+    lock; every read opens its own connection, so readers never wait for the writer (WAL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+
+    @classmethod
+    def for_directory(cls, directory: Path) -> IndexStore:
+        return cls(Path(directory) / INDEX_DIR / DB_NAME)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False,
+                               isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.create_function("regexp", 2, _regexp, deterministic=True)
+        return conn
+
+    def open(self, *, background_checkpoints: bool = False) -> None:
+        """Create the database and its schema if needed and open the writer connection.
+
+        `background_checkpoints`: the owner calls `checkpoint()` from a thread of its own, so
+        the writer only checkpoints (and fsyncs) as a safety net when the WAL reaches ~80 MB;
+        otherwise SQLite's default (every ~4 MB, on the inserting thread) applies.
+        """
+        if self._writer is not None:
+            return
+        # The index holds what the files hold: the same owner-only modes (SQLite gives its -wal
+        # and -shm files the mode of the database file).
+        self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640))
+        conn = self._connect()
+        conn.executescript(_SCHEMA)
+        if background_checkpoints:
+            conn.execute("PRAGMA wal_autocheckpoint=20000")
+        self._writer = conn
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the writer).
+        Its fsync is the costliest part of indexing; done here it stays off the ingest path."""
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    def insert(self, rows: Sequence[Row]) -> None:
+        """All rows in one transaction: a batch is indexed whole or not at all."""
+        if not rows:
+            return
+        with self._lock:
+            conn = self._writer
+            if conn is None:
+                raise RuntimeError("index store is not open")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_INSERT, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def delete_older(self, category: str, cutoff_ns: int) -> int:
+        with self._lock:
+            if self._writer is None:
+                return 0
+            cur = self._writer.execute(
+                "DELETE FROM records WHERE category = ? AND time_ns < ?", (category, cutoff_ns))
+            return cur.rowcount
+
+    @staticmethod
+    def _stored(r: Sequence[Any]) -> StoredRow:
+        return StoredRow(r[0], Row(*r[1:]))
+
+    def query(self, f: RecordFilter, scope: AccessScope, *, limit: int, newest_first: bool = True,
+              page_token: str = "") -> tuple[list[StoredRow], str]:
+        """One page of rows and the token of the next page ("" when this is the last)."""
+        where, params = where_clause(f, scope)
+        if page_token:
+            t, i = decode_token(page_token, newest_first, f)
+            where += " AND (time_ns, id) < (?, ?)" if newest_first else " AND (time_ns, id) > (?, ?)"
+            params += [t, i]
+        order = "DESC" if newest_first else "ASC"
+        sql = f"{_SELECT} WHERE {where} ORDER BY time_ns {order}, id {order} LIMIT ?"
+        conn = self._connect()
+        try:
+            rows = [self._stored(r) for r in conn.execute(sql, [*params, limit + 1])]
+        finally:
+            conn.close()
+        if len(rows) <= limit:
+            return rows, ""
+        rows = rows[:limit]
+        last = rows[-1]
+        return rows, encode_token(last.row.time_ns, last.id, newest_first, f)
+
+    def iterate(self, f: RecordFilter, scope: AccessScope, *, newest_first: bool = False,
+                page_size: int = 1000, max_records: int = 0) -> Iterator[StoredRow]:
+        """Every matching row, fetched page by page (Export)."""
+        token = ""
+        sent = 0
+        while True:
+            size = page_size if not max_records else min(page_size, max_records - sent)
+            if size <= 0:
+                return
+            rows, token = self.query(f, scope, limit=size, newest_first=newest_first,
+                                     page_token=token)
+            yield from rows
+            sent += len(rows)
+            if not token:
+                return
+
+    def last_id(self) -> int:
+        conn = self._connect()
+        try:
+            value = conn.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0]
+        finally:
+            conn.close()
+        return int(value)
+
+    def after(self, f: RecordFilter, scope: AccessScope, last_id: int, *, limit: int = 500,
+              until_id: int | None = None) -> list[StoredRow]:
+        """Rows indexed after row `last_id` (up to `until_id`), in the order they were written."""
+        where, params = where_clause(f, scope)
+        bound = "" if until_id is None else f" AND id <= {int(until_id)}"
+        conn = self._connect()
+        try:
+            return [self._stored(r) for r in conn.execute(
+                f"{_SELECT} WHERE id > ?{bound} AND {where} ORDER BY id LIMIT ?",
+                [last_id, *params, limit])]
+        finally:
+            conn.close()
+
+    def stats(self, f: RecordFilter, scope: AccessScope, bucket_s: int = 0) -> Stats:
+        where, params = where_clause(f, scope)
+        out = Stats()
+        conn = self._connect()
+        try:
+            total, errors, users, avg, with_duration, first, last = conn.execute(
+                f"SELECT COUNT(*), COALESCE(SUM({_ERROR_SQL}), 0), COUNT(DISTINCT NULLIF(user_id, '')), "  # noqa: S608
+                f"AVG(duration_ms), COUNT(duration_ms), MIN(time_ns), MAX(time_ns) "
+                f"FROM records WHERE {where}", params).fetchone()
+            out.total, out.errors, out.unique_users = total, errors, users
+            out.avg_duration_ms, out.with_duration = float(avg or 0.0), with_duration
+            for column, target in (("category", out.by_category), ("event_name", out.by_event_type),
+                                   ("status", out.by_status)):
+                target.extend(conn.execute(
+                    f"SELECT {column}, COUNT(*) AS n FROM records WHERE {where} AND {column} != '' "  # noqa: S608
+                    f"GROUP BY {column} ORDER BY n DESC, {column}", params).fetchall())
+            for number, n in conn.execute(
+                    f"SELECT severity, COUNT(*) AS n FROM records WHERE {where} "  # noqa: S608
+                    f"GROUP BY severity ORDER BY severity", params):
+                out.by_severity.append((severity_name(number), n))
+            if total:
+                start = f.since_ns or first
+                end = f.until_ns or last + 1
+                bucket_ns = bucket_s * 1_000_000_000 if bucket_s > 0 else max(
+                    1_000_000_000, -(-(end - start) // 60 // 1_000_000_000) * 1_000_000_000)
+                out.bucket_ns = bucket_ns
+                out.buckets = [(int(b), int(n), int(e)) for b, n, e in conn.execute(
+                    f"SELECT (time_ns - ?) / ? * ? + ? AS b, COUNT(*), SUM({_ERROR_SQL}) "  # noqa: S608
+                    f"FROM records WHERE {where} GROUP BY b ORDER BY b",
+                    [start, bucket_ns, bucket_ns, start, *params])]
+        finally:
+            conn.close()
+        return out
+
+    def rows(self) -> list[Row]:
+        """Every row, in time order (tests and rebuild checks)."""
+        conn = self._connect()
+        try:
+            return [Row(*r[1:]) for r in conn.execute(f"{_SELECT} ORDER BY time_ns, id")]
+        finally:
+            conn.close()
+
+
+def severity_name(number: int) -> str:
+    if 0 < number < len(SEVERITY_NAMES):
+        return str(SEVERITY_NAMES[number])
+    return "UNSPECIFIED"
+
+
+# -- rebuild -------------------------------------------------------------------------------
+
+def stored_files(directory: Path) -> Iterator[tuple[Path, str]]:
+    """Every file under `directory` that may hold JSON lines (active, rotated, .gz), with the
+    tenant its location implies; hidden directories (.index, .spool) are skipped."""
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = Path(root).relative_to(directory).parts
+        tenant = rel[1] if len(rel) >= 2 and rel[0] == "tenants" else ""
+        for name in sorted(files):
+            if not name.startswith(".") and ".tmp" not in name:
+                yield Path(root) / name, tenant
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    opener: Any = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            yield from fh
+    except (OSError, EOFError):
+        return  # unreadable or truncated archive: index what was readable
+
+
+def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5000) -> int:
+    """Rebuild the index of `directory` from its files; returns the rows indexed.
+
+    Built beside the live database and renamed over it, so readers see either the old or the
+    new index. Run it with the receiver stopped: rows a running receiver writes meanwhile go
+    to the old database and are lost with it.
+    """
+    wanted = frozenset(categories)
+    final = Path(directory) / INDEX_DIR / DB_NAME
+    temp = final.with_name(DB_NAME + ".rebuild")
+    for stale in (temp, Path(f"{temp}-wal"), Path(f"{temp}-shm")):
+        stale.unlink(missing_ok=True)
+    store = IndexStore(temp)
+    store.open()
+    count = 0
+    try:
+        pending: list[Row] = []
+        for path, tenant in stored_files(Path(directory)):
+            for line in _lines(path):
+                row = row_of_line(line, tenant)
+                if row is None or (wanted and row.category not in wanted):
+                    continue
+                pending.append(row)
+                if len(pending) >= batch_rows:
+                    store.insert(pending)
+                    count += len(pending)
+                    pending = []
+        store.insert(pending)
+        count += len(pending)
+        with store._lock:
+            assert store._writer is not None
+            store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        store.close()
+    for stale in (Path(f"{final}-wal"), Path(f"{final}-shm")):
+        stale.unlink(missing_ok=True)
+    os.replace(temp, final)
+    return count

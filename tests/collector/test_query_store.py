@@ -1,0 +1,207 @@
+"""The query index: rows derived from stored lines, filters, pagination, retention, rebuild."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from sluice_collector.batch import Signal
+from sluice_collector.config import parse_config
+from sluice_collector.decode import decode_request
+from sluice_collector.query.store import (
+    AccessScope,
+    IndexStore,
+    InvalidFilter,
+    RecordFilter,
+    rebuild,
+    row_of_line,
+)
+from sluice_collector.receiver import Receiver
+from sluice_collector.sinks.index import IndexSink
+from tests.otlp_builders import key_values, log_record, logs_request
+
+ADMIN_KEY = "admin-key-0123456789abcdef"
+T0 = 1_700_000_000_000_000_000
+
+
+def _config(directory: Path, extra: str = "") -> str:
+    return f"""
+listen: 127.0.0.1:0
+telemetry: {{listen: ""}}
+files:
+  directory: {directory}
+  rotation: {{max_bytes: 4096}}
+query:
+  api_keys:
+    admin: {{key: {ADMIN_KEY}, role: admin}}
+{extra}
+"""
+
+
+def _spans(n: int) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.extend(key_values({"service.name": "api"}))
+    ss = rs.scope_spans.add()
+    for i in range(n):
+        span = ss.spans.add()
+        span.trace_id = bytes([i + 1]) * 16
+        span.span_id = bytes([i + 1]) * 8
+        span.name = f"GET /items/{i}"
+        span.start_time_unix_nano = T0 + i * 1_000_000
+        span.end_time_unix_nano = T0 + i * 1_000_000 + 2_500_000
+        span.status.code = 2 if i % 3 == 0 else 1  # type: ignore[assignment]
+        span.attributes.extend(key_values({"user.id": f"u{i % 2}"}))
+    return request
+
+
+def _fill(receiver: Receiver) -> None:
+    """Logs of several categories and tenants, audit records (hash-chained), and spans,
+    through the receiver's real pipeline: file sink first, index sink after it."""
+    pipeline = receiver.pipeline
+    for batch_no in range(6):
+        records = [
+            log_record(f"event {batch_no}-{i}", severity=17 if i % 5 == 0 else 9,
+                       time_unix_nano=T0 + (batch_no * 40 + i) * 1_000_000_000,
+                       trace_id=bytes([i % 7 + 1]) * 16,
+                       attributes={"user.id": f"user{i % 3}", "event.name": "API_REQUEST",
+                                   "duration_ms": i, **({"log.category": "audit"} if i % 10 == 0 else {})})
+            for i in range(40)
+        ]
+        data = logs_request(*records).SerializeToString()
+        tenant = "acme" if batch_no % 2 else ""
+        pipeline.process(decode_request(Signal.LOGS, data, max_bytes=1 << 20, tenant=tenant))
+    data = _spans(12).SerializeToString()
+    pipeline.process(decode_request(Signal.TRACES, data, max_bytes=1 << 20))
+
+
+def test_rebuild_from_files_equals_the_live_index(tmp_path: Path) -> None:
+    """Active, rotated and gzipped files, tenant directories and hash-chained audit lines all
+    rebuild into exactly the rows the index sink wrote live."""
+    receiver = Receiver(parse_config(_config(tmp_path / "logs")))
+    receiver.start()
+    try:
+        _fill(receiver)
+    finally:
+        receiver.stop(5)
+    files = [p.name for p in (tmp_path / "logs").rglob("*") if p.is_file()]
+    assert any(name.endswith(".gz") for name in files), files  # rotation + gzip happened
+    assert (tmp_path / "logs" / "tenants" / "acme").is_dir()
+    store = IndexStore.for_directory(tmp_path / "logs")
+    live = store.rows()
+    assert len(live) == 6 * 40 + 12
+    assert {r.category for r in live} >= {"app", "error", "audit", "traces"}
+    count = rebuild(tmp_path / "logs")
+    assert count == len(live)
+    assert sorted(store.rows()) == sorted(live)
+
+
+def test_rebuild_honours_index_categories(tmp_path: Path) -> None:
+    receiver = Receiver(parse_config(_config(tmp_path / "logs", "  index_categories: [error]")))
+    receiver.start()
+    try:
+        _fill(receiver)
+    finally:
+        receiver.stop(5)
+    store = IndexStore.for_directory(tmp_path / "logs")
+    live = store.rows()
+    assert live
+    assert {r.category for r in live} == {"error"}
+    assert rebuild(tmp_path / "logs", ["error"]) == len(live)
+
+
+def test_row_of_a_span_line_carries_status_duration_and_user(tmp_path: Path) -> None:
+    receiver = Receiver(parse_config(_config(tmp_path / "logs")))
+    receiver.start()
+    try:
+        receiver.pipeline.process(
+            decode_request(Signal.TRACES, _spans(1).SerializeToString(), max_bytes=1 << 20))
+    finally:
+        receiver.stop(5)
+    (row,) = IndexStore.for_directory(tmp_path / "logs").rows()
+    assert (row.category, row.status, row.duration_ms, row.user_id) == ("traces", "error", 2.5, "u0")
+    assert row.trace_id == "01" * 16
+    line = (tmp_path / "logs" / "traces.log").read_text()
+    assert row.line + "\n" == line  # exactly as stored
+
+
+def test_metric_and_malformed_lines_are_not_rows() -> None:
+    assert row_of_line(b'{"timestamp":"2026-01-01T00:00:00.0Z","category":"metrics","metric":{}}\n') is None
+    assert row_of_line(b"not json\n") is None
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> IndexStore:
+    store = IndexStore(tmp_path / "index.db")
+    store.open()
+    lines = [
+        f'{{"timestamp":"2026-01-01T00:00:{i:02d}.000000000Z","severity_number":{9 if i % 2 else 17},'
+        f'"body":"item {i}","category":"{"app" if i % 3 else "audit"}","service.name":"s",'
+        f'"trace_id":"{i % 4:032x}","span_id":"","attributes":{{"user.id":"u{i % 2}","k":"{i}"}}}}'
+        for i in range(50)
+    ]
+    store.insert([r for r in (row_of_line(line.encode()) for line in lines) if r is not None])
+    return store
+
+
+def test_pagination_walks_every_match_once_in_order(store: IndexStore) -> None:
+    f = RecordFilter(regex=r"item [0-9]*7")
+    seen: list[str] = []
+    token = ""
+    while True:
+        rows, token = store.query(f, AccessScope(), limit=2, page_token=token)
+        seen += [r.row.line for r in rows]
+        if not token:
+            break
+    bodies = [line.split('"body":"')[1].split('"')[0] for line in seen]
+    assert bodies == ["item 47", "item 37", "item 27", "item 17", "item 7"]
+
+
+def test_scope_cannot_be_widened_by_the_filter(store: IndexStore) -> None:
+    scope = AccessScope(user_id="u1", hidden_categories=frozenset({"audit"}))
+    rows, _ = store.query(RecordFilter(user_id="u0"), scope, limit=100)
+    assert rows == []
+    rows, _ = store.query(RecordFilter(), scope, limit=100)
+    assert rows
+    assert all('"u1"' in r.row.line and r.row.category != "audit" for r in rows)
+
+
+def test_page_token_of_another_filter_is_refused(store: IndexStore) -> None:
+    _, token = store.query(RecordFilter(), AccessScope(), limit=1)
+    with pytest.raises(InvalidFilter, match="another filter"):
+        store.query(RecordFilter(text="item"), AccessScope(), limit=1, page_token=token)
+    with pytest.raises(InvalidFilter):
+        store.query(RecordFilter(), AccessScope(), limit=1, page_token="garbage!")
+
+
+def test_attribute_equals_and_invalid_regex(store: IndexStore) -> None:
+    rows, _ = store.query(RecordFilter(attribute_equals=(("k", "13"),)), AccessScope(), limit=10)
+    assert [r.row.line.count('"k":"13"') for r in rows] == [1]
+    with pytest.raises(InvalidFilter, match="RE2"):
+        store.query(RecordFilter(regex="(unclosed"), AccessScope(), limit=10)
+
+
+def test_retention_sweep_deletes_rows_past_their_category_retention(tmp_path: Path) -> None:
+    """`app` keeps 30 days and `audit` forever: 40 days later only the audit rows remain."""
+    config = parse_config(_config(tmp_path / "logs"))
+    store = IndexStore.for_directory(tmp_path / "logs")
+    now = T0 / 1e9 + 40 * 86400
+    sink = IndexSink(store, config.categories, sweeps=False, clock=lambda: now)
+    sink.start()
+    try:
+        line = '{{"timestamp":"2023-11-14T22:13:20.0Z","severity_number":9,"category":"{}"}}'
+        store.insert([r for c in ("app", "audit") if (r := row_of_line(line.format(c).encode()))])
+        assert sink.sweep() == 1
+        assert [r.category for r in store.rows()] == ["audit"]
+    finally:
+        sink.shutdown()
+
+
+def test_index_files_are_not_world_readable(tmp_path: Path) -> None:
+    store = IndexStore.for_directory(tmp_path)
+    store.open()
+    store.close()
+    assert os.stat(store.path).st_mode & 0o007 == 0
