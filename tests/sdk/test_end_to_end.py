@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.sdk.otlp_sink import Sink, free_port, run_script, start_sink
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    server = start_sink()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_log_line_inside_a_span_carries_the_span_trace_and_span_ids(sink: Sink, tmp_path: Path) -> None:

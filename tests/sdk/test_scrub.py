@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sluice._scrub import LogScrubber
-from tests.sdk.otlp_sink import Sink, run_script, start_sink
+from tests.sdk.otlp_sink import Sink, run_script
 
 PW = "hunter2" + "Xyz!"
 CARD = "4111 1111 " + "1111 1111"
 
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    server = start_sink()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_scrub_masks_bodies_and_attributes_before_they_leave_the_process(sink: Sink, tmp_path: Path) -> None:
