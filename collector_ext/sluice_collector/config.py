@@ -254,7 +254,7 @@ def _parse_root(root: Section, source: str) -> ReceiverConfig:
     t = root.section("telemetry")
     telemetry = TelemetryConfig(listen=_parse_listen(t, "listen", "127.0.0.1:8888", allow_empty=True))
     auth = _parse_auth(root.section("auth"))
-    query = _parse_query(root.section("query"), categories)
+    query = _parse_query(root.section("query"), categories, auth)
     return ReceiverConfig(
         listen=listen, tls=tls, max_request_bytes=max_request_bytes, threads=threads,
         shutdown_timeout_s=shutdown_timeout_s, queue=queue, files=files, categories=categories,
@@ -311,7 +311,7 @@ def _parse_auth(s: Section) -> AuthConfig:
     return AuthConfig(enabled=enabled, tenants=tuple(tenants))
 
 
-def _parse_query(s: Section, categories: dict[str, CategoryConfig]) -> QueryConfig:
+def _parse_query(s: Section, categories: dict[str, CategoryConfig], auth: AuthConfig) -> QueryConfig:
     """API keys and index scope. Messages never quote a key: config errors end up in logs."""
     keys: list[ApiKeyConfig] = []
     owner_of: dict[str, str] = {}
@@ -325,6 +325,10 @@ def _parse_query(s: Section, categories: dict[str, CategoryConfig]) -> QueryConf
         if role == "user" and not user_id and not tenant:
             k.error("", "a user key needs user_id or tenant (what it may see); "
                         "or give it role: admin")
+        elif role == "user" and auth.tenants and not tenant:
+            # Without a tenant, user_id "42" would match user 42 of every tenant.
+            k.error("tenant", "is required for a user key when auth.tenants is configured: "
+                              "user ids are only unique within a tenant")
         key = k.get_optional_str("key")
         if key is None:
             k.error("key", "is required: the API key (e.g. key: ${SLUICE_ADMIN_KEY})")

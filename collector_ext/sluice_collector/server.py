@@ -189,7 +189,10 @@ def build_server(
     # excess silently instead of refusing it.
     server = grpc.server(
         futures.ThreadPoolExecutor(
-            max_workers=max(config.threads, config.queue.max_requests + 4),
+            # Query streams (Export/Tail) hold a thread for their whole life: they get their
+            # own share on top, so readers never starve ingest of threads.
+            max_workers=max(config.threads, config.queue.max_requests + 4)
+            + (config.query.max_streams + 8 if config.query.enabled else 0),
             thread_name_prefix="sluice-grpc",
         ),
         options=options,

@@ -250,11 +250,19 @@ class LogQueryService:
         try:
             with self._pipeline.admit(len(data)):
                 batch = decode_request(Signal.LOGS, data, max_bytes=self._max_request_bytes)
-                self._pipeline.process(batch)
+                batch = self._pipeline.process(batch)
         except (DecodeError, RequestTooLarge, Overloaded, SinkError) as exc:
             log.warning("query: cannot audit a %s call, refusing it: %s", method, exc)
             context.abort(grpc.StatusCode.UNAVAILABLE,
                           "the read could not be audited; retry later")
+        # The audit record carries the caller's filter, which masking scans: a `drop` rule that
+        # matches it (or validation) must not turn into an unaudited read.
+        if batch.dropped or batch.rejected or not batch.routes.get("audit"):
+            log.warning("query: the audit record of a %s call was dropped or not routed to "
+                        "audit; refusing the call", method)
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          "the read could not be audited (its filter matched a masking drop "
+                          "rule?); change the filter or ask an admin")
 
 
 class _Release:

@@ -497,8 +497,12 @@ class IndexStore:
             if total:
                 start = f.since_ns or first
                 end = f.until_ns or last + 1
-                bucket_ns = bucket_s * 1_000_000_000 if bucket_s > 0 else max(
+                # At most ~1000 buckets whatever the caller asks (a 1 s bucket over a year would
+                # be millions of rows), and within SQLite's 64-bit integers.
+                floor_ns = max(1_000_000_000, -(-(end - start) // 1000))
+                wanted_ns = min(bucket_s, 10**9) * 1_000_000_000 if bucket_s > 0 else max(
                     1_000_000_000, -(-(end - start) // 60 // 1_000_000_000) * 1_000_000_000)
+                bucket_ns = min(max(wanted_ns, floor_ns), 2**62)
                 out.bucket_ns = bucket_ns
                 out.buckets = [(int(b), int(n), int(e)) for b, n, e in conn.execute(
                     f"SELECT (time_ns - ?) / ? * ? + ? AS b, COUNT(*), SUM({_ERROR_SQL}) "  # noqa: S608

@@ -88,12 +88,18 @@ _REJECTED_FIELD = {
     Signal.TRACES: "rejected_spans",
     Signal.METRICS: "rejected_data_points",
 }
-# The OTLP specification's retryable gRPC codes (RESOURCE_EXHAUSTED only with RetryInfo).
+# The OTLP specification's retryable gRPC codes (RESOURCE_EXHAUSTED only with RetryInfo), plus
+# answers that say the *target* is wrong, not the data (bad credentials, not an OTLP endpoint,
+# a proxy without its backend): the data is kept and retried, never thrown away.
 _RETRYABLE_GRPC = frozenset({
     grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
     grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS,
+    grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND,
 })
-_RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
+_RETRYABLE_HTTP = frozenset({
+    300, 301, 302, 303, 307, 308, 401, 403, 404, 405, 407, 408, 421, 429, 500, 502, 503, 504,
+})
 _DOWN_AFTER_FAILURES = 5
 _FLUSH_ATTEMPTS = 3
 
@@ -115,7 +121,7 @@ class ForwardTarget:
     endpoint: str
     signals: tuple[Signal, ...] = (Signal.LOGS, Signal.TRACES, Signal.METRICS)
     protocol: str = "grpc"
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold credentials
     compression: str = "gzip"
     timeout_s: float = 10.0
     tls: ForwardTlsConfig = field(default_factory=ForwardTlsConfig)
@@ -257,7 +263,9 @@ def _parse_headers(s: Section) -> tuple[tuple[str, str], ...]:
         isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
         for k, v in raw.items()
     ):
-        s.error("headers", f"got {raw!r}; expected a mapping of header names to strings")
+        # Never echo the value: headers carry credentials (authorization: Bearer ...).
+        s.error("headers", f"got a {type(raw).__name__}; expected a mapping of header names to "
+                           "strings")
         return ()
     return tuple((k.lower(), str(v)) for k, v in raw.items())
 
@@ -501,6 +509,8 @@ class _Sender:
         self.failures = 0  # consecutive failed attempts
         self.attempts_failed = 0  # every failed attempt since start, for force_flush
         self.last_error = ""
+        self._acked_seq = 0  # the newest spool sequence this sender acknowledged
+        self._isolate_through = 0  # send one request at a time until past this sequence
         self.thread = threading.Thread(
             target=self.run, name=f"sluice-forward-{target.name}-{signal.value}", daemon=True)
         metrics.spool_bytes.labels(*self.labels).set_function(lambda: spool.size_bytes)
@@ -515,38 +525,52 @@ class _Sender:
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                records = self.spool.peek(max_records=MAX_EXPORT_REQUESTS, max_bytes=MAX_EXPORT_BYTES)
-                if not records:
-                    self.spool.wait_for_records(1.0)
-                    continue
-                count = sum(_COUNT.unpack_from(r.data)[0] for r in records)
-                payload = b"".join(memoryview(r.data)[_COUNT.size:] for r in records)
-                outcome = self.exporter.export(payload)
-            except Exception as exc:  # a bug must not silently end delivery: log, back off, retry
+                self._deliver_once()
+            except Exception as exc:  # a bug or a disk error must not end delivery: back off
                 log.exception("forward %s/%s: sender failed; retrying", *self.labels)
-                outcome = _Outcome(False, True, error=f"{type(exc).__name__}: {exc}")
-                records = []
-            if outcome.ok:
-                self.spool.ack(records[-1].seq)
-                self.metrics.sent_requests.labels(*self.labels).inc(len(records))
-                self.metrics.sent_records.labels(*self.labels).inc(max(0, count - outcome.rejected))
-                if outcome.rejected:
-                    self.metrics.rejected.labels(*self.labels).inc(outcome.rejected)
-                    log.warning("forward %s/%s: target rejected %d records: %s", *self.labels,
-                                outcome.rejected, outcome.error)
-                self._succeeded()
-            elif outcome.retryable:
-                self.metrics.retried.labels(*self.labels).inc()
-                attempt = self._failed(outcome.error)
-                self._backoff(attempt, outcome.retry_after_s)
-            else:
-                self.spool.ack(records[-1].seq)
-                reason = outcome.error.split(":", 1)[0]
-                self.metrics.dropped.labels(*self.labels, reason).inc(len(records))
-                log.warning("forward %s/%s: dropped %d records the target refused (%s)",
-                            *self.labels, count, outcome.error)
-                with self.lock:  # the target is up, it only refused this data
-                    self.last_error = outcome.error
+                attempt = self._failed(f"{type(exc).__name__}: {exc}")
+                self._backoff(attempt, None)
+
+    def _deliver_once(self) -> None:
+        # After a combined export was refused as bad data, send its requests one at a time until
+        # past it, so only the request the target refuses is dropped, not its 63 neighbours.
+        single = self._isolate_through > self._acked_seq
+        records = self.spool.peek(
+            max_records=1 if single else MAX_EXPORT_REQUESTS, max_bytes=MAX_EXPORT_BYTES
+        )
+        if not records:
+            self.spool.wait_for_records(1.0)
+            return
+        count = sum(_COUNT.unpack_from(r.data)[0] for r in records)
+        payload = b"".join(memoryview(r.data)[_COUNT.size:] for r in records)
+        outcome = self.exporter.export(payload)
+        if outcome.retryable:
+            self.metrics.retried.labels(*self.labels).inc()
+            attempt = self._failed(outcome.error)
+            self._backoff(attempt, outcome.retry_after_s)
+            return
+        if not outcome.ok and len(records) > 1:
+            self._isolate_through = records[-1].seq  # find the one bad request, keep the rest
+            return
+        self.spool.ack(records[-1].seq)
+        self._acked_seq = records[-1].seq
+        if outcome.ok:
+            self.metrics.sent_requests.labels(*self.labels).inc(len(records))
+            self.metrics.sent_records.labels(*self.labels).inc(max(0, count - outcome.rejected))
+            if outcome.rejected:
+                self.metrics.rejected.labels(*self.labels).inc(outcome.rejected)
+                log.warning("forward %s/%s: target rejected %d records: %s", *self.labels,
+                            outcome.rejected, outcome.error)
+            self._succeeded()
+            return
+        reason = outcome.error.split(":", 1)[0]
+        self.metrics.dropped.labels(*self.labels, reason).inc(len(records))
+        log.warning("forward %s/%s: dropped %d records the target refused (%s)",
+                    *self.labels, count, outcome.error)
+        with self.lock:  # the target is up, it only refused this data
+            self.last_error = outcome.error
+        self.wake.wait(self.target.backoff_initial_s)  # never drain a spool at line rate
+        self.wake.clear()
 
     def _succeeded(self) -> None:
         with self.lock:
@@ -569,7 +593,9 @@ class _Sender:
 
     def _backoff(self, attempt: int, server_delay_s: float | None) -> None:
         """Capped exponential backoff with jitter; the server's own delay wins when it sent one."""
-        if server_delay_s is not None:
+        # A server delay of 0 (Retry-After: 0, a date in the past) would spin on a down target:
+        # then our own exponential backoff applies.
+        if server_delay_s is not None and server_delay_s > 0:
             delay = min(server_delay_s, max(self.target.backoff_max_s, 60.0))
             wait = delay + random.uniform(0, delay / 10)
         else:
