@@ -37,10 +37,10 @@ from pathlib import Path
 
 import orjson
 
-from sluice_collector.retention import ROTATED_RE
+from sluice_collector.retention import ROTATED_RE, backups_of
 
 __all__ = [
-    "GENESIS", "AuditChainWriter", "ChainBreak", "ChainHasher", "ChainKeyError", "ChainReport",
+    "GENESIS", "SEAL_BYTES", "AuditChainWriter", "ChainBreak", "ChainHasher", "ChainKeyError", "ChainReport",
     "audit_sets", "chain_files", "load_key", "seal_lines", "verify_directory", "verify_set",
 ]
 
@@ -54,6 +54,8 @@ _PREV_MEMBER_RE = re.compile(
 )
 _AUDIT_MARK = b'"audit.hash":"'
 _TAIL_BLOCK = 64 * 1024
+# What sealing adds to a line: ``,"audit.prev_hash":"<64 hex>","audit.hash":"<64 hex>"``.
+SEAL_BYTES = len(',"audit.prev_hash":"","audit.hash":""') + 128
 
 
 class ChainKeyError(ValueError):
@@ -147,21 +149,15 @@ def seal_lines(lines: list[bytes], prev: str, hasher: ChainHasher,
 # -- file sets ------------------------------------------------------------------------------
 
 def chain_files(active: Path) -> list[Path]:
-    """The files of `active`'s set in chain order: rotated oldest first, then the active one.
-    A backup present both plain and gzipped (mid-compression) counts once, as the plain file."""
-    backups: dict[tuple[str, int], Path] = {}
-    try:
-        names = os.listdir(active.parent)
-    except FileNotFoundError:
-        names = []
-    for name in names:
-        m = ROTATED_RE.match(name)
-        if m is None or m.group("base") != active.name:
-            continue
-        key = (m.group("period"), int(m.group("seq")))
-        if key not in backups or not m.group("gz"):
-            backups[key] = active.parent / name
-    files = [backups[k] for k in sorted(backups)]
+    """The files of `active`'s set in chain order: rotated oldest first (by their set-wide
+    rotation sequence, see `retention.Backup`), then the active one. A backup present both
+    plain and gzipped (mid-compression) counts once, as the plain file."""
+    backups: dict[tuple[int, str], Path] = {}
+    for backup in backups_of(active.parent, active.name):
+        key = (backup.seq, backup.period)
+        if key not in backups or not backup.gz:
+            backups[key] = active.parent / backup.name
+    files = list(backups.values())
     if active.exists():
         files.append(active)
     return files
@@ -207,24 +203,36 @@ def _last_lines(path: Path) -> tuple[bytes, bytes]:
 
 
 def _read_tail(active: Path) -> _Tail:
+    """The head the next record links to, and the torn bytes it must acknowledge.
+
+    The fragment is whatever follows the last newline of the newest non-empty file. The head
+    is the last complete record of the set: when a crash tore the very first record of a file
+    (just after a rotation), that file holds no complete line and the head is in an older one.
+    """
+    fragment, in_active, newest = b"", False, True
     for path in reversed(chain_files(active)):
         try:
             if path.stat().st_size == 0:
                 continue
-            last, fragment = _last_lines(path)
+            last, tail = _last_lines(path)
         except FileNotFoundError:
             continue  # compressed or removed meanwhile: the listing is a snapshot
-        in_active = path == active
-        whole = _parse_sealed(fragment) if fragment else None
-        if whole is not None:  # a crash cut only the newline: the record itself is intact
-            return _Tail(whole.hash, b"" if not in_active else b"\n", in_active)
-        record = _parse_sealed(last) if last else None
-        if record is None and last:
+        if newest:
+            newest = False
+            in_active = path == active
+            whole = _parse_sealed(tail) if tail else None
+            if whole is not None:  # a crash cut only the newline: the record itself is intact
+                return _Tail(whole.hash, b"" if not in_active else b"\n", in_active)
+            fragment = tail
+        if not last:
+            continue
+        record = _parse_sealed(last)
+        if record is None:
             log.warning("files: audit chain: the last line of %s is not a chained record "
                         "(written with the chain off?); the chain restarts here and "
                         "`sluice audit verify` will report this point", path)
         return _Tail(record.hash if record else GENESIS, fragment, in_active)
-    return _Tail(GENESIS, b"", False)
+    return _Tail(GENESIS, fragment, in_active)
 
 
 @dataclass(slots=True, eq=False)

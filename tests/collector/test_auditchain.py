@@ -11,6 +11,7 @@ import calendar
 import gzip
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,14 @@ def make_sink(logs: Path, clock: Clock, *, key: bytes | None = None, shared: boo
     return sink
 
 
+def stamp(logs: Path, when: float) -> None:
+    """Give every file the mtime a real clock at `when` would have left: the sink's clock is
+    injected, but on a restart it reads the period of a file it finds from the file's mtime."""
+    for path in logs.rglob("*"):
+        if path.is_file():
+            os.utime(path, (when, when))
+
+
 def audit_batch(*bodies: str, tenant: str = "") -> Batch:
     request = logs_request(*(log_record(b, attributes={"actor": "u1"}) for b in bodies))
     batch = Batch(Signal.LOGS, request, time.time_ns(), tenant=tenant)
@@ -75,6 +84,7 @@ def write_history(logs: Path, *, key: bytes | None = None) -> None:
     sink.consume(audit_batch("r4", "r5"))
     sink.force_flush(10)
     sink.shutdown()
+    stamp(logs, clock.now)
     clock.now += DAY  # restart on the next day: the chain resumes from the gzipped files
     sink = make_sink(logs, clock, key=key)
     sink.consume(audit_batch("r6"))
@@ -92,8 +102,8 @@ def test_untouched_chain_across_rotation_gzip_and_restart_verifies(tmp_path: Pat
     logs = tmp_path / "logs"
     write_history(logs)
     files = chain_files(logs / "audit.log")
-    # Rotated names follow file mtimes (real time), so only their shape is pinned.
-    assert [f.name.endswith(".gz") for f in files] == [True, True, False]
+    assert [f.name for f in files] == [
+        "audit.log.2026-11-23.1.gz", "audit.log.2026-11-24.2.gz", "audit.log"]
     report = only(verify_directory(logs, ChainHasher()))
     assert report.broken is None
     assert report.records == 9
@@ -212,6 +222,7 @@ def test_torn_last_line_is_reported_on_restart_and_acknowledged_by_the_next_reco
     sink.shutdown()
     with (logs / "audit.log").open("ab") as f:  # a crash cut the next write short
         f.write(b'{"timestamp":"2026-11-23T12:00:00Z","body":"c')
+    stamp(logs, clock.now)  # the restart is on the same day: no rotation
     # Before the receiver comes back, the torn record is a break like any other.
     assert only(verify_directory(logs, ChainHasher())).broken is not None
     with caplog.at_level(logging.WARNING, logger="sluice.files"):
@@ -227,6 +238,56 @@ def test_torn_last_line_is_reported_on_restart_and_acknowledged_by_the_next_reco
     # Cutting the acknowledged fragment afterwards is still caught.
     _edit_lines(logs / "audit.log", lambda ls: [*ls[:2], ls[3]])
     assert only(verify_directory(logs, ChainHasher())).broken is not None
+
+
+def test_chain_survives_a_clock_step_back_and_a_restored_old_mtime(tmp_path: Path) -> None:
+    """Periods in rotated names come from clocks and mtimes, which can go backwards; the
+    writer's head and `verify` follow the rotation sequence, so the chain stays whole."""
+    logs = tmp_path / "logs"
+    clock = Clock()
+    sink = make_sink(logs, clock)
+    sink.consume(audit_batch("day2"))  # the clock is a day ahead ...
+    clock.now -= DAY  # ... and NTP steps it back across midnight
+    sink.consume(audit_batch("day1"))
+    clock.now += DAY
+    sink.consume(audit_batch("day2-again"))
+    sink.force_flush(10)
+    sink.shutdown()
+    stamp(logs, DAY1 - 30 * DAY)  # a restore from backup leaves month-old mtimes
+    sink = make_sink(logs, clock)
+    sink.consume(audit_batch("after restore"))
+    sink.force_flush(10)
+    sink.shutdown()
+    files = chain_files(logs / "audit.log")
+    assert [f.name for f in files] == [
+        "audit.log.2026-11-23.1.gz", "audit.log.2026-11-22.2.gz", "audit.log.2026-10-24.3.gz",
+        "audit.log"]
+    report = only(verify_directory(logs, ChainHasher()))
+    assert (report.broken, report.records) == (None, 4)
+
+
+def test_a_torn_first_record_after_a_rotation_chains_to_the_previous_file(tmp_path: Path) -> None:
+    """A crash inside the first write after a rotation leaves a file with no complete line; the
+    next record links to the last record of the previous file, not to GENESIS."""
+    logs = tmp_path / "logs"
+    clock = Clock()
+    sink = make_sink(logs, clock)
+    sink.consume(audit_batch("a"))
+    clock.now += DAY
+    sink.consume(audit_batch("b"))
+    sink.force_flush(10)
+    sink.shutdown()
+    active = logs / "audit.log"
+    active.rename(logs / "audit.log.2026-11-24.2")  # a rotation, then the crash tore "c"
+    active.write_bytes(b'{"timestamp":"2026-11-24T12:00:00Z","body":"c')
+    stamp(logs, clock.now)
+    sink = make_sink(logs, clock)
+    sink.consume(audit_batch("d"))
+    sink.shutdown()
+    report = only(verify_directory(logs, ChainHasher()))
+    assert (report.broken, report.records, report.torn) == (None, 3, 1)
+    first = json.loads(active.read_bytes().splitlines()[1])
+    assert first["audit.prev_hash"] != GENESIS
 
 
 def test_each_tenant_has_its_own_chain_and_verify_walks_them_all(tmp_path: Path) -> None:

@@ -188,7 +188,7 @@ def test_hourly_rotation_is_clock_aligned(tmp_path: Path) -> None:
     s.consume(batch_of("11:05"))
     s.shutdown()
     root = tmp_path / "logs"
-    assert all_files(root) == ["app.log", "app.log.2026-11-23-09.1", "app.log.2026-11-23-10.1"]
+    assert all_files(root) == ["app.log", "app.log.2026-11-23-09.1", "app.log.2026-11-23-10.2"]
     assert bodies(root / "app.log.2026-11-23-09.1") == ["9:10", "9:55"]
 
 
@@ -217,6 +217,23 @@ def test_max_backups_keeps_only_the_newest_rotated_files(tmp_path: Path) -> None
     s.shutdown()
     files = all_files(tmp_path / "logs")
     assert files == ["app.log", "app.log.2026-11-23.6.gz", "app.log.2026-11-23.7.gz"]
+
+
+def test_max_backups_prunes_by_rotation_order_when_the_clock_steps_back(tmp_path: Path) -> None:
+    """A clock stepped back a day (NTP, a resumed VM) labels newer files with an older period;
+    the set-wide sequence still says which backups are the oldest."""
+    clock = Clock(NOON)
+    rotation = RotationConfig(max_bytes=10**9, interval="daily", compress=False, max_backups=2)
+    s = make_sink(tmp_path, rotation=rotation, clock=clock)
+    s.start(background=False)
+    for step, body in [(0, "d1"), (86400, "d2"), (-86400, "d1-again"), (86400, "d2-again")]:
+        clock.now += step
+        s.consume(batch_of(body))
+    s.shutdown()
+    root = tmp_path / "logs"
+    assert all_files(root) == ["app.log", "app.log.2026-11-23.3", "app.log.2026-11-24.2"]
+    assert bodies(root / "app.log.2026-11-24.2") == ["d2"]
+    assert bodies(root / "app.log.2026-11-23.3") == ["d1-again"]
 
 
 def test_restart_finishes_interrupted_compression_and_removes_partial_gz(tmp_path: Path) -> None:

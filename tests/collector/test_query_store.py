@@ -143,7 +143,7 @@ def store(tmp_path: Path) -> IndexStore:
         f'"trace_id":"{i % 4:032x}","span_id":"","attributes":{{"user.id":"u{i % 2}","k":"{i}"}}}}'
         for i in range(50)
     ]
-    store.insert([r for r in (row_of_line(line.encode()) for line in lines) if r is not None])
+    store.insert([r for r in (row_of_line(line.encode()) for line in lines) if r is not None], T0)
     return store
 
 
@@ -184,18 +184,43 @@ def test_attribute_equals_and_invalid_regex(store: IndexStore) -> None:
         store.query(RecordFilter(regex="(unclosed"), AccessScope(), limit=10)
 
 
-def test_retention_sweep_deletes_rows_past_their_category_retention(tmp_path: Path) -> None:
-    """`app` keeps 30 days and `audit` forever: 40 days later only the audit rows remain."""
+def test_retention_counts_from_when_rows_were_stored_not_from_record_time(tmp_path: Path) -> None:
+    """`app` keeps 30 days and `audit` forever. Rows stored 40 days ago go (but audit's); a row
+    stamped 2023 by its client but stored now stays: record time never decides retention."""
     config = parse_config(_config(tmp_path / "logs"))
     store = IndexStore.for_directory(tmp_path / "logs")
-    now = T0 / 1e9 + 40 * 86400
+    now = 1_900_000_000.0
     sink = IndexSink(store, config.categories, sweeps=False, clock=lambda: now)
     sink.start()
     try:
-        line = '{{"timestamp":"2023-11-14T22:13:20.0Z","severity_number":9,"category":"{}"}}'
-        store.insert([r for c in ("app", "audit") if (r := row_of_line(line.format(c).encode()))])
+        line = '{{"timestamp":"2023-11-14T22:13:20.0Z","severity_number":9,"category":"{}","body":"{}"}}'
+        old = [r for c in ("app", "audit") if (r := row_of_line(line.format(c, "old").encode()))]
+        store.insert(old, int((now - 40 * 86400) * 1e9))
+        fresh = row_of_line(line.format("app", "fresh").encode())
+        assert fresh is not None
+        store.insert([fresh], int(now * 1e9))
         assert sink.sweep() == 1
-        assert [r.category for r in store.rows()] == ["audit"]
+        assert sorted((r.category, '"old"' in r.line) for r in store.rows()) == [
+            ("app", False), ("audit", True)]
+    finally:
+        sink.shutdown()
+
+
+def test_rebuilt_rows_expire_with_the_file_that_holds_them(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    line = '{"timestamp":"2099-01-01T00:00:00.0Z","severity_number":9,"category":"app"}\n'
+    for name, age_days in (("app.log.2026-01-01.1", 40), ("app.log", 1)):
+        (logs / name).write_text(line)
+        os.utime(logs / name, (1_900_000_000 - age_days * 86400,) * 2)
+    assert rebuild(logs) == 2
+    config = parse_config(_config(logs))
+    store = IndexStore.for_directory(logs)
+    sink = IndexSink(store, config.categories, sweeps=False, clock=lambda: 1_900_000_000.0)
+    sink.start()
+    try:
+        assert sink.sweep() == 1
+        assert len(store.rows()) == 1
     finally:
         sink.shutdown()
 

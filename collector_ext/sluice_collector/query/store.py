@@ -61,19 +61,22 @@ CREATE TABLE IF NOT EXISTS records (
     event_name  TEXT NOT NULL,
     status      TEXT NOT NULL,
     duration_ms REAL,
-    line        TEXT NOT NULL
+    line        TEXT NOT NULL,
+    stored_ns   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_time ON records (time_ns, id);
 CREATE INDEX IF NOT EXISTS records_trace ON records (trace_id);
 CREATE INDEX IF NOT EXISTS records_user ON records (user_id, time_ns);
 CREATE INDEX IF NOT EXISTS records_category ON records (category, time_ns);
 CREATE INDEX IF NOT EXISTS records_tenant ON records (tenant, time_ns);
+CREATE INDEX IF NOT EXISTS records_stored ON records (category, stored_ns);
 """
 # SQL is assembled from the fixed fragments of this module only; every value a caller gives
 # travels as a bound parameter (hence the S608 waivers below).
 _COLUMNS = ("time_ns", "severity", "category", "service", "trace_id", "span_id", "user_id",
             "tenant", "event_name", "status", "duration_ms", "line")
-_INSERT = f"INSERT INTO records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608
+_INSERT = (f"INSERT INTO records ({', '.join(_COLUMNS)}, stored_ns) "  # noqa: S608
+           f"VALUES ({', '.join('?' * len(_COLUMNS))}, ?)")
 _SELECT = f"SELECT id, {', '.join(_COLUMNS)} FROM records"  # noqa: S608
 
 
@@ -388,8 +391,9 @@ class IndexStore:
                 self._writer.close()
                 self._writer = None
 
-    def insert(self, rows: Sequence[Row]) -> None:
-        """All rows in one transaction: a batch is indexed whole or not at all."""
+    def insert(self, rows: Sequence[Row], stored_ns: int) -> None:
+        """All rows in one transaction: a batch is indexed whole or not at all. `stored_ns` is
+        when the receiver stored them (its own clock): retention counts from it."""
         if not rows:
             return
         with self._lock:
@@ -398,18 +402,20 @@ class IndexStore:
                 raise RuntimeError("index store is not open")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_INSERT, rows)
+                conn.executemany(_INSERT, [(*row, stored_ns) for row in rows])
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
     def delete_older(self, category: str, cutoff_ns: int) -> int:
+        """Delete the rows of `category` stored before `cutoff_ns` (never by record time: a
+        client's clock or a forged timestamp must not decide how long data is kept)."""
         with self._lock:
             if self._writer is None:
                 return 0
             cur = self._writer.execute(
-                "DELETE FROM records WHERE category = ? AND time_ns < ?", (category, cutoff_ns))
+                "DELETE FROM records WHERE category = ? AND stored_ns < ?", (category, cutoff_ns))
             return cur.rowcount
 
     @staticmethod
@@ -568,17 +574,24 @@ def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5
     try:
         pending: list[Row] = []
         for path, tenant in stored_files(Path(directory)):
+            try:
+                # The file's last write: when its newest record was stored, so rebuilt rows
+                # expire with the file that holds them (see docs/query.md, Retention).
+                stored_ns = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
             for line in _lines(path):
                 row = row_of_line(line, tenant)
                 if row is None or (wanted and row.category not in wanted):
                     continue
                 pending.append(row)
                 if len(pending) >= batch_rows:
-                    store.insert(pending)
+                    store.insert(pending, stored_ns)
                     count += len(pending)
                     pending = []
-        store.insert(pending)
-        count += len(pending)
+            store.insert(pending, stored_ns)
+            count += len(pending)
+            pending = []
         with store._lock:
             assert store._writer is not None
             store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")

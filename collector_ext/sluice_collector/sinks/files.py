@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice_collector.auditchain import AuditChainWriter, ChainHasher
+from sluice_collector.auditchain import SEAL_BYTES, AuditChainWriter, ChainHasher
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.config import CategoryConfig
 from sluice_collector.encode import BatchCache, TimestampFormatter, json_lines, text_lines
@@ -51,6 +51,7 @@ from sluice_collector.retention import (
     Clock,
     DiskUsage,
     RetentionSweeper,
+    backups_of,
     disk_usage,
     used_percent,
 )
@@ -461,13 +462,19 @@ class RotatingFileSink:
             try:
                 for rel, group in groups.items():
                     fs = self._fileset(rel, group.category)
-                    chunks = group.chunks
                     if self._chain is not None and group.category.name == AUDIT_CATEGORY:
+                        # Rotate first, then seal: the chain reads its head (and any torn
+                        # tail) from the files as they are when this batch is appended.
+                        chunks = group.chunks
+                        self._rotate_if_due(fs, sum(map(len, chunks)) + len(chunks) * SEAL_BYTES, now)
                         # Under the flock: the head is the file's, whoever wrote it last.
                         chunks, head = self._chain.seal(fs.path, chunks)
                         heads.append((fs.path, head))
-                    data = b"".join(chunks)
-                    done.append((fs, self._write_set(fs, data, now)))
+                        data = b"".join(chunks)
+                    else:
+                        data = b"".join(group.chunks)
+                        self._rotate_if_due(fs, len(data), now)
+                    done.append((fs, self._append(fs, data, now)))
                     name = group.category.name
                     bytes_by_category[name] = bytes_by_category.get(name, 0) + len(data)
             except OSError as exc:
@@ -565,8 +572,9 @@ class RotatingFileSink:
         # A file left from before a restart belongs to the period of its last write.
         fs.period = period_key(st.st_mtime, fs.rotation.interval, fs.rotation.utc) if st.st_size else ""
 
-    def _write_set(self, fs: _FileSet, data: bytes, now: float) -> int:
-        """Write `data` to the file set (rotating first if due); returns the pre-write size."""
+    def _rotate_if_due(self, fs: _FileSet, n_bytes: int, now: float) -> None:
+        """Make `fs` the file the next `n_bytes` go to: reopen it if it was renamed or removed
+        behind our back, quarantine a torn tail, and rotate when size or period says so."""
         if fs.fd < 0:  # a failed reopen (e.g. after a rotation) left it closed: try again
             self._open_fd(fs)
         st = os.fstat(fs.fd)
@@ -585,10 +593,13 @@ class RotatingFileSink:
         rotation = fs.rotation
         current = period_key(now, rotation.interval, rotation.utc)
         if fs.size and (
-            fs.size + len(data) > rotation.max_bytes
+            fs.size + n_bytes > rotation.max_bytes
             or (rotation.interval != "none" and fs.period != current)
         ):
             self._rotate(fs)
+
+    def _append(self, fs: _FileSet, data: bytes, now: float) -> int:
+        """Append `data` whole (truncated back on any error); returns the pre-write size."""
         pre = fs.size
         view = memoryview(data)
         offset = 0
@@ -606,7 +617,7 @@ class RotatingFileSink:
             _truncate(fs, pre)
             raise
         if not fs.size:
-            fs.period = current
+            fs.period = period_key(now, fs.rotation.interval, fs.rotation.utc)
         fs.size = pre + len(data)
         return pre
 
@@ -649,7 +660,7 @@ class RotatingFileSink:
         directory = fs.path.parent
         base = fs.path.name
         period = fs.period or period_key(self._clock(), fs.rotation.interval, fs.rotation.utc)
-        seq = 1 + max((r[1] for r in _rotated(directory, base) if r[0] == period), default=0)
+        seq = 1 + max((b.seq for b in backups_of(directory, base)), default=0)
         target = directory / f"{base}.{period}.{seq}"
         try:
             os.rename(fs.path, target)
@@ -669,16 +680,15 @@ class RotatingFileSink:
         category = self._categories.get(fs.category)
         if category is not None and category.retention_days is None:
             return  # "forever" means forever: max_backups never removes audit-like data
-        rotated = _rotated(fs.path.parent, fs.path.name)
         # One backup may briefly exist as both `x.1` and `x.1.gz` (mid-compression): count
-        # backups by (period, seq), not by file name.
-        backups: dict[tuple[str, int], list[str]] = {}
-        for period, seq, name in rotated:
-            backups.setdefault((period, seq), []).append(name)
-        order = sorted(backups)
+        # backups by (seq, period), not by file name.
+        backups: dict[tuple[int, str], list[str]] = {}
+        for backup in backups_of(fs.path.parent, fs.path.name):
+            backups.setdefault((backup.seq, backup.period), []).append(backup.name)
+        order = list(backups)  # oldest first
         excess = len(order) - fs.rotation.max_backups
-        for period, seq in order[: max(excess, 0)]:
-            for name in backups[(period, seq)]:
+        for seq, period in order[: max(excess, 0)]:
+            for name in backups[(seq, period)]:
                 path = fs.path.parent / name
                 try:
                     path.unlink()
@@ -747,22 +757,6 @@ def _field_key(template: _Template, batch_values: Mapping[str, Any], record: Map
                 value = resource.get(name)
         out.append(value if isinstance(value, str | int | float) else None)
     return tuple(out)
-
-
-def _rotated(directory: Path, base: str) -> list[tuple[str, int, str]]:
-    """(period, seq, file name) of every rotated file of the set whose active name is `base`."""
-    out: list[tuple[str, int, str]] = []
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return out
-    for name in names:
-        if not name.startswith(base + "."):
-            continue
-        m = ROTATED_RE.match(name)
-        if m is not None and m.group("base") == base:
-            out.append((m.group("period"), int(m.group("seq")), name))
-    return out
 
 
 def _renamed(path: Path, st: os.stat_result) -> bool:
