@@ -24,11 +24,11 @@ from typing import Any
 import grpc
 import orjson
 
-from sluice_collector.config import parse_config
 from sluice_collector.encode import rfc3339
 from sluice_collector.query._proto import query_pb2 as pb
 from sluice_collector.query.store import IndexStore, row_of_line
-from sluice_collector.receiver import Receiver
+from sluice_collector.service.config import parse_config
+from sluice_collector.service.receiver import Receiver
 
 ADMIN = "admin-key-0123456789abcdef"
 USER = "user7-key-0123456789abcdef"

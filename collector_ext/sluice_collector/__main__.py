@@ -1,3 +1,3 @@
-from sluice_collector.cli import main
+from sluice_collector.service.cli import main
 
 raise SystemExit(main())

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from sluice_collector.batch import Batch
-from sluice_collector.config import QueueConfig
 from sluice_collector.errors import Overloaded, SinkError
+from sluice_collector.service.config import QueueConfig
 from sluice_collector.sinks.base import Sink
 from sluice_collector.telemetry import ReceiverTelemetry
 

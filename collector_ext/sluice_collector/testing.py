@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from sluice_collector.config import ReceiverConfig, parse_config
-from sluice_collector.receiver import Receiver
+from sluice_collector.service.config import ReceiverConfig, parse_config
+from sluice_collector.service.receiver import Receiver
 from sluice_collector.sinks.base import Sink
 from sluice_collector.sinks.memory import InMemorySink
 

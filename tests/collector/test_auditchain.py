@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from sluice_collector.auditchain import (
+from sluice_collector.batch import Batch, Signal
+from sluice_collector.errors import ConfigError
+from sluice_collector.service.config import CategoryConfig, parse_config
+from sluice_collector.sinks.files.auditchain import (
     GENESIS,
     ChainHasher,
     ChainReport,
@@ -26,11 +29,8 @@ from sluice_collector.auditchain import (
     seal_lines,
     verify_directory,
 )
-from sluice_collector.batch import Batch, Signal
-from sluice_collector.config import CategoryConfig, parse_config
-from sluice_collector.errors import ConfigError
-from sluice_collector.sinks.files import RotatingFileSink
-from sluice_collector.sinks.filesconfig import AuditChainConfig, FilesConfig, RotationConfig
+from sluice_collector.sinks.files.config import AuditChainConfig, FilesConfig, RotationConfig
+from sluice_collector.sinks.files.sink import RotatingFileSink
 from sluice_collector.telemetry import ReceiverTelemetry
 from tests.otlp_builders import log_record, logs_request
 

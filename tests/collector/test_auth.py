@@ -16,12 +16,12 @@ from typing import Any
 import grpc
 import pytest
 
-from sluice_collector.config import CategoryConfig, parse_config
 from sluice_collector.errors import ConfigError
-from sluice_collector.receiver import Receiver
-from sluice_collector.retention import RetentionSweeper
-from sluice_collector.server import TokenAuthenticator
-from sluice_collector.sinks.filesconfig import FilesConfig
+from sluice_collector.receivers.otlp_grpc import TokenAuthenticator
+from sluice_collector.service.config import CategoryConfig, parse_config
+from sluice_collector.service.receiver import Receiver
+from sluice_collector.sinks.files.config import FilesConfig
+from sluice_collector.sinks.files.retention import RetentionSweeper
 from sluice_collector.telemetry import ReceiverTelemetry
 from sluice_collector.testing import start_receiver
 from tests.otlp_builders import log_record, logs_request

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sluice_collector.config import load_config, parse_config
 from sluice_collector.errors import ConfigError
+from sluice_collector.service.config import load_config, parse_config
 
 
 def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:

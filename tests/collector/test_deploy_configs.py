@@ -21,7 +21,7 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
-from sluice_collector.config import load_config
+from sluice_collector.service.config import load_config
 from tests.otlp_builders import log_record, logs_request
 from tests.receiver_process import ReceiverProcess
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from sluice_collector.batch import Batch, Signal
-from sluice_collector.config import CategoryConfig
 from sluice_collector.errors import DiskFullError, SinkError
-from sluice_collector.sinks.files import MAX_COMPONENT_CHARS, RotatingFileSink, safe_component
-from sluice_collector.sinks.filesconfig import FilesConfig, RotationConfig
+from sluice_collector.service.config import CategoryConfig
+from sluice_collector.sinks.files.config import FilesConfig, RotationConfig
+from sluice_collector.sinks.files.sink import MAX_COMPONENT_CHARS, RotatingFileSink, safe_component
 from sluice_collector.telemetry import ReceiverTelemetry
 from tests.otlp_builders import log_record, logs_request
 
@@ -273,7 +273,7 @@ def test_restart_leaves_a_live_workers_temp_gz_alone_and_removes_a_dead_ones(tmp
 def test_a_file_another_process_is_compressing_is_skipped(tmp_path: Path) -> None:
     import fcntl
 
-    from sluice_collector.sinks.files import compress_file
+    from sluice_collector.sinks.files.sink import compress_file
 
     rotated = tmp_path / "app.log.2026-11-22.1"
     rotated.write_bytes(b'{"body":"x"}\n')
@@ -439,10 +439,10 @@ def test_real_short_write_under_rlimit_fsize_leaves_no_half_line(tmp_path: Path)
         sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
         from pathlib import Path
         from sluice_collector.batch import Batch, Signal
-        from sluice_collector.config import CategoryConfig
+        from sluice_collector.service.config import CategoryConfig
         from sluice_collector.errors import DiskFullError
-        from sluice_collector.sinks.files import RotatingFileSink
-        from sluice_collector.sinks.filesconfig import FilesConfig, RotationConfig
+        from sluice_collector.sinks.files.sink import RotatingFileSink
+        from sluice_collector.sinks.files.config import FilesConfig, RotationConfig
         from sluice_collector.telemetry import ReceiverTelemetry
         from tests.otlp_builders import log_record, logs_request
         rot = RotationConfig(max_bytes=10**9, interval="none", compress=False)

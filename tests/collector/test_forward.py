@@ -27,9 +27,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from sluice_collector.batch import Batch, Signal
-from sluice_collector.config import parse_config
 from sluice_collector.errors import ConfigError
-from sluice_collector.sinks.forward import ForwardConfig, ForwardSink
+from sluice_collector.service.config import parse_config
+from sluice_collector.sinks.forward.sink import ForwardConfig, ForwardSink
 from sluice_collector.telemetry import ReceiverTelemetry
 from tests.otlp_builders import log_record, logs_request
 from tests.rsyslog_server import free_port

@@ -14,10 +14,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import CollectorRegistry
 
 from sluice_collector.batch import Batch, Signal
-from sluice_collector.config import parse_config
 from sluice_collector.errors import ConfigError
-from sluice_collector.masking import MaskingConfig, SecretMasker
 from sluice_collector.otlpvalues import any_value, attributes, find_attribute
+from sluice_collector.processors.masking import MaskingConfig, SecretMasker
+from sluice_collector.service.config import parse_config
 from sluice_collector.telemetry import ReceiverTelemetry
 from tests.otlp_builders import key_values, log_record, logs_request
 

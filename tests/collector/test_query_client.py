@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from sluice_collector.cli import _parser
 from sluice_collector.query.client import _filter, parse_severity, parse_time
+from sluice_collector.service.cli import _parser
 
 NOW = 1_800_000_000.0
 

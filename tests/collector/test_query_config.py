@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sluice_collector.config import parse_config
 from sluice_collector.errors import ConfigError
+from sluice_collector.service.config import parse_config
 
 KEY = "k" * 20
 

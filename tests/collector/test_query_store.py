@@ -9,8 +9,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from sluice_collector.batch import Signal
-from sluice_collector.config import parse_config
-from sluice_collector.decode import decode_request
+from sluice_collector.ingest.decode import decode_request
 from sluice_collector.query.store import (
     AccessScope,
     IndexStore,
@@ -19,8 +18,9 @@ from sluice_collector.query.store import (
     rebuild,
     row_of_line,
 )
-from sluice_collector.receiver import Receiver
-from sluice_collector.sinks.index import IndexSink
+from sluice_collector.service.config import parse_config
+from sluice_collector.service.receiver import Receiver
+from sluice_collector.sinks.index.sink import IndexSink
 from tests.otlp_builders import key_values, log_record, logs_request
 
 ADMIN_KEY = "admin-key-0123456789abcdef"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice_collector.config import parse_config
+from sluice_collector.service.config import parse_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sluice_collector.config import CategoryConfig, parse_config
-from sluice_collector.retention import RetentionSweeper
-from sluice_collector.sinks.filesconfig import DiskGuardConfig, FilesConfig
+from sluice_collector.service.config import CategoryConfig, parse_config
+from sluice_collector.sinks.files.config import DiskGuardConfig, FilesConfig
+from sluice_collector.sinks.files.retention import RetentionSweeper
 from sluice_collector.telemetry import ReceiverTelemetry
 
 NOW = 1_800_000_000.0

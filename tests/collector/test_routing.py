@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from sluice_collector.batch import Batch, Signal
-from sluice_collector.config import parse_config
-from sluice_collector.routing import MAX_DYNAMIC_CATEGORIES, CategoryRouter
+from sluice_collector.processors.routing import MAX_DYNAMIC_CATEGORIES, CategoryRouter
+from sluice_collector.service.config import parse_config
 from tests.otlp_builders import log_record, logs_request
 
 

@@ -15,7 +15,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from sluice_collector.batch import Batch
 from sluice_collector.errors import SinkError
-from sluice_collector.receiver import Receiver
+from sluice_collector.service.receiver import Receiver
 from sluice_collector.testing import InMemorySink, start_receiver
 from tests.otlp_builders import log_record, logs_request
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice_collector.spool import HEADER_BYTES, DiskSpool, SpoolFull
+from sluice_collector.sinks._delivery.spool import HEADER_BYTES, DiskSpool, SpoolFull
 
 
 def payloads(spool: DiskSpool, **kwargs: int) -> list[bytes]:

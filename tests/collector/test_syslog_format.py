@@ -11,8 +11,7 @@ import pytest
 
 from sluice_collector.configreader import Section
 from sluice_collector.errors import ConfigProblem
-from sluice_collector.sinks.syslog import SyslogConfig, SyslogTarget
-from sluice_collector.syslogformat import (
+from sluice_collector.sinks.syslog.format import (
     BOM,
     TRUNCATION_MARKER,
     Framing,
@@ -25,6 +24,7 @@ from sluice_collector.syslogformat import (
     sd_name,
     syslog_severity,
 )
+from sluice_collector.sinks.syslog.sink import SyslogConfig, SyslogTarget
 from tests.otlp_builders import log_record, logs_request
 
 TRACE = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
@@ -211,7 +211,7 @@ def test_rfc3164_message_has_pri_local_timestamp_host_tag_pid_and_trace_ids_at_t
 
 
 def test_rfc3164_day_of_month_is_space_padded() -> None:
-    from sluice_collector.syslogformat import rfc3164_time
+    from sluice_collector.sinks.syslog.format import rfc3164_time
 
     # 2024-03-05 12:00:00 UTC is the 5th everywhere from UTC-11 to UTC+11.
     assert rfc3164_time(1_709_640_000 * 10**9)[3:7] == "  5 "

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 
 from sluice_collector.batch import Batch, Signal
-from sluice_collector.config import parse_config
 from sluice_collector.configreader import Section
 from sluice_collector.errors import ConfigProblem, SinkError
-from sluice_collector.sinks.syslog import SyslogConfig, SyslogSink
-from sluice_collector.syslogformat import BOM, TRUNCATION_MARKER
+from sluice_collector.service.config import parse_config
+from sluice_collector.sinks.syslog.format import BOM, TRUNCATION_MARKER
+from sluice_collector.sinks.syslog.sink import SyslogConfig, SyslogSink
 from sluice_collector.telemetry import ReceiverTelemetry
 from tests.otlp_builders import log_record, logs_request
 from tests.rsyslog_server import RSYSLOGD, RsyslogServer, free_port

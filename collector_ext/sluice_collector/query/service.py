@@ -35,9 +35,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from sluice_collector.batch import Signal
-from sluice_collector.config import ApiKeyConfig, QueryConfig, ReceiverConfig
-from sluice_collector.decode import decode_request
 from sluice_collector.errors import DecodeError, Overloaded, RequestTooLarge, SinkError
+from sluice_collector.ingest.decode import decode_request
 from sluice_collector.pipeline import Pipeline
 from sluice_collector.query._proto import query_pb2 as pb
 from sluice_collector.query.export import export_chunks
@@ -49,6 +48,7 @@ from sluice_collector.query.store import (
     StoredRow,
     check_filter,
 )
+from sluice_collector.service.config import ApiKeyConfig, QueryConfig, ReceiverConfig
 
 log = logging.getLogger("sluice.receiver")
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sluice_collector.auditchain import ChainKeyError, load_key
 from sluice_collector.configreader import Section
+from sluice_collector.sinks.files.auditchain import ChainKeyError, load_key
 
 MiB = 1024 * 1024
 

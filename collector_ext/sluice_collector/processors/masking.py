@@ -36,8 +36,8 @@ from sluice.masking.config import Problem, validate
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
 from sluice_collector.otlpvalues import find_attribute
+from sluice_collector.processors.wirescan import Located, WireFormatError, locate
 from sluice_collector.telemetry import ReceiverTelemetry
-from sluice_collector.wirescan import Located, WireFormatError, locate
 
 MASKED_ATTRIBUTE = "sluice.masked"
 DEFAULT_KEY_ENV = "SLUICE_MASKING_KEY"

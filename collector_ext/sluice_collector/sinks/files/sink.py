@@ -39,13 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice_collector.auditchain import SEAL_BYTES, AuditChainWriter, ChainHasher
 from sluice_collector.batch import Batch, Signal
-from sluice_collector.config import CategoryConfig
 from sluice_collector.encode import BatchCache, TimestampFormatter, json_lines, text_lines
 from sluice_collector.errors import DiskFullError, SinkError
 from sluice_collector.otlpvalues import any_value
-from sluice_collector.retention import (
+from sluice_collector.service.config import CategoryConfig
+from sluice_collector.sinks.files.auditchain import SEAL_BYTES, AuditChainWriter, ChainHasher
+from sluice_collector.sinks.files.config import FilesConfig, RotationConfig
+from sluice_collector.sinks.files.retention import (
     ROTATED_RE,
     TENANTS_DIR,
     Clock,
@@ -55,7 +56,6 @@ from sluice_collector.retention import (
     disk_usage,
     used_percent,
 )
-from sluice_collector.sinks.filesconfig import FilesConfig, RotationConfig
 from sluice_collector.telemetry import ReceiverTelemetry
 
 __all__ = ["MAX_COMPONENT_CHARS", "RotatingFileSink", "WriteFn", "period_key", "safe_component"]

@@ -32,10 +32,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import Counter
 
 from sluice_collector.batch import Batch, Signal
-from sluice_collector.config import AuthConfig, ReceiverConfig
-from sluice_collector.decode import decode_request
 from sluice_collector.errors import DecodeError, Overloaded, RequestTooLarge, SinkError
+from sluice_collector.ingest.decode import decode_request
 from sluice_collector.pipeline import Pipeline
+from sluice_collector.service.config import AuthConfig, ReceiverConfig
 from sluice_collector.telemetry import ReceiverTelemetry
 
 log = logging.getLogger("sluice.receiver")

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 from sluice_collector.telemetry import ReceiverTelemetry
 
 if TYPE_CHECKING:
-    from sluice_collector.config import CategoryConfig
-    from sluice_collector.sinks.filesconfig import FilesConfig
+    from sluice_collector.service.config import CategoryConfig
+    from sluice_collector.sinks.files.config import FilesConfig
 
 log = logging.getLogger("sluice.retention")
 

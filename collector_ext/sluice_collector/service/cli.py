@@ -24,8 +24,8 @@ from importlib import resources
 from types import FrameType
 
 from sluice_collector import __version__
-from sluice_collector.config import DEFAULT_CONFIG_RESOURCE, ReceiverConfig, load_config
 from sluice_collector.errors import ConfigError, SluiceReceiverError
+from sluice_collector.service.config import DEFAULT_CONFIG_RESOURCE, ReceiverConfig, load_config
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -208,7 +208,7 @@ def _run_program(args: argparse.Namespace) -> int:
 def _audit_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sluice_collector.auditchain import ChainHasher, ChainKeyError, load_key, verify_directory
+    from sluice_collector.sinks.files.auditchain import ChainHasher, ChainKeyError, load_key, verify_directory
 
     directory = Path(args.directory)
     if not directory.is_dir():
@@ -306,11 +306,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"sluice: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.workers > 1 and args.worker_index is None:
-        from sluice_collector.workers import supervise
+        from sluice_collector.service.workers import supervise
 
         return supervise(args, config)
 
-    from sluice_collector.receiver import Receiver
+    from sluice_collector.service.receiver import Receiver
 
     try:
         receiver = Receiver(config, worker_index=args.worker_index)

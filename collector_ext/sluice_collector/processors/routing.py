@@ -22,9 +22,9 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from sluice_collector.batch import Batch, RecordRef, Signal
-from sluice_collector.config import CATEGORY_NAME_RE, CategoryConfig, MatchRule
 from sluice_collector.otlpvalues import SEVERITY_LEVELS, any_value, body_text
-from sluice_collector.sinks.filesconfig import RotationConfig
+from sluice_collector.service.config import CATEGORY_NAME_RE, CategoryConfig, MatchRule
+from sluice_collector.sinks.files.config import RotationConfig
 
 CATEGORY_ATTRIBUTE = "log.category"
 DEFAULT_CATEGORY = "app"

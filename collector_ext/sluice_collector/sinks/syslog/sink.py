@@ -34,8 +34,8 @@ from prometheus_client import Counter, Gauge
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
 from sluice_collector.errors import SinkError, SluiceReceiverError
-from sluice_collector.spool import DiskSpool, SpoolFull
-from sluice_collector.syslogformat import (
+from sluice_collector.sinks._delivery.spool import DiskSpool, SpoolFull
+from sluice_collector.sinks.syslog.format import (
     FACILITY_CODES,
     MIN_MESSAGE_BYTES,
     Framing,

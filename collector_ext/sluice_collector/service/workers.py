@@ -20,7 +20,7 @@ import threading
 import time
 from types import FrameType
 
-from sluice_collector.config import ReceiverConfig
+from sluice_collector.service.config import ReceiverConfig
 
 log = logging.getLogger("sluice.receiver")
 _READY_RE = re.compile(r"sluice receiver ready: otlp grpc on \S+?, (?:telemetry on (\S+?), )?")

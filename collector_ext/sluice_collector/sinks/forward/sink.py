@@ -54,7 +54,7 @@ from prometheus_client import Counter, Gauge
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
 from sluice_collector.errors import SinkError, SluiceReceiverError
-from sluice_collector.spool import DiskSpool
+from sluice_collector.sinks._delivery.spool import DiskSpool
 from sluice_collector.telemetry import ReceiverTelemetry
 
 log = logging.getLogger("sluice.forward")

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from sluice_collector import __version__
-from sluice_collector.config import CategoryConfig, ReceiverConfig
 from sluice_collector.errors import SluiceReceiverError
-from sluice_collector.masking import SecretMasker
 from sluice_collector.pipeline import Pipeline, Stage
-from sluice_collector.routing import CategoryRouter
-from sluice_collector.server import OtlpHandlers, build_server, set_serving
+from sluice_collector.processors.masking import SecretMasker
+from sluice_collector.processors.routing import CategoryRouter
+from sluice_collector.processors.validate import RecordValidator
+from sluice_collector.receivers.otlp_grpc import OtlpHandlers, build_server, set_serving
+from sluice_collector.service.config import CategoryConfig, ReceiverConfig
+from sluice_collector.service.status import StatusServer
 from sluice_collector.sinks.base import Sink
-from sluice_collector.status import StatusServer
 from sluice_collector.telemetry import ReceiverTelemetry
-from sluice_collector.validate import RecordValidator
 
 if TYPE_CHECKING:
     from sluice_collector.query.service import LogQueryService
@@ -52,21 +52,21 @@ def build_sinks(
     """
     sinks: list[Sink] = []
     if config.files.enabled:
-        from sluice_collector.sinks.files import RotatingFileSink
+        from sluice_collector.sinks.files.sink import RotatingFileSink
 
         sinks.append(RotatingFileSink(
             config.files, categories, telemetry,
             shared=worker_index is not None, primary=not worker_index,
         ))
     if config.syslog.enabled:
-        from sluice_collector.sinks.syslog import SyslogSink
+        from sluice_collector.sinks.syslog.sink import SyslogSink
 
         spool_dir = config.files.directory / ".spool" / "syslog"
         if worker_index is not None:
             spool_dir = spool_dir / f"worker-{worker_index}"
         sinks.append(SyslogSink(config.syslog, telemetry, spool_dir))
     if config.forward.targets:
-        from sluice_collector.sinks.forward import ForwardSink
+        from sluice_collector.sinks.forward.sink import ForwardSink
 
         spool_dir = config.files.directory / ".spool" / "forward"
         if worker_index is not None:
@@ -75,7 +75,7 @@ def build_sinks(
     if config.query.enabled:
         # After the file sink: the index is a copy of what the files hold, never ahead of them.
         from sluice_collector.query.store import IndexStore
-        from sluice_collector.sinks.index import IndexSink
+        from sluice_collector.sinks.index.sink import IndexSink
 
         sinks.append(IndexSink(
             IndexStore.for_directory(config.files.directory), categories,

@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sluice_collector.batch import Batch, Signal
-from sluice_collector.config import CategoryConfig
 from sluice_collector.encode import BatchCache, TimestampFormatter, json_lines
 from sluice_collector.errors import SinkError
 from sluice_collector.query.store import IndexStore, Row, row_of_line
+from sluice_collector.service.config import CategoryConfig
 
 log = logging.getLogger("sluice.receiver")
 _DAY_NS = 86_400 * 1_000_000_000

@@ -23,16 +23,16 @@ import yaml
 
 from sluice_collector.configreader import Section
 from sluice_collector.errors import ConfigError, ConfigProblem
-from sluice_collector.masking import MaskingConfig
 from sluice_collector.otlpvalues import SEVERITY_LEVELS
-from sluice_collector.sinks.filesconfig import (
+from sluice_collector.processors.masking import MaskingConfig
+from sluice_collector.sinks.files.config import (
     FilesConfig,
     RotationConfig,
     parse_path_template,
     parse_rotation,
 )
-from sluice_collector.sinks.forward import ForwardConfig
-from sluice_collector.sinks.syslog import SyslogConfig
+from sluice_collector.sinks.forward.sink import ForwardConfig
+from sluice_collector.sinks.syslog.sink import SyslogConfig
 
 MiB = 1024 * 1024
 TENANT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

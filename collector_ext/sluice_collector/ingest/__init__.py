@@ -1,0 +1,1 @@
+"""The transport-neutral ingest core: auth, admission and decoding, shared by every front door."""

@@ -1,0 +1,1 @@
+"""Receiver assembly and everything around it: config root, workers, status, CLI."""

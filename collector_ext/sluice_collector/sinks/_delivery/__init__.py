@@ -1,0 +1,1 @@
+"""What the remote sinks share: the bounded on-disk spool."""
