@@ -80,7 +80,7 @@ def main() -> None:
         print(f"index: {args.records:,} records in {fill_s:.1f}s ({args.records / fill_s:,.0f}/s), "
               f"{size / 1e6:,.0f} MB on disk")
         config = parse_config(f"""
-listen: 127.0.0.1:0
+receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:0"}}}}}}}}
 telemetry: {{listen: ""}}
 files: {{directory: {logs}}}
 query:

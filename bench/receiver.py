@@ -186,7 +186,8 @@ def run_sluice(name: str, settings: dict, payloads: list[bytes], args: argparse.
     port = free_port()
     settings = dict(settings)
     extra_args = settings.pop("__args__", [])
-    config = {"listen": f"127.0.0.1:{port}", "files": {"directory": str(work / "logs")},
+    config = {"receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{port}"}}}},
+              "files": {"directory": str(work / "logs")},
               "telemetry": {"listen": ""}, **settings}
     (work / "sluice.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "sluice_collector", "receiver", "run", "--config",

@@ -16,8 +16,19 @@ from typing import Any
 import yaml
 
 READY_RE = re.compile(
-    r"sluice receiver ready: otlp grpc on (?P<otlp>\S+?)(?:, telemetry on (?P<status>\S+?))?, "
+    r"sluice receiver ready: (?:otlp grpc on (?P<otlp>\S+?), )?(?:otlp http on (?P<http>\S+?), )?"
+    r"(?:telemetry on (?P<status>\S+?), )?files under "
 )
+
+
+def endpoints(grpc: str = "127.0.0.1:0", http: str = "127.0.0.1:0") -> dict[str, Any]:
+    """The `receivers` section listening where asked ("" leaves a protocol off)."""
+    protocols: dict[str, Any] = {}
+    if grpc:
+        protocols["grpc"] = {"endpoint": grpc}
+    if http:
+        protocols["http"] = {"endpoint": http}
+    return {"otlp": {"protocols": protocols}}
 
 
 class ReceiverProcess:
@@ -27,7 +38,7 @@ class ReceiverProcess:
                  extra_args: list[str] | None = None) -> None:
         self.workdir = workdir
         settings = dict(settings or {})
-        settings.setdefault("listen", "127.0.0.1:0")
+        settings.setdefault("receivers", endpoints())
         files = dict(settings.get("files") or {})
         files.setdefault("directory", str(workdir / "logs"))
         settings["files"] = files
@@ -39,7 +50,8 @@ class ReceiverProcess:
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[str] | None = None
         self.stderr_lines: list[str] = []
-        self.endpoint = ""
+        self.endpoint = ""  # OTLP/gRPC host:port
+        self.http_endpoint = ""  # OTLP/HTTP host:port
         self.status_url = ""
 
     def start(self, timeout_s: float = 20.0) -> ReceiverProcess:
@@ -58,7 +70,8 @@ class ReceiverProcess:
                 self.stderr_lines.append(line)
                 match = READY_RE.search(line)
                 if match:
-                    self.endpoint = match.group("otlp")
+                    self.endpoint = match.group("otlp") or ""
+                    self.http_endpoint = match.group("http") or ""
                     self.status_url = match.group("status") or ""
                     ready.set()
 

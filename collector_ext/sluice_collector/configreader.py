@@ -1,7 +1,9 @@
 """Typed reading of one YAML mapping with its key path, collecting problems instead of raising.
 
 Every component parses its own part of the config from a `Section` (``FooConfig.from_section``).
-A section remembers which keys were read, so after all components have had their look,
+Two components may read one section (routing reads `categories.<name>.match`, the file sink
+the same sections' `path`, `rotation`, `retention_days`): asking twice for a child section
+returns the same object. A section remembers which keys were read, so after all components have had their look,
 `check_unknown()` reports every key nobody asked for — unknown keys are errors, with a hint
 when the key is a near-miss of a known one. Problems accumulate in one list so the user sees
 all of them at once.
@@ -45,6 +47,7 @@ class Section:
         self.present = present and data is not None
         self._seen: set[str] = set()
         self._children: list[Section] = []
+        self._child_of: dict[str, Any] = {}  # name → Section or dict of Sections, reused
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
@@ -197,28 +200,36 @@ class Section:
     # -- nesting ----------------------------------------------------------------------------
     def section(self, name: str) -> Section:
         """The child mapping `name` (an empty, absent section when the key is missing)."""
+        known = self._child_of.get(name)
+        if isinstance(known, Section):
+            return known
         value = self._get(name)
         child = Section(
             None if value is _MISSING else value, self.key(name), self.problems,
             present=value is not _MISSING,
         )
         self._children.append(child)
+        self._child_of[name] = child
         return child
 
     def sections(self, name: str) -> dict[str, Section]:
         """A mapping of names to mappings, e.g. ``categories: {audit: {...}, app: {...}}``."""
+        known = self._child_of.get(name)
+        if isinstance(known, dict):
+            return dict(known)
         value = self._get(name)
-        if value is _MISSING or value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.error(name, f"got {_show(value)}; expected a mapping of names to settings")
-            return {}
         out: dict[str, Section] = {}
-        for sub_name, sub_value in value.items():
-            child = Section(sub_value, f"{self.key(name)}.{sub_name}", self.problems)
-            self._children.append(child)
-            out[str(sub_name)] = child
-        return out
+        if value is _MISSING or value is None:
+            pass
+        elif not isinstance(value, Mapping):
+            self.error(name, f"got {_show(value)}; expected a mapping of names to settings")
+        else:
+            for sub_name, sub_value in value.items():
+                child = Section(sub_value, f"{self.key(name)}.{sub_name}", self.problems)
+                self._children.append(child)
+                out[str(sub_name)] = child
+        self._child_of[name] = out
+        return dict(out)
 
     def section_list(self, name: str) -> list[Section]:
         """A list of mappings, e.g. ``match: [{attribute: x}, {severity_at_least: WARN}]``."""

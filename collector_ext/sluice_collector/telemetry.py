@@ -47,7 +47,8 @@ class ReceiverTelemetry:
             buckets=WRITE_BUCKETS_S, registry=r,
         )
         self.sink_errors = Counter(
-            "sluice_sink_errors", "Batches a sink could not take.", ["sink", "kind"], registry=r,
+            "sluice_sink_errors", "Batches a sink could not take, by kind (disk_full, unavailable).",
+            ["sink", "kind"], registry=r,
         )
         self.rotations = Counter(
             "sluice_file_rotations", "Rotated files.", ["category"], registry=r,

@@ -7,13 +7,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
 
-from sluice_collector.service.config import ReceiverConfig, parse_config
+from sluice_collector.service.config import ReceiverConfig, parse_config, with_endpoints
 from sluice_collector.service.receiver import Receiver
 from sluice_collector.sinks.base import Sink
 from sluice_collector.sinks.memory import InMemorySink
@@ -22,18 +21,18 @@ __all__ = ["InMemorySink", "config_from", "start_receiver"]
 
 
 def config_from(settings: Mapping[str, Any] | str | ReceiverConfig | None) -> ReceiverConfig:
-    """A validated config from a dict or YAML text, listening on free loopback ports (OTLP and
-    telemetry both on 127.0.0.1 port 0, so tests never collide on a port)."""
+    """A validated config from a dict or YAML text, listening on free loopback ports (OTLP/gRPC,
+    OTLP/HTTP and telemetry on 127.0.0.1 port 0, so tests never collide on a port)."""
     if isinstance(settings, ReceiverConfig):
         config = settings
     else:
         text = settings if isinstance(settings, str) else yaml.safe_dump(dict(settings or {}))
         config = parse_config(text, source="<test>")
-    return dataclasses.replace(
+    return with_endpoints(
         config,
-        listen="127.0.0.1:0",
-        telemetry=dataclasses.replace(config.telemetry, listen="127.0.0.1:0")
-        if config.telemetry.listen else config.telemetry,
+        grpc="127.0.0.1:0" if config.receivers.grpc.endpoint else None,
+        http="127.0.0.1:0" if config.receivers.http.endpoint else None,
+        telemetry="127.0.0.1:0" if config.telemetry.listen else None,
     )
 
 

@@ -14,13 +14,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.errors import ConfigError
-from sluice_collector.service.config import CategoryConfig, parse_config
+from sluice_collector.service.config import parse_config
 from sluice_collector.sinks.files.auditchain import (
     GENESIS,
     ChainHasher,
@@ -29,7 +30,7 @@ from sluice_collector.sinks.files.auditchain import (
     seal_lines,
     verify_directory,
 )
-from sluice_collector.sinks.files.config import AuditChainConfig, FilesConfig, RotationConfig
+from sluice_collector.sinks.files.config import AuditChainConfig, FilePolicy, FilesConfig, RotationConfig
 from sluice_collector.sinks.files.sink import RotatingFileSink
 from sluice_collector.telemetry import ReceiverTelemetry
 from tests.otlp_builders import log_record, logs_request
@@ -52,8 +53,8 @@ def make_sink(logs: Path, clock: Clock, *, key: bytes | None = None, shared: boo
               rotation: RotationConfig = ROTATION, enabled: bool = True) -> RotatingFileSink:
     config = FilesConfig(directory=logs, rotation=rotation,
                          audit_chain=AuditChainConfig(enabled=enabled, key=key))
-    cats = {name: CategoryConfig(name=name, rotation=rotation) for name in ("app", "audit")}
-    sink = RotatingFileSink(config, cats, ReceiverTelemetry(), clock=clock,
+    cats = {name: FilePolicy(name=name, rotation=rotation) for name in ("app", "audit")}
+    sink = RotatingFileSink(replace(config, categories=cats), ReceiverTelemetry(), clock=clock,
                             disk_usage=lambda _p: (10, 100), shared=shared)
     sink.start(background=False)
     return sink

@@ -18,9 +18,9 @@ import pytest
 
 from sluice_collector.errors import ConfigError
 from sluice_collector.receivers.otlp_grpc import TokenAuthenticator
-from sluice_collector.service.config import CategoryConfig, parse_config
+from sluice_collector.service.config import parse_config
 from sluice_collector.service.receiver import Receiver
-from sluice_collector.sinks.files.config import FilesConfig
+from sluice_collector.sinks.files.config import FilePolicy, FilesConfig
 from sluice_collector.sinks.files.retention import RetentionSweeper
 from sluice_collector.telemetry import ReceiverTelemetry
 from sluice_collector.testing import start_receiver
@@ -230,9 +230,9 @@ DAY = 86400.0
 
 
 def test_retention_maps_tenant_files_to_their_category_and_keeps_audit(tmp_path: Path) -> None:
-    cats = {name: CategoryConfig(name=name, retention_days=days)
+    cats = {name: FilePolicy(name=name, retention_days=days)
             for name, days in (("app", 30), ("audit", None))}
-    cats["payments"] = CategoryConfig(name="payments", path="pay/{service.name}.log",
+    cats["payments"] = FilePolicy(name="payments", path="pay/{service.name}.log",
                                       retention_days=400)
     for rel, age in [("tenants/a/app.log.2026-01-01.1.gz", 31),
                      ("tenants/a/app.log.2026-01-20.1.gz", 29),

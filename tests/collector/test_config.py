@@ -20,12 +20,13 @@ def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
 
 def test_embedded_default_matches_the_documented_contract() -> None:
     config = load_config(None)
-    assert config.listen == "127.0.0.1:4317"
+    assert config.receivers.grpc.endpoint == "127.0.0.1:4317"
+    assert config.receivers.http.endpoint == "127.0.0.1:4318"
     assert config.files.directory == Path("logs")
     assert config.masking.enabled is True
     assert config.syslog.enabled is False
-    assert config.max_request_bytes == 64 * 1024 * 1024
-    retention = {name: c.retention_days for name, c in config.categories.items()}
+    assert config.ingest.max_request_bytes == 64 * 1024 * 1024
+    retention = {name: c.retention_days for name, c in config.files.categories.items()}
     assert retention["app"] == 30
     assert retention["error"] == 30
     assert retention["access"] == 90
@@ -42,17 +43,19 @@ def test_audit_retention_must_be_a_number_or_forever() -> None:
 
 def test_forever_and_numbers_are_accepted_for_retention() -> None:
     config = parse_config("categories:\n  audit: {retention_days: 400}\n  app: {retention_days: forever}\n")
-    assert config.categories["audit"].retention_days == 400
-    assert config.categories["app"].retention_days is None
+    assert config.files.categories["audit"].retention_days == 400
+    assert config.files.categories["app"].retention_days is None
 
 
 def test_all_problems_are_reported_together() -> None:
     found = problems_of(
-        "listen: nowhere\nfiles:\n  format: xml\n  rotation: {interval: weekly}\nthreads: 0\n"
+        "receivers: {otlp: {protocols: {grpc: {endpoint: nowhere, threads: 0}}}}\n"
+        "files:\n  format: xml\n  rotation: {interval: weekly}\n"
     )
     assert found == [
-        "listen: got 'nowhere'; expected HOST:PORT such as 127.0.0.1:4317 or [::]:4317",
-        "threads: got 0; expected a whole number from 1 to 1024",
+        "receivers.otlp.protocols.grpc.endpoint: got 'nowhere'; expected HOST:PORT such as "
+        "127.0.0.1:4317 or [::]:4317 (port 0-65535)",
+        "receivers.otlp.protocols.grpc.threads: got 0; expected a whole number from 1 to 1024",
         "files.format: got 'xml'; expected one of: json, text",
         "files.rotation.interval: got 'weekly'; expected one of: none, hourly, daily",
     ]
@@ -65,16 +68,18 @@ def test_unknown_keys_are_errors_with_a_did_you_mean_hint() -> None:
 
 
 def test_unknown_top_level_key_is_reported() -> None:
-    found = problems_of("listne: 127.0.0.1:1\n")
-    assert found[0].startswith("listne: unknown key; did you mean 'listen'?")
+    found = problems_of("reciever: {}\n")
+    assert found[0].startswith("reciever: unknown key; did you mean 'receivers'?")
 
 
 def test_environment_variables_are_substituted_with_defaults() -> None:
     config = parse_config(
-        "listen: ${HOST:-127.0.0.1}:${PORT}\nfiles: {directory: '${LOGS}'}\n",
+        "receivers: {otlp: {protocols: {grpc: {endpoint: '${HOST:-127.0.0.1}:${PORT}'}}}}\n"
+        "files: {directory: '${LOGS}'}\n",
         env={"PORT": "5555", "LOGS": "/var/log/sluice"},
     )
-    assert config.listen == "127.0.0.1:5555"
+    assert config.receivers.grpc.endpoint == "127.0.0.1:5555"
+    assert config.receivers.http.endpoint == ""  # only the listed protocols run
     assert config.files.directory == Path("/var/log/sluice")
 
 
@@ -103,9 +108,9 @@ def test_match_rules_are_validated() -> None:
 
 def test_user_categories_come_before_builtin_ones_in_rule_order() -> None:
     config = parse_config("categories:\n  payments:\n    match: [{attribute: payment.id}]\n")
-    assert list(config.categories)[0] == "payments"
-    assert "access" in config.categories
-    assert config.categories["access"].builtin
+    assert config.routing.names[0] == "payments"
+    assert "access" in config.routing.names
+    assert config.routing.categories[1].builtin
 
 
 def test_path_templates_cannot_leave_the_directory() -> None:
@@ -128,21 +133,22 @@ def test_sizes_and_durations_accept_units() -> None:
     config = parse_config(
         "max_request_bytes: 8MiB\nshutdown_timeout_s: 2m\nfiles: {rotation: {max_bytes: 10 MB}}\n"
     )
-    assert config.max_request_bytes == 8 * 1024 * 1024
+    assert config.ingest.max_request_bytes == 8 * 1024 * 1024
     assert config.shutdown_timeout_s == 120
     assert config.files.rotation.max_bytes == 10_000_000
 
 
 def test_invalid_yaml_names_the_line() -> None:
-    found = problems_of("listen: [unclosed\n")
+    found = problems_of("receivers: [unclosed\n")
     assert found[0].startswith("not valid YAML at line 2")
 
 
 def test_tls_files_must_exist(tmp_path: Path) -> None:
-    found = problems_of(f"tls: {{cert_file: {tmp_path}/none.pem}}\n")
+    found = problems_of(
+        f"receivers: {{otlp: {{protocols: {{grpc: {{tls: {{cert_file: {tmp_path}/none.pem}}}}}}}}}}\n")
     assert found == [
-        f"tls.cert_file: got '{tmp_path}/none.pem'; no such file",
-        "tls.key_file: is required when tls is set: a PEM file path",
+        f"receivers.otlp.protocols.grpc.tls.cert_file: got '{tmp_path}/none.pem'; no such file",
+        "receivers.otlp.protocols.grpc.tls.key_file: is required when tls is set: a PEM file path",
     ]
 
 
@@ -163,7 +169,8 @@ def test_check_config_exits_non_zero_and_names_the_key(tmp_path: Path) -> None:
 
 def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
-    good.write_text("listen: 127.0.0.1:4317\nfiles: {directory: ./x}\n")
+    good.write_text("receivers: {otlp: {protocols: {grpc: {endpoint: '127.0.0.1:4317'}}}}\n"
+                    "files: {directory: ./x}\n")
     result = run_cli("receiver", "check-config", str(good))
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,7 @@ import pytest
 
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.errors import DiskFullError, SinkError
-from sluice_collector.service.config import CategoryConfig
-from sluice_collector.sinks.files.config import FilesConfig, RotationConfig
+from sluice_collector.sinks.files.config import FilePolicy, FilesConfig, RotationConfig
 from sluice_collector.sinks.files.sink import MAX_COMPONENT_CHARS, RotatingFileSink, safe_component
 from sluice_collector.telemetry import ReceiverTelemetry
 from tests.otlp_builders import log_record, logs_request
@@ -46,8 +46,8 @@ def make_sink(tmp_path: Path, *, rotation: RotationConfig = NO_ROTATION, path: s
               categories: tuple[str, ...] = ("app", "error", "audit"), clock: Clock | None = None,
               **files: Any) -> RotatingFileSink:
     config = FilesConfig(directory=tmp_path / "logs", rotation=rotation, **files)
-    cats = {name: CategoryConfig(name=name, path=path, rotation=rotation) for name in categories}
-    return RotatingFileSink(config, cats, ReceiverTelemetry(), clock=clock or Clock(),
+    cats = {name: FilePolicy(name=name, path=path, rotation=rotation) for name in categories}
+    return RotatingFileSink(replace(config, categories=cats), ReceiverTelemetry(), clock=clock or Clock(),
                             disk_usage=lambda _p: (10, 100))
 
 
@@ -101,8 +101,8 @@ def test_one_write_call_per_file_per_batch(tmp_path: Path) -> None:
         return os.write(fd, data)
 
     config = FilesConfig(directory=tmp_path, rotation=NO_ROTATION)
-    cats = {"app": CategoryConfig(name="app", rotation=NO_ROTATION)}
-    s = RotatingFileSink(config, cats, ReceiverTelemetry(), write=counting_write)
+    cats = {"app": FilePolicy(name="app", rotation=NO_ROTATION)}
+    s = RotatingFileSink(replace(config, categories=cats), ReceiverTelemetry(), write=counting_write)
     s.start(background=False)
     s.consume(batch_of(*[f"r{i}" for i in range(500)]))
     s.shutdown()
@@ -383,8 +383,8 @@ def test_enospc_mid_write_truncates_back_and_raises_disk_full(tmp_path: Path) ->
         return os.write(fd, data)
 
     config = FilesConfig(directory=tmp_path, rotation=NO_ROTATION)
-    cats = {n: CategoryConfig(name=n, rotation=NO_ROTATION) for n in ("app", "error")}
-    s = RotatingFileSink(config, cats, ReceiverTelemetry(), write=scripted_write,
+    cats = {n: FilePolicy(name=n, rotation=NO_ROTATION) for n in ("app", "error")}
+    s = RotatingFileSink(replace(config, categories=cats), ReceiverTelemetry(), write=scripted_write,
                          disk_usage=lambda _p: (10, 100))
     s.start(background=False)
     first = batch_of("first", "err-first")
@@ -419,8 +419,8 @@ def test_failure_in_a_later_file_rolls_back_files_already_written(tmp_path: Path
         return os.write(fd, data)
 
     config = FilesConfig(directory=tmp_path, rotation=NO_ROTATION)
-    cats = {n: CategoryConfig(name=n, rotation=NO_ROTATION) for n in ("app", "error")}
-    s = RotatingFileSink(config, cats, ReceiverTelemetry(), write=second_write_fails)
+    cats = {n: FilePolicy(name=n, rotation=NO_ROTATION) for n in ("app", "error")}
+    s = RotatingFileSink(replace(config, categories=cats), ReceiverTelemetry(), write=second_write_fails)
     s.start(background=False)
     batch = batch_of("a", "b")
     refs = batch.records()
@@ -439,15 +439,16 @@ def test_real_short_write_under_rlimit_fsize_leaves_no_half_line(tmp_path: Path)
         sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
         from pathlib import Path
         from sluice_collector.batch import Batch, Signal
-        from sluice_collector.service.config import CategoryConfig
+        from sluice_collector.sinks.files.config import FilePolicy
         from sluice_collector.errors import DiskFullError
         from sluice_collector.sinks.files.sink import RotatingFileSink
         from sluice_collector.sinks.files.config import FilesConfig, RotationConfig
         from sluice_collector.telemetry import ReceiverTelemetry
         from tests.otlp_builders import log_record, logs_request
         rot = RotationConfig(max_bytes=10**9, interval="none", compress=False)
-        sink = RotatingFileSink(FilesConfig(directory=Path({str(tmp_path)!r}), rotation=rot),
-                                {{"app": CategoryConfig(name="app", rotation=rot)}}, ReceiverTelemetry())
+        sink = RotatingFileSink(FilesConfig(directory=Path({str(tmp_path)!r}), rotation=rot,
+                                            categories={{"app": FilePolicy(name="app", rotation=rot)}}),
+                                ReceiverTelemetry())
         sink.start(background=False)
         def batch(n):
             b = Batch(Signal.LOGS, logs_request(*[log_record("x" * 100) for _ in range(n)]), time.time_ns())
@@ -470,7 +471,7 @@ def test_real_short_write_under_rlimit_fsize_leaves_no_half_line(tmp_path: Path)
 
 def test_health_reports_directory_disk_open_files_and_compressions(tmp_path: Path) -> None:
     config = FilesConfig(directory=tmp_path, rotation=NO_ROTATION)
-    s = RotatingFileSink(config, {}, ReceiverTelemetry(), disk_usage=lambda _p: (90, 100))
+    s = RotatingFileSink(replace(config, categories={}), ReceiverTelemetry(), disk_usage=lambda _p: (90, 100))
     s.start(background=False)
     s.consume(batch_of("a", category="dynamic"))  # a category the sink was not told about
     health = s.health()
@@ -550,8 +551,8 @@ def test_rollback_reaches_files_the_descriptor_lru_already_closed(tmp_path: Path
         return os.write(fd, data)
 
     config = FilesConfig(directory=tmp_path, rotation=NO_ROTATION, max_open_files=2, fsync=True)
-    cats = {"app": CategoryConfig(name="app", path="{user.id}.log", rotation=NO_ROTATION)}
-    s = RotatingFileSink(config, cats, ReceiverTelemetry(), write=last_write_fails,
+    cats = {"app": FilePolicy(name="app", path="{user.id}.log", rotation=NO_ROTATION)}
+    s = RotatingFileSink(replace(config, categories=cats), ReceiverTelemetry(), write=last_write_fails,
                          disk_usage=lambda _p: (10, 100))
     s.start(background=False)
     request = logs_request(*(log_record(f"r{i}", attributes={"user.id": f"u{i}"}) for i in range(5)))
@@ -568,10 +569,10 @@ def test_max_backups_never_prunes_a_category_kept_forever(tmp_path: Path) -> Non
     rotation = RotationConfig(max_bytes=1024, interval="none", compress=False, max_backups=1)
     config = FilesConfig(directory=tmp_path / "logs", rotation=rotation)
     cats = {
-        "audit": CategoryConfig(name="audit", rotation=rotation, retention_days=None),
-        "app": CategoryConfig(name="app", rotation=rotation, retention_days=30),
+        "audit": FilePolicy(name="audit", rotation=rotation, retention_days=None),
+        "app": FilePolicy(name="app", rotation=rotation, retention_days=30),
     }
-    s = RotatingFileSink(config, cats, ReceiverTelemetry(), clock=Clock(), disk_usage=lambda _p: (10, 100))
+    s = RotatingFileSink(replace(config, categories=cats), ReceiverTelemetry(), clock=Clock(), disk_usage=lambda _p: (10, 100))
     s.start(background=False)
     for i in range(5):
         for category in ("audit", "app"):

@@ -29,7 +29,7 @@ T0 = 1_700_000_000_000_000_000
 
 def _config(directory: Path, extra: str = "") -> str:
     return f"""
-listen: 127.0.0.1:0
+receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:0"}}}}}}}}
 telemetry: {{listen: ""}}
 files:
   directory: {directory}
@@ -190,7 +190,7 @@ def test_retention_counts_from_when_rows_were_stored_not_from_record_time(tmp_pa
     config = parse_config(_config(tmp_path / "logs"))
     store = IndexStore.for_directory(tmp_path / "logs")
     now = 1_900_000_000.0
-    sink = IndexSink(store, config.categories, sweeps=False, clock=lambda: now)
+    sink = IndexSink(store, config.files.categories, sweeps=False, clock=lambda: now)
     sink.start()
     try:
         line = '{{"timestamp":"2023-11-14T22:13:20.0Z","severity_number":9,"category":"{}","body":"{}"}}'
@@ -216,7 +216,7 @@ def test_rebuilt_rows_expire_with_the_file_that_holds_them(tmp_path: Path) -> No
     assert rebuild(logs) == 2
     config = parse_config(_config(logs))
     store = IndexStore.for_directory(logs)
-    sink = IndexSink(store, config.categories, sweeps=False, clock=lambda: 1_900_000_000.0)
+    sink = IndexSink(store, config.files.categories, sweeps=False, clock=lambda: 1_900_000_000.0)
     sink.start()
     try:
         assert sink.sweep() == 1

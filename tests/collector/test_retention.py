@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sluice_collector.service.config import CategoryConfig, parse_config
-from sluice_collector.sinks.files.config import DiskGuardConfig, FilesConfig
+from sluice_collector.service.config import parse_config
+from sluice_collector.sinks.files.config import DiskGuardConfig, FilePolicy, FilesConfig
 from sluice_collector.sinks.files.retention import RetentionSweeper
 from sluice_collector.telemetry import ReceiverTelemetry
 
@@ -15,8 +15,8 @@ NOW = 1_800_000_000.0
 DAY = 86400.0
 
 
-def categories(**retention: int | None) -> dict[str, CategoryConfig]:
-    return {name: CategoryConfig(name=name, retention_days=days) for name, days in retention.items()}
+def categories(**retention: int | None) -> dict[str, FilePolicy]:
+    return {name: FilePolicy(name=name, retention_days=days) for name, days in retention.items()}
 
 
 def touch(root: Path, rel: str, age_days: float, size: int = 10) -> Path:
@@ -64,8 +64,8 @@ def test_builtin_audit_category_is_kept_forever(tmp_path: Path) -> None:
 
 def test_templated_paths_map_back_to_their_category_by_name(tmp_path: Path) -> None:
     cats = {
-        "app": CategoryConfig(name="app", path="users/{user.id}/{category}.log", retention_days=7),
-        "audit": CategoryConfig(name="audit", path="users/{user.id}/{category}.log", retention_days=None),
+        "app": FilePolicy(name="app", path="users/{user.id}/{category}.log", retention_days=7),
+        "audit": FilePolicy(name="audit", path="users/{user.id}/{category}.log", retention_days=None),
     }
     touch(tmp_path, "users/u1/app.log.2026-01-01.1.gz", 8)
     touch(tmp_path, "users/u1/audit.log.2026-01-01.1.gz", 8)
@@ -81,8 +81,8 @@ def test_templated_paths_map_back_to_their_category_by_name(tmp_path: Path) -> N
 def test_ambiguous_file_takes_the_longest_retention(tmp_path: Path) -> None:
     """Two categories writing to the same template: the file is kept as long as either needs."""
     cats = {
-        "app": CategoryConfig(name="app", path="shared.log", retention_days=7),
-        "security": CategoryConfig(name="security", path="shared.log", retention_days=365),
+        "app": FilePolicy(name="app", path="shared.log", retention_days=7),
+        "security": FilePolicy(name="security", path="shared.log", retention_days=365),
     }
     sweeper = RetentionSweeper(FilesConfig(directory=tmp_path), cats, ReceiverTelemetry())
     assert sweeper.category_of("shared.log") == ("security", 365)

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tests.collector.test_forward import OtlpGrpcServer
-from tests.receiver_process import ReceiverProcess
+from tests.receiver_process import ReceiverProcess, endpoints
 from tests.rsyslog_server import free_port
 
 FAST = {"backoff_initial_s": "100ms", "backoff_max_s": "500ms", "timeout_s": 3}
@@ -105,7 +105,7 @@ def test_masked_stream_reaches_a_second_receiver_and_survives_its_outage(
     tmp_path: Path, processes: list[ReceiverProcess],
 ) -> None:
     port = free_port()
-    downstream_settings = {"listen": f"127.0.0.1:{port}"}
+    downstream_settings = {"receivers": endpoints(f"127.0.0.1:{port}")}
     (tmp_path / "down").mkdir()
     downstream = ReceiverProcess(tmp_path / "down", downstream_settings).start()
     processes.append(downstream)
@@ -225,7 +225,7 @@ def test_client_side_round_robin_spreads_forwarded_batches_over_two_receivers(
     downstreams = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        proc = ReceiverProcess(tmp_path / name, {"listen": f"127.0.0.1:{free_port()}"}).start()
+        proc = ReceiverProcess(tmp_path / name, {"receivers": endpoints(f"127.0.0.1:{free_port()}")}).start()
         processes.append(proc)
         downstreams.append(proc)
     targets = ",".join(d.endpoint for d in downstreams)

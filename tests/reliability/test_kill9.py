@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.receiver_process import ReceiverProcess
+from tests.receiver_process import ReceiverProcess, endpoints
 from tests.reliability.harness import LoadRun, Sender, free_port, make_request, scan_logs
 
 KILLS = 5
@@ -27,7 +27,7 @@ def kill_and_restart_under_load(tmp_path: Path, kills: int, rng: random.Random,
                                 rate: float = 3000) -> dict[str, Any]:
     """Run the load, SIGKILL + restart `kills` times; return the figures (used by bench/soak.py)."""
     port = free_port()
-    settings = {"listen": f"127.0.0.1:{port}", "files": {"rotation": {"max_bytes": "1MiB"}}}
+    settings = {"receivers": endpoints(f"127.0.0.1:{port}"), "files": {"rotation": {"max_bytes": "1MiB"}}}
     receiver = ReceiverProcess(tmp_path, settings).start()
     restarts: list[float] = []
     load = LoadRun(f"127.0.0.1:{port}", threads=SENDERS, rate=rate, batch=BATCH,

@@ -7,10 +7,14 @@ Order of decision for a log record:
 Spans always go to `traces`, metrics to `metrics`.
 
 A `log.category` naming a category the config does not list is accepted when the name is valid
-(lower-case, `[a-z][a-z0-9_-]*`): the category is created with the defaults of `files`, so
-`sluice.get_logger("payments")` just works. At most `MAX_DYNAMIC_CATEGORIES` such categories
-are created per receiver, so a client cannot make it open unbounded files; records beyond that,
-or with an invalid name, go through the rules as if the attribute were absent.
+(lower-case, `[a-z][a-z0-9_-]*`), so `sluice.get_logger("payments")` just works. At most
+`MAX_DYNAMIC_CATEGORIES` such categories are accepted per receiver, so a client cannot make the
+sinks open unbounded files; records beyond that, or with an invalid name, go through the rules
+as if the attribute were absent.
+
+Routing emits category names only. What a category means on disk (path, rotation, retention)
+is the file sink's business (`sinks/files/config.py`); both read their keys from the same
+`categories.<name>` section of the config.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from __future__ import annotations
 import fnmatch
 import re
 import threading
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sluice_collector.batch import Batch, RecordRef, Signal
+from sluice_collector.configreader import Section
+from sluice_collector.errors import ConfigProblem
 from sluice_collector.otlpvalues import SEVERITY_LEVELS, any_value, body_text
-from sluice_collector.service.config import CATEGORY_NAME_RE, CategoryConfig, MatchRule
-from sluice_collector.sinks.files.config import RotationConfig
 
 CATEGORY_ATTRIBUTE = "log.category"
 DEFAULT_CATEGORY = "app"
@@ -32,6 +37,115 @@ TRACES_CATEGORY = "traces"
 METRICS_CATEGORY = "metrics"
 MAX_DYNAMIC_CATEGORIES = 256
 _RESERVED = frozenset({TRACES_CATEGORY, METRICS_CATEGORY})
+
+CATEGORY_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# Every built-in category, in rule order; `match` of access/error are the defaults the seeds ask
+# for. The file sink keeps its own per-category defaults (retention) for the same names.
+BUILTIN_MATCH: dict[str, list[dict[str, Any]]] = {
+    "access": [
+        {"attribute": "http.request.method"}, {"attribute": "http.method"},
+        {"attribute": "url.path"}, {"attribute": "http.route"},
+    ],
+    "error": [{"severity_at_least": "ERROR"}, {"attribute_prefix": "exception."}],
+    "security": [],
+    "audit": [],
+    "system": [],
+    "app": [],
+    "traces": [],
+    "metrics": [],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MatchRule:
+    """One item of `categories.<name>.match`: every condition that is set must hold."""
+
+    attribute: str | None = None  # the attribute is present (on the record, else the resource)
+    equals: str | None = None  # ... and its value, as text, equals this
+    matches: str | None = None  # ... or its value, as text, matches this regex (search)
+    attribute_prefix: str | None = None  # some attribute key starts with this (e.g. "exception.")
+    severity_at_least: int | None = None  # SeverityNumber lower bound
+    scope: str | None = None  # glob on the instrumentation scope (logger) name
+    body_matches: str | None = None  # regex searched in the body text
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRule:
+    name: str
+    match: tuple[MatchRule, ...] = ()
+    builtin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """The categories in rule order: the user's, in file order, then the built-in ones the
+    user did not mention."""
+
+    categories: tuple[CategoryRule, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.categories]
+
+    @classmethod
+    def default(cls) -> RoutingConfig:
+        return cls.from_root(Section({}, "", []))
+
+    @classmethod
+    def from_root(cls, root: Section) -> RoutingConfig:
+        user = root.sections("categories")
+        ordered: list[tuple[str, Section | None]] = [(n, s) for n, s in user.items()]
+        ordered += [(n, None) for n in BUILTIN_MATCH if n not in user]
+        out: list[CategoryRule] = []
+        for name, section in ordered:
+            builtin = name in BUILTIN_MATCH
+            if section is not None and not CATEGORY_NAME_RE.match(name):
+                root.problems.append(ConfigProblem(
+                    section.path,
+                    "category names are lower-case letters, digits, '_' and '-', starting with "
+                    "a letter, at most 63 characters",
+                ))
+                continue
+            default = Section({"match": BUILTIN_MATCH.get(name, [])}, f"(built-in {name})",
+                              root.problems)
+            match = parse_match(section if section is not None and section.has("match") else default)
+            out.append(CategoryRule(name=name, match=match, builtin=builtin))
+        return cls(tuple(out))
+
+
+_RULE_KEYS = ("attribute", "equals", "matches", "attribute_prefix", "severity_at_least", "scope",
+              "body_matches")
+
+
+def parse_match(section: Section) -> tuple[MatchRule, ...]:
+    """`match`: a list of rules, each a mapping of the conditions that must all hold."""
+    rules: list[MatchRule] = []
+    for item in section.section_list("match"):
+        values = {k: item.get_optional_str(k) for k in _RULE_KEYS if k != "severity_at_least"}
+        severity: int | None = None
+        if item.has("severity_at_least"):
+            raw = item.raw("severity_at_least")
+            if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 24:
+                severity = raw
+            elif isinstance(raw, str) and raw.upper() in SEVERITY_LEVELS:
+                severity = SEVERITY_LEVELS[raw.upper()]
+            else:
+                item.error("severity_at_least", f"got {raw!r}; expected one of "
+                           f"{', '.join(SEVERITY_LEVELS)} or a SeverityNumber from 1 to 24")
+        for regex_key in ("matches", "body_matches"):
+            pattern = values[regex_key]
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    item.error(regex_key, f"got {pattern!r}; not a valid regular expression: {exc}")
+        if (values["equals"] is not None or values["matches"] is not None) and not values["attribute"]:
+            item.error("attribute", "equals/matches need the attribute they test: add attribute: KEY")
+        if not any(item.has(k) for k in _RULE_KEYS):
+            item.error("", f"an empty rule matches nothing; use any of: {', '.join(_RULE_KEYS)}")
+        rules.append(MatchRule(severity_at_least=severity, **values))
+    return tuple(rules)
+
 
 # (resource-level, scope-level, record, record attributes as a dict, resource attribute keys)
 _Condition = Callable[[Any, Any, Any, dict[str, Any], frozenset[str]], bool]
@@ -146,23 +260,15 @@ def _compile_rules(rules: tuple[MatchRule, ...]) -> list[_Condition]:
 class CategoryRouter:
     """Stage: fills `batch.routes`. Reads records, never changes them."""
 
-    def __init__(
-        self,
-        categories: MutableMapping[str, CategoryConfig],
-        *,
-        default_rotation: RotationConfig | None = None,
-        default_retention_days: int | None = 30,
-    ) -> None:
-        # Shared with the file sink, which looks categories up by name; dynamic categories are
-        # added here under a lock and are visible to it at once.
-        self.categories = categories
-        self._default_rotation = default_rotation or RotationConfig()
-        self._default_retention_days = default_retention_days
+    def __init__(self, config: RoutingConfig | None = None) -> None:
+        config = config or RoutingConfig.default()
+        # Known names: the configured ones, plus dynamic ones (added under the lock, capped).
+        self.categories: set[str] = set(config.names)
         self._lock = threading.Lock()
         self._dynamic = 0
         self._rules: list[tuple[str, _Condition]] = []
-        for name, category in categories.items():
-            self._rules.extend((name, predicate) for predicate in _compile_rules(category.match))
+        for category in config.categories:
+            self._rules.extend((category.name, predicate) for predicate in _compile_rules(category.match))
 
     def __call__(self, batch: Batch) -> Batch:
         if batch.signal is Signal.TRACES:
@@ -204,9 +310,7 @@ class CategoryRouter:
         batch.route_attributes = route_attributes
         return batch
 
-    def _explicit_category(
-        self, value: Any, categories: MutableMapping[str, CategoryConfig]
-    ) -> str | None:
+    def _explicit_category(self, value: Any, categories: set[str]) -> str | None:
         name = value if isinstance(value, str) else ""
         if name in _RESERVED:
             return None  # a log record never lands among spans or metric points
@@ -219,9 +323,6 @@ class CategoryRouter:
                 return name
             if self._dynamic >= MAX_DYNAMIC_CATEGORIES:
                 return None
-            categories[name] = CategoryConfig(
-                name=name, rotation=self._default_rotation,
-                retention_days=self._default_retention_days,
-            )
+            categories.add(name)
             self._dynamic += 1
         return name

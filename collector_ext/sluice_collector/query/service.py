@@ -35,10 +35,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from sluice_collector.batch import Signal
-from sluice_collector.errors import DecodeError, Overloaded, RequestTooLarge, SinkError
-from sluice_collector.ingest.decode import decode_request
-from sluice_collector.pipeline import Pipeline
+from sluice_collector.errors import DecodeError, RequestTooLarge, Retryable
+from sluice_collector.ingest import Caller, Encoding, IngestCore
 from sluice_collector.query._proto import query_pb2 as pb
+from sluice_collector.query.config import ApiKeyConfig, QueryConfig
 from sluice_collector.query.export import export_chunks
 from sluice_collector.query.store import (
     AccessScope,
@@ -48,7 +48,6 @@ from sluice_collector.query.store import (
     StoredRow,
     check_filter,
 )
-from sluice_collector.service.config import ApiKeyConfig, QueryConfig, ReceiverConfig
 
 log = logging.getLogger("sluice.receiver")
 
@@ -116,15 +115,14 @@ def _record(stored: StoredRow) -> pb.Record:
 
 
 class LogQueryService:
-    """The four RPCs, bound to one index store and the receiver's pipeline (for audit)."""
+    """The four RPCs, bound to one index store and the receiver's ingest core (for audit)."""
 
-    def __init__(self, config: ReceiverConfig, store: IndexStore, pipeline: Pipeline) -> None:
-        self._config = config.query
-        self._max_request_bytes = config.max_request_bytes
+    def __init__(self, config: QueryConfig, store: IndexStore, ingest: IngestCore) -> None:
+        self._config = config
         self._store = store
-        self._pipeline = pipeline
-        self._authenticate = ApiKeyAuthenticator(config.query)
-        self._streams = threading.BoundedSemaphore(config.query.max_streams)
+        self._ingest = ingest
+        self._authenticate = ApiKeyAuthenticator(config)
+        self._streams = threading.BoundedSemaphore(config.max_streams)
         self._closing = threading.Event()
 
     def open(self) -> None:
@@ -248,16 +246,15 @@ class LogQueryService:
                context: grpc.ServicerContext) -> None:
         data = audit_request(key, method, f, context.peer()).SerializeToString()
         try:
-            with self._pipeline.admit(len(data)):
-                batch = decode_request(Signal.LOGS, data, max_bytes=self._max_request_bytes)
-                batch = self._pipeline.process(batch)
-        except (DecodeError, RequestTooLarge, Overloaded, SinkError) as exc:
+            # In-process, past authentication: the reader was authenticated by its API key.
+            result = self._ingest.export(Signal.LOGS, data, Encoding.PROTOBUF, Caller())
+        except (DecodeError, RequestTooLarge, Retryable) as exc:
             log.warning("query: cannot audit a %s call, refusing it: %s", method, exc)
             context.abort(grpc.StatusCode.UNAVAILABLE,
                           "the read could not be audited; retry later")
         # The audit record carries the caller's filter, which masking scans: a `drop` rule that
         # matches it (or validation) must not turn into an unaudited read.
-        if batch.dropped or batch.rejected or not batch.routes.get("audit"):
+        if result.dropped or result.rejected or not result.routed.get("audit"):
             log.warning("query: the audit record of a %s call was dropped or not routed to "
                         "audit; refusing the call", method)
             context.abort(grpc.StatusCode.UNAVAILABLE,

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
@@ -25,7 +24,13 @@ from types import FrameType
 
 from sluice_collector import __version__
 from sluice_collector.errors import ConfigError, SluiceReceiverError
-from sluice_collector.service.config import DEFAULT_CONFIG_RESOURCE, ReceiverConfig, load_config
+from sluice_collector.receivers.config import endpoint_problem
+from sluice_collector.service.config import (
+    DEFAULT_CONFIG_RESOURCE,
+    ReceiverConfig,
+    load_config,
+    with_endpoints,
+)
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -49,17 +54,25 @@ def _parser() -> argparse.ArgumentParser:
     run = receiver_commands.add_parser(
         "run",
         help="run the receiver until SIGTERM/SIGINT",
-        description="Run the OTLP/gRPC receiver. Without --config it uses the embedded default "
-        "(listen on 127.0.0.1:4317, files under ./logs, masking on, syslog off; see "
+        description="Run the OTLP receiver. Without --config it uses the embedded default "
+        "(OTLP/gRPC on 127.0.0.1:4317, OTLP/HTTP on 127.0.0.1:4318, files under ./logs, "
+        "masking on, syslog off; see "
         "`sluice receiver default-config`). SIGTERM or SIGINT stops listening, drains every "
         "in-flight batch, flushes the sinks and exits 0.",
     )
     run.add_argument("--config", "-c", metavar="FILE", help="YAML config file")
     run.add_argument(
-        "--listen", metavar="HOST:PORT", help="override `listen` from the config (port 0: any free)"
+        "--listen", metavar="HOST:PORT", type=_endpoint,
+        help="override receivers.otlp.protocols.grpc.endpoint (port 0: any free; '' turns "
+        "OTLP/gRPC off)",
     )
     run.add_argument(
-        "--telemetry-listen", metavar="HOST:PORT",
+        "--http-listen", metavar="HOST:PORT", type=_endpoint,
+        help="override receivers.otlp.protocols.http.endpoint (port 0: any free; '' turns "
+        "OTLP/HTTP off)",
+    )
+    run.add_argument(
+        "--telemetry-listen", metavar="HOST:PORT", type=_endpoint,
         help="override `telemetry.listen` (/metrics and /healthz); '' turns it off",
     )
     run.add_argument(
@@ -131,6 +144,14 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     commands.add_parser("version", help="print the version")
     return parser
+
+
+def _endpoint(text: str) -> str:
+    """A listen address checked by the same rule as the config file's ('' = off)."""
+    problem = endpoint_problem(text) if text else ""
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -271,13 +292,15 @@ def _check_config(path: str) -> int:
         print(f"sluice: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"{path}: OK")
-    print(f"  listen: {config.listen}{' (TLS)' if config.tls else ''}")
+    for name, proto in (("grpc", config.receivers.grpc), ("http", config.receivers.http)):
+        if proto.endpoint:
+            print(f"  otlp {name}: {proto.endpoint}{' (TLS)' if proto.tls else ''}")
     print(f"  files: {config.files.directory} ({config.files.format})"
           f"{'' if config.files.enabled else ' — disabled'}")
-    for category in config.categories.values():
-        keep = "forever" if category.retention_days is None else f"{category.retention_days} days"
-        print(f"  category {category.name}: {category.path}, keep {keep}, "
-              f"{len(category.match)} rule(s)")
+    for rule in config.routing.categories:
+        policy = config.files.categories.get(rule.name) or config.files.default_policy(rule.name)
+        keep = "forever" if policy.retention_days is None else f"{policy.retention_days} days"
+        print(f"  category {rule.name}: {policy.path}, keep {keep}, {len(rule.match)} rule(s)")
     print(f"  masking: {'on' if config.masking.enabled else 'off'}")
     print(f"  syslog: {'on' if config.syslog.enabled else 'off'}")
     if config.query.enabled:
@@ -296,12 +319,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     try:
         config: ReceiverConfig = load_config(args.config)
-        if args.listen:
-            config = dataclasses.replace(config, listen=args.listen)
-        if args.telemetry_listen is not None:
-            config = dataclasses.replace(
-                config, telemetry=dataclasses.replace(config.telemetry, listen=args.telemetry_listen)
-            )
+        config = with_endpoints(config, grpc=args.listen, http=args.http_listen,
+                                telemetry=args.telemetry_listen)
     except ConfigError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -329,13 +348,10 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    status = f", telemetry on http://127.0.0.1:{receiver.status_port}" if receiver.status_port else ""
     # One parseable line that tests, scripts and people can wait for.
-    print(
-        f"sluice receiver ready: otlp grpc on {receiver.endpoint}{status}, "
-        f"files under {config.files.directory.resolve()} (config: {config.source})",
-        file=sys.stderr, flush=True,
-    )
+    print(f"sluice receiver ready: {receiver.describe()}, files under "
+          f"{config.files.directory.resolve()} (config: {config.source})",
+          file=sys.stderr, flush=True)
     while not stop_requested.wait(0.5):
         pass
     log.info("stopping: draining in-flight batches and flushing sinks")

@@ -9,7 +9,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,18 +17,20 @@ import grpc
 
 from sluice_collector import __version__
 from sluice_collector.errors import SluiceReceiverError
+from sluice_collector.ingest import IngestCore
 from sluice_collector.pipeline import Pipeline, Stage
 from sluice_collector.processors.masking import SecretMasker
 from sluice_collector.processors.routing import CategoryRouter
 from sluice_collector.processors.validate import RecordValidator
-from sluice_collector.receivers.otlp_grpc import OtlpHandlers, build_server, set_serving
-from sluice_collector.service.config import CategoryConfig, ReceiverConfig
+from sluice_collector.receivers.otlp_grpc import OtlpGrpcHandlers, build_server, set_serving
+from sluice_collector.service.config import ReceiverConfig
 from sluice_collector.service.status import StatusServer
 from sluice_collector.sinks.base import Sink
 from sluice_collector.telemetry import ReceiverTelemetry
 
 if TYPE_CHECKING:
     from sluice_collector.query.service import LogQueryService
+    from sluice_collector.sinks.files.config import FilePolicy
 
 log = logging.getLogger("sluice.receiver")
 
@@ -38,11 +40,7 @@ class ListenError(SluiceReceiverError):
 
 
 def build_sinks(
-    config: ReceiverConfig,
-    categories: dict[str, CategoryConfig],
-    telemetry: ReceiverTelemetry,
-    *,
-    worker_index: int | None = None,
+    config: ReceiverConfig, telemetry: ReceiverTelemetry, *, worker_index: int | None = None,
 ) -> list[Sink]:
     """The sinks the config asks for, files first: it is the record of truth.
 
@@ -51,13 +49,14 @@ def build_sinks(
     worker keeps a spool of its own.
     """
     sinks: list[Sink] = []
+    policies: Mapping[str, FilePolicy] = config.files.categories
     if config.files.enabled:
         from sluice_collector.sinks.files.sink import RotatingFileSink
 
-        sinks.append(RotatingFileSink(
-            config.files, categories, telemetry,
-            shared=worker_index is not None, primary=not worker_index,
-        ))
+        files = RotatingFileSink(config.files, telemetry, shared=worker_index is not None,
+                                 primary=not worker_index)
+        policies = files.policies  # live: dynamic categories get retention too
+        sinks.append(files)
     if config.syslog.enabled:
         from sluice_collector.sinks.syslog.sink import SyslogSink
 
@@ -78,7 +77,7 @@ def build_sinks(
         from sluice_collector.sinks.index.sink import IndexSink
 
         sinks.append(IndexSink(
-            IndexStore.for_directory(config.files.directory), categories,
+            IndexStore.for_directory(config.files.directory), policies,
             index_categories=config.query.index_categories, trace_url=config.files.trace_url,
             sweep_interval_s=config.files.retention_check_interval_s, sweeps=not worker_index,
         ))
@@ -97,28 +96,26 @@ class Receiver:
     ) -> None:
         self.config = config
         self.telemetry = ReceiverTelemetry()
-        # One mutable category table shared by the router (which may add dynamic categories)
-        # and the sinks (which look categories up by name).
-        self.categories: dict[str, CategoryConfig] = dict(config.categories)
         # Masking comes first: it scans the request's encoded bytes, whose record positions
         # must still match the decoded request (validation may remove records).
         stages: list[Stage] = []
         if config.masking.enabled:
             stages.append(SecretMasker(config.masking, self.telemetry))
         stages.append(RecordValidator())
-        stages.append(CategoryRouter(self.categories, default_rotation=config.files.rotation))
+        stages.append(CategoryRouter(config.routing))
         self.sinks = list(sinks) if sinks is not None else build_sinks(
-            config, self.categories, self.telemetry, worker_index=worker_index
+            config, self.telemetry, worker_index=worker_index
         )
-        self.pipeline = Pipeline(stages, self.sinks, self.telemetry, config.queue)
-        self._handlers = OtlpHandlers(self.pipeline, config, self.telemetry)
+        self.pipeline = Pipeline(stages, self.sinks, self.telemetry)
+        self.ingest = IngestCore(self.pipeline, config.ingest, self.telemetry)
+        self._grpc_handlers = OtlpGrpcHandlers(self.ingest)
         self._query: LogQueryService | None = None
         if config.query.enabled:
             from sluice_collector.query.service import LogQueryService
             from sluice_collector.query.store import IndexStore
 
             self._query = LogQueryService(
-                config, IndexStore.for_directory(config.files.directory), self.pipeline
+                config.query, IndexStore.for_directory(config.files.directory), self.ingest
             )
         self._reuse_port = worker_index is not None
         self._server: grpc.Server | None = None
@@ -133,8 +130,18 @@ class Receiver:
 
     @property
     def endpoint(self) -> str:
-        host = self.config.listen.rpartition(":")[0]
+        """The OTLP/gRPC address actually bound (port 0 in the config resolved)."""
+        host = self.config.receivers.grpc.endpoint.rpartition(":")[0]
         return f"{host}:{self.port}"
+
+    def describe(self) -> str:
+        """Where it listens, for the ready line: ``otlp grpc on H:P[, telemetry on URL]``."""
+        parts = []
+        if self.port:
+            parts.append(f"otlp grpc on {self.endpoint}")
+        if self.status_port:
+            parts.append(f"telemetry on http://127.0.0.1:{self.status_port}")
+        return ", ".join(parts)
 
     def start(self) -> None:
         """Start sinks, then the status port, then listen. Raises on any failure."""
@@ -155,23 +162,8 @@ class Receiver:
                     ) from exc
                 self.status_port = self._status.port
                 self._status.start()
-            try:
-                server, port, self._health = build_server(
-                    self.config, self._handlers, reuse_port=self._reuse_port
-                )
-            except RuntimeError:  # grpcio raises a bare RuntimeError("Failed to bind ...")
-                port = 0
-            if port == 0:
-                raise ListenError(
-                    f"listen: cannot listen on {self.config.listen} (address in use or not "
-                    "available); pick a free port"
-                )
-            self._server, self.port = server, port
-            if self._query is not None:
-                self._query.open()
-                server.add_generic_rpc_handlers((self._query.generic_handler(),))
-            server.start()
-            set_serving(self._health, True)
+            if self.config.receivers.grpc.endpoint:
+                self._start_grpc()
             self._started_at = time.time()
         except BaseException:
             for sink in reversed(started):
@@ -179,6 +171,31 @@ class Receiver:
             if self._status is not None:
                 self._status.stop()
             raise
+
+    def _start_grpc(self) -> None:
+        """The OTLP/gRPC front door, the health service and (when on) the query API."""
+        grpc_config = self.config.receivers.grpc
+        queue = self.config.ingest.queue
+        server, port, self._health = build_server(
+            grpc_config, self._grpc_handlers,
+            max_request_bytes=self.config.ingest.max_request_bytes,
+            # Query streams (Export/Tail) hold a thread for their whole life: they get
+            # their own share on top, so readers never starve ingest of threads.
+            max_workers=max(grpc_config.threads, queue.max_requests + 4)
+            + (self.config.query.max_streams + 8 if self.config.query.enabled else 0),
+            reuse_port=self._reuse_port,
+        )
+        if port == 0:
+            raise ListenError(
+                f"receivers.otlp.protocols.grpc.endpoint: cannot listen on "
+                f"{grpc_config.endpoint} (address in use or not available); pick a free port"
+            )
+        self._server, self.port = server, port
+        if self._query is not None:
+            self._query.open()
+            server.add_generic_rpc_handlers((self._query.generic_handler(),))
+        server.start()
+        set_serving(self._health, True)
 
     def stop(self, timeout_s: float | None = None) -> bool:
         """Stop listening, finish in-flight batches, flush and close sinks. Idempotent."""
@@ -194,7 +211,7 @@ class Receiver:
         if self._server is not None:
             set_serving(self._health, False)
             self._server.stop(grace).wait(grace + 1)
-        clean = self.pipeline.close(grace) and clean
+        clean = self.ingest.close(grace) and clean
         for sink in self.sinks:
             try:
                 clean = sink.force_flush(grace) and clean

@@ -67,7 +67,7 @@ class _Worker:
 
 
 def supervise(args: argparse.Namespace, config: ReceiverConfig) -> int:
-    host, port = _split(config.listen)
+    host, port = _split(config.receivers.grpc.endpoint)
     if port == 0:
         port = _free_port(host)  # every worker must bind the same concrete port
     telemetry_host, telemetry_port = (

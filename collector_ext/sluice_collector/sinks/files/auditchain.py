@@ -37,7 +37,7 @@ from pathlib import Path
 
 import orjson
 
-from sluice_collector.sinks.files.retention import ROTATED_RE, backups_of
+from sluice_collector.sinks.files.naming import ROTATED_RE, backups_of
 
 __all__ = [
     "GENESIS", "SEAL_BYTES", "AuditChainWriter", "ChainBreak", "ChainHasher", "ChainKeyError", "ChainReport",

@@ -1,11 +1,14 @@
-"""Config of the file sink: where files go, their format, rotation and the disk guard.
+"""Config of the file sink: where files go, their format, rotation, retention and the disk guard.
 
-Parsed from the `files` section (and reused for `categories.<name>.rotation` and `.path`).
-Every key is documented in docs/files.md.
+Parsed from the `files` section and from each `categories.<name>` section's file keys (`path`,
+`rotation`, `retention_days`): the file sink owns what a category means on disk, routing only
+names categories (it reads `match` from the same sections). Every key is documented in
+docs/files.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 from dataclasses import dataclass, field
@@ -47,6 +50,24 @@ class AuditChainConfig:
     key: bytes | None = field(default=None, repr=False)
 
 
+# Retention of the built-in categories; every other category keeps DEFAULT_RETENTION_DAYS.
+BUILTIN_RETENTION_DAYS: dict[str, int | None] = {
+    "access": 90, "error": 30, "security": 365, "audit": None, "system": 30, "app": 30,
+    "traces": 30, "metrics": 30,
+}
+DEFAULT_RETENTION_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class FilePolicy:
+    """What one category means on disk: its path template, rotation and retention."""
+
+    name: str
+    path: str = "{category}.log"  # template, relative to files.directory
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    retention_days: int | None = DEFAULT_RETENTION_DAYS  # None = keep forever
+
+
 @dataclass(frozen=True, slots=True)
 class FilesConfig:
     enabled: bool = True
@@ -64,6 +85,29 @@ class FilesConfig:
     # e.g. "http://localhost:16686/trace/{trace_id}" (Jaeger) or a Grafana Explore URL: every
     # JSON line with a trace id then carries a clickable `trace_url`. "" = no such field.
     trace_url: str = ""
+    # Per-category policy; a category not listed gets `default_policy(name)`.
+    categories: dict[str, FilePolicy] = field(default_factory=dict)
+
+    def default_policy(self, name: str) -> FilePolicy:
+        return FilePolicy(name=name, rotation=self.rotation,
+                          retention_days=BUILTIN_RETENTION_DAYS.get(name, DEFAULT_RETENTION_DAYS))
+
+    @classmethod
+    def from_root(cls, root: Section) -> FilesConfig:
+        """`files`, plus the file keys of every `categories.<name>` and the built-in ones."""
+        files = cls.from_section(root.section("files"))
+        policies: dict[str, FilePolicy] = {}
+        for name, section in root.sections("categories").items():
+            default = files.default_policy(name)
+            policies[name] = FilePolicy(
+                name=name,
+                path=parse_path_template(section, "path", default.path),
+                rotation=parse_rotation(section.section("rotation"), files.rotation),
+                retention_days=parse_retention(section, default.retention_days),
+            )
+        for name in BUILTIN_RETENTION_DAYS:
+            policies.setdefault(name, files.default_policy(name))
+        return dataclasses.replace(files, categories=policies)
 
     @classmethod
     def from_section(cls, s: Section) -> FilesConfig:
@@ -117,6 +161,18 @@ def parse_audit_chain(s: Section, fmt: str) -> AuditChainConfig:
         enabled=enabled and fmt == "json", key_env=key_env,
         key_file=Path(key_file) if key_file else None, key=key,
     )
+
+
+def parse_retention(s: Section, default: int | None) -> int | None:
+    if not s.has("retention_days"):
+        return default
+    value = s.raw("retention_days")
+    if value == "forever":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    s.error("retention_days", f"got {value!r}; expected a whole number of days ≥ 1, or \"forever\"")
+    return default
 
 
 def parse_rotation(s: Section, base: RotationConfig) -> RotationConfig:

@@ -31,66 +31,25 @@ import string
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sluice_collector.sinks.files.naming import ROTATED_RE
 from sluice_collector.telemetry import ReceiverTelemetry
 
 if TYPE_CHECKING:
-    from sluice_collector.service.config import CategoryConfig
-    from sluice_collector.sinks.files.config import FilesConfig
+    from sluice_collector.sinks.files.config import FilePolicy, FilesConfig
 
 log = logging.getLogger("sluice.retention")
 
 DiskUsage = Callable[[Path], tuple[int, int]]  # path → (used_bytes, total_bytes)
 Clock = Callable[[], float]
 
-# `<active name>.<period>.<seq>` with an optional `.gz`; period is a day or a day-and-hour.
-ROTATED_RE = re.compile(
-    r"^(?P<base>.+)\.(?P<period>\d{4}-\d{2}-\d{2}(?:-\d{2})?)\.(?P<seq>\d+)(?P<gz>\.gz)?$"
-)
 _DAY_S = 86400.0
 # Where the file sink puts each authenticated tenant's files: `tenants/<tenant id>/<path>`.
 TENANTS_DIR = "tenants"
 _TENANT_PREFIX_RE = re.compile(rf"^{TENANTS_DIR}/[A-Za-z0-9_-]{{1,64}}/(?P<rest>.+)$")
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Backup:
-    """One rotated file of a set; instances sort in the order the set was written.
-
-    Why `seq` and not the period: `seq` counts the rotations of the whole set (the next
-    rotation takes the highest `seq` present plus one), while the period is a label for people
-    and comes from a clock — the writer's at the first write, or a file's mtime after a
-    restart. Clocks step (NTP, a VM resumed), mtimes lie (a restored backup, a second worker
-    reopening the file), so periods need not grow in write order; the sequence does. Sets
-    written before the sequence became set-wide restarted it every period: the period breaks
-    those ties.
-    """
-
-    seq: int
-    period: str
-    name: str = field(compare=False)
-    gz: bool = field(compare=False)
-
-
-def backups_of(directory: Path, base: str) -> list[Backup]:
-    """Every rotated file of the set whose active file is `directory/base`, oldest first.
-    A backup present both plain and gzipped (mid-compression) is listed twice."""
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    out = []
-    for name in names:
-        if not name.startswith(base + "."):
-            continue
-        m = ROTATED_RE.match(name)
-        if m is not None and m.group("base") == base:
-            out.append(Backup(int(m.group("seq")), m.group("period"), name, bool(m.group("gz"))))
-    out.sort()
-    return out
 
 
 def disk_usage(path: Path) -> tuple[int, int]:
@@ -134,7 +93,7 @@ class RetentionSweeper:
     def __init__(
         self,
         config: FilesConfig,
-        categories: Mapping[str, CategoryConfig],
+        categories: Mapping[str, FilePolicy],
         telemetry: ReceiverTelemetry,
         *,
         clock: Clock = time.time,

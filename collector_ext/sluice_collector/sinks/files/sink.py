@@ -43,22 +43,20 @@ from sluice_collector.batch import Batch, Signal
 from sluice_collector.encode import BatchCache, TimestampFormatter, json_lines, text_lines
 from sluice_collector.errors import DiskFullError, SinkError
 from sluice_collector.otlpvalues import any_value
-from sluice_collector.service.config import CategoryConfig
 from sluice_collector.sinks.files.auditchain import SEAL_BYTES, AuditChainWriter, ChainHasher
-from sluice_collector.sinks.files.config import FilesConfig, RotationConfig
+from sluice_collector.sinks.files.config import FilePolicy, FilesConfig, RotationConfig
+from sluice_collector.sinks.files.naming import ROTATED_RE, backups_of, period_key
 from sluice_collector.sinks.files.retention import (
-    ROTATED_RE,
     TENANTS_DIR,
     Clock,
     DiskUsage,
     RetentionSweeper,
-    backups_of,
     disk_usage,
     used_percent,
 )
 from sluice_collector.telemetry import ReceiverTelemetry
 
-__all__ = ["MAX_COMPONENT_CHARS", "RotatingFileSink", "WriteFn", "period_key", "safe_component"]
+__all__ = ["MAX_COMPONENT_CHARS", "RotatingFileSink", "WriteFn", "safe_component"]
 
 log = logging.getLogger("sluice.files")
 
@@ -97,12 +95,6 @@ def safe_component(value: Any) -> str | None:
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         out = out[: MAX_COMPONENT_CHARS - 17].rstrip("%0123456789ABCDEF") + "~" + digest
     return out
-
-
-def period_key(now: float, interval: str, utc: bool) -> str:
-    """The clock-aligned period `now` falls in: ``2026-11-23`` or ``2026-11-23-09`` (hourly)."""
-    t = time.gmtime(now) if utc else time.localtime(now)
-    return time.strftime("%Y-%m-%d-%H" if interval == "hourly" else "%Y-%m-%d", t)
 
 
 class _Template:
@@ -281,7 +273,6 @@ class RotatingFileSink:
     def __init__(
         self,
         config: FilesConfig,
-        categories: Mapping[str, CategoryConfig],
         telemetry: ReceiverTelemetry,
         *,
         clock: Clock = time.time,
@@ -301,7 +292,10 @@ class RotatingFileSink:
         self._primary = primary
         self._lock_fd = -1
         self.directory = Path(config.directory)
-        self._categories = categories
+        # The live policy table: the configured categories, plus a default policy for every
+        # other category a batch brings (routing bounds how many). Retention and the index
+        # sink read it, so a dynamic category is swept like a configured one.
+        self.policies: dict[str, FilePolicy] = dict(config.categories)
         self._telemetry = telemetry
         self._clock = clock
         self._disk_usage = disk_usage
@@ -318,7 +312,7 @@ class RotatingFileSink:
         self._root = self.directory
         self._compressor = _Compressor(self._record_error)
         self.sweeper = RetentionSweeper(
-            config, categories, telemetry, clock=clock, disk_usage=disk_usage,
+            config, self.policies, telemetry, clock=clock, disk_usage=disk_usage,
             is_busy=self._compressor.is_busy,
         )
         self._started = False
@@ -397,7 +391,6 @@ class RotatingFileSink:
     # -- ingest ----------------------------------------------------------------------------
     def consume(self, batch: Batch) -> None:
         """Encode, group by file, write each group once; all or nothing (see module docs)."""
-        started = time.perf_counter()
         cache = BatchCache()
         cache.trace_url = self.config.trace_url
         ts = TimestampFormatter()
@@ -481,8 +474,6 @@ class RotatingFileSink:
                 self._rollback(done)
                 self._failing = True
                 self._record_error(f"write failed: {exc.strerror or exc}")
-                kind = "disk_full" if exc.errno in _DISK_FULL else "io"
-                self._telemetry.sink_errors.labels(sink=self.name, kind=kind).inc()
                 if exc.errno in _DISK_FULL:
                     self.sweeper.relieve_pressure()
                     raise DiskFullError(
@@ -503,12 +494,13 @@ class RotatingFileSink:
             telemetry.written.labels(signal=signal, category=category, sink=self.name).inc(n)
         for category, n in bytes_by_category.items():
             telemetry.bytes_written.labels(sink=self.name, category=category).inc(n)
-        telemetry.write_seconds.labels(sink=self.name).observe(time.perf_counter() - started)
 
     # -- destinations ----------------------------------------------------------------------
-    def _category(self, name: str) -> CategoryConfig:
-        cat = self._categories.get(name)
-        return cat if cat is not None else CategoryConfig(name=name, rotation=self.config.rotation)
+    def _category(self, name: str) -> FilePolicy:
+        policy = self.policies.get(name)
+        if policy is None:
+            policy = self.policies.setdefault(name, self.config.default_policy(name))
+        return policy
 
     def _template(self, text: str) -> _Template:
         template = self._templates.get(text)
@@ -548,7 +540,7 @@ class RotatingFileSink:
         return path
 
     # -- file sets -------------------------------------------------------------------------
-    def _fileset(self, rel: str, category: CategoryConfig) -> _FileSet:
+    def _fileset(self, rel: str, category: FilePolicy) -> _FileSet:
         fs = self._open.get(rel)
         if fs is not None:
             self._open.move_to_end(rel)
@@ -677,7 +669,7 @@ class RotatingFileSink:
             self._prune(fs)
 
     def _prune(self, fs: _FileSet) -> None:
-        category = self._categories.get(fs.category)
+        category = self.policies.get(fs.category)
         if category is not None and category.retention_days is None:
             return  # "forever" means forever: max_backups never removes audit-like data
         # One backup may briefly exist as both `x.1` and `x.1.gz` (mid-compression): count
@@ -716,7 +708,7 @@ class RotatingFileSink:
                     continue
                 rel = path.relative_to(self.directory).parent / m.group("base")
                 owner = self.sweeper.category_of(rel.as_posix())
-                cat = self._categories.get(owner[0]) if owner else None
+                cat = self.policies.get(owner[0]) if owner else None
                 rotation = cat.rotation if cat else self.config.rotation
                 if rotation.compress:
                     self._compressor.submit(path, rotation.compress_level)
@@ -729,7 +721,7 @@ class RotatingFileSink:
 
 @dataclass(slots=True, eq=False)
 class _Group:
-    category: CategoryConfig
+    category: FilePolicy
     chunks: list[bytes] = field(default_factory=list)
 
 

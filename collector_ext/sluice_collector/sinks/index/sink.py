@@ -23,7 +23,7 @@ from sluice_collector.batch import Batch, Signal
 from sluice_collector.encode import BatchCache, TimestampFormatter, json_lines
 from sluice_collector.errors import SinkError
 from sluice_collector.query.store import IndexStore, Row, row_of_line
-from sluice_collector.service.config import CategoryConfig
+from sluice_collector.sinks.files.config import FilePolicy
 
 log = logging.getLogger("sluice.receiver")
 _DAY_NS = 86_400 * 1_000_000_000
@@ -37,7 +37,7 @@ class IndexSink:
     def __init__(
         self,
         store: IndexStore,
-        categories: Mapping[str, CategoryConfig],
+        policies: Mapping[str, FilePolicy],
         *,
         index_categories: Sequence[str] = (),
         trace_url: str = "",
@@ -47,7 +47,8 @@ class IndexSink:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self._categories = categories
+        # The file sink's live policy table: rows expire with their category's files.
+        self._policies = policies
         self._only = frozenset(index_categories)
         self._trace_url = trace_url
         self._sweep_interval_s = sweep_interval_s
@@ -97,7 +98,7 @@ class IndexSink:
         """Delete rows stored longer ago than their category's retention; returns how many."""
         now_ns = int(self._clock() * 1e9)
         removed = 0
-        for name, category in list(self._categories.items()):
+        for name, category in list(self._policies.items()):
             if category.retention_days is None:
                 continue
             removed += self.store.delete_older(name, now_ns - category.retention_days * _DAY_NS)

@@ -1,0 +1,170 @@
+"""The transport-neutral ingest core: one `export` call per OTLP Export request.
+
+Every front door (`receivers/`: gRPC, HTTP) and the query API's audit path use it, as the
+Collector's otlpreceiver shares one `Export` between its gRPC and HTTP servers:
+
+    authenticate(header)            → Caller        (before the body is read)
+    export(signal, body, encoding, caller)
+        admission → decode → pipeline (mask → validate → classify → sinks)
+                                    → ExportResult  (partial success), or a typed error
+
+The typed errors (see `errors.py`) are the whole contract with the front doors, which map them
+to status codes; this module counts every outcome once, in `sluice_requests_total` by signal and
+by the OTLP/gRPC status name (HTTP front doors map the same names to HTTP codes).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from prometheus_client import Counter
+
+from sluice_collector.batch import Batch, Signal
+from sluice_collector.configreader import Section
+from sluice_collector.errors import (
+    DecodeError,
+    InternalError,
+    RequestTooLarge,
+    Retryable,
+    Unauthenticated,
+)
+from sluice_collector.ingest.admission import Admission, QueueConfig
+from sluice_collector.ingest.auth import AuthConfig, TokenAuthenticator
+from sluice_collector.ingest.decode import Encoding, decode_request
+from sluice_collector.pipeline import Pipeline
+from sluice_collector.telemetry import ReceiverTelemetry
+
+log = logging.getLogger("sluice.receiver")
+
+MiB = 1024 * 1024
+RESPONSE_TYPES: dict[Signal, Any] = {
+    Signal.LOGS: ExportLogsServiceResponse,
+    Signal.TRACES: ExportTraceServiceResponse,
+    Signal.METRICS: ExportMetricsServiceResponse,
+}
+REJECTED_FIELDS = {
+    Signal.LOGS: "rejected_log_records",
+    Signal.TRACES: "rejected_spans",
+    Signal.METRICS: "rejected_data_points",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """The root keys every front door shares: request size, admission bounds, tenants."""
+
+    max_request_bytes: int = 64 * MiB
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+    @classmethod
+    def from_root(cls, root: Section) -> IngestConfig:
+        return cls(
+            max_request_bytes=root.get_size("max_request_bytes", 64 * MiB, minimum=1024),
+            queue=QueueConfig.from_section(root.section("queue")),
+            auth=AuthConfig.from_section(root.section("auth")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request, as far as ingest cares: the tenant its token names ("" = none)."""
+
+    tenant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """What became of an accepted request: records refused as invalid (and why) — what the
+    client is told — plus, for in-process callers, what was dropped and where the rest went."""
+
+    rejected: int
+    message: str
+    dropped: int = 0
+    routed: dict[str, int] = field(default_factory=dict)  # category → records stored under it
+
+    def response(self, signal: Signal) -> Any:
+        """The OTLP Export*ServiceResponse (partial_success only when something was refused)."""
+        response = RESPONSE_TYPES[signal]()
+        if self.rejected:
+            setattr(response.partial_success, REJECTED_FIELDS[signal], self.rejected)
+            response.partial_success.error_message = self.message
+        return response
+
+
+class IngestCore:
+    """Auth → admission → decode → pipeline, once for every transport."""
+
+    def __init__(self, pipeline: Pipeline, config: IngestConfig, telemetry: ReceiverTelemetry) -> None:
+        self.pipeline = pipeline
+        self.config = config
+        self.telemetry = telemetry
+        self.admission = Admission(config.queue, telemetry)
+        self._authenticator = TokenAuthenticator(config.auth) if config.auth.enabled else None
+        self._auth_failures = Counter(
+            "sluice_auth_failures", "Export requests refused as UNAUTHENTICATED, by reason "
+            "(missing or invalid token).", ["signal", "reason"], registry=telemetry.registry,
+        ) if config.auth.enabled else None
+        self._logged_unexpected: set[str] = set()
+
+    @property
+    def auth_required(self) -> bool:
+        return self._authenticator is not None
+
+    def authenticate(self, signal: Signal, authorization: str | bytes | None) -> Caller:
+        """The caller behind an `authorization` header value; raises `Unauthenticated` (and
+        counts it) when auth is on and the token is missing or unknown."""
+        if self._authenticator is None:
+            return Caller()
+        try:
+            return Caller(self._authenticator(authorization))
+        except Unauthenticated as exc:
+            self.telemetry.requests.labels(signal.value, "UNAUTHENTICATED").inc()
+            if self._auth_failures is not None:
+                self._auth_failures.labels(signal.value, exc.reason).inc()
+            raise
+
+    def export(self, signal: Signal, body: bytes, encoding: Encoding, caller: Caller) -> ExportResult:
+        """Take one Export request; raise DecodeError, RequestTooLarge or Retryable."""
+        requests = self.telemetry.requests
+        try:
+            with self.admission.admit(len(body)):
+                batch = decode_request(signal, body, max_bytes=self.config.max_request_bytes,
+                                       tenant=caller.tenant, encoding=encoding)
+                batch = self.pipeline.process(batch)
+        except DecodeError:
+            requests.labels(signal.value, "INVALID_ARGUMENT").inc()
+            raise
+        except RequestTooLarge:
+            requests.labels(signal.value, "RESOURCE_EXHAUSTED").inc()
+            raise
+        except Retryable:
+            requests.labels(signal.value, "UNAVAILABLE").inc()
+            raise
+        except Exception as exc:
+            # A bug of ours, not the client's: ask for a retry (nothing was acknowledged) and
+            # log the first occurrence of each kind with its traceback.
+            requests.labels(signal.value, "UNAVAILABLE").inc()
+            kind = type(exc).__name__
+            if kind not in self._logged_unexpected:
+                self._logged_unexpected.add(kind)
+                log.exception("unexpected error while processing a %s batch", signal.value)
+            raise InternalError(f"receiver error ({kind}); retry later") from exc
+        requests.labels(signal.value, "OK").inc()
+        return _result(batch)
+
+    def close(self, timeout_s: float) -> bool:
+        """Refuse new requests and wait for the in-flight ones (see `Admission.close`)."""
+        return self.admission.close(timeout_s)
+
+
+def _result(batch: Batch) -> ExportResult:
+    return ExportResult(batch.rejected, batch.rejected_reason if batch.rejected else "",
+                        batch.dropped, {name: len(refs) for name, refs in batch.routes.items()})

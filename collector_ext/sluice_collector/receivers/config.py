@@ -1,0 +1,132 @@
+"""`receivers.otlp.protocols.{grpc,http}`: where each front door listens, and how.
+
+The shape is the OpenTelemetry Collector's otlpreceiver's, so a Collector config's receiver
+block reads the same here. Without a `receivers` section both protocols run on their defaults
+(gRPC 127.0.0.1:4317, HTTP 127.0.0.1:4318); with one, only the protocols it lists run, as in the
+Collector. `endpoint: ""` also turns a protocol off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sluice_collector.configreader import Section
+
+DEFAULT_GRPC_ENDPOINT = "127.0.0.1:4317"
+DEFAULT_HTTP_ENDPOINT = "127.0.0.1:4318"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Server TLS; with `client_ca_file`, clients must present a certificate it signed (mTLS)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+    @classmethod
+    def from_section(cls, s: Section) -> TlsConfig | None:
+        if not s.present:
+            return None
+        cert = s.get_optional_str("cert_file")
+        key = s.get_optional_str("key_file")
+        ca = s.get_optional_str("client_ca_file")
+        ok = True
+        for name, value in (("cert_file", cert), ("key_file", key)):
+            if not value:
+                s.error(name, "is required when tls is set: a PEM file path")
+                ok = False
+            elif not Path(value).is_file():
+                s.error(name, f"got {value!r}; no such file")
+                ok = False
+        if ca and not Path(ca).is_file():
+            s.error("client_ca_file", f"got {ca!r}; no such file")
+            ok = False
+        if not ok or cert is None or key is None:
+            return None
+        return cls(Path(cert), Path(key), Path(ca) if ca else None)
+
+
+def parse_endpoint(section: Section, name: str, default: str, *, allow_empty: bool = False) -> str:
+    """A HOST:PORT (port 0 = any free port); `allow_empty` lets "" mean "off"."""
+    value = section.get_str(name, default)
+    if allow_empty and value == "":
+        return value
+    problem = endpoint_problem(value)
+    if problem:
+        section.error(name, problem)
+        return default
+    return value
+
+
+def endpoint_problem(value: str) -> str:
+    """Why `value` is not a HOST:PORT we can listen on ("" when it is one)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return f"got {value!r}; expected HOST:PORT such as 127.0.0.1:4317 or [::]:4317 (port 0-65535)"
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcConfig:
+    endpoint: str = DEFAULT_GRPC_ENDPOINT  # "" = off
+    tls: TlsConfig | None = None
+    threads: int = 16  # request threads (at least queue.max_requests + 4 are started)
+
+
+@dataclass(frozen=True, slots=True)
+class CorsConfig:
+    """CORS for browser OTLP exporters: off unless origins are listed."""
+
+    allowed_origins: tuple[str, ...] = ()
+    allowed_headers: tuple[str, ...] = ()
+    max_age_s: int = 7200
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    endpoint: str = DEFAULT_HTTP_ENDPOINT  # "" = off
+    tls: TlsConfig | None = None
+    cors: CorsConfig = field(default_factory=CorsConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiversConfig:
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+
+    @classmethod
+    def from_section(cls, receivers: Section) -> ReceiversConfig:
+        if not receivers.present:
+            return cls()
+        otlp = receivers.section("otlp")
+        protocols = otlp.section("protocols")
+        if not protocols.present:
+            protocols.error("", "list the protocols to run: grpc and/or http "
+                                "(e.g. protocols: {grpc: {}, http: {}})")
+            return cls()
+        g = protocols.section("grpc")
+        grpc = GrpcConfig(endpoint="")
+        if g.present or protocols.has("grpc"):
+            grpc = GrpcConfig(
+                endpoint=parse_endpoint(g, "endpoint", DEFAULT_GRPC_ENDPOINT, allow_empty=True),
+                tls=TlsConfig.from_section(g.section("tls")),
+                threads=g.get_int("threads", 16, minimum=1, maximum=1024),
+            )
+        h = protocols.section("http")
+        http = HttpConfig(endpoint="")
+        if h.present or protocols.has("http"):
+            c = h.section("cors")
+            http = HttpConfig(
+                endpoint=parse_endpoint(h, "endpoint", DEFAULT_HTTP_ENDPOINT, allow_empty=True),
+                tls=TlsConfig.from_section(h.section("tls")),
+                cors=CorsConfig(
+                    allowed_origins=tuple(c.get_str_list("allowed_origins", [])),
+                    allowed_headers=tuple(c.get_str_list("allowed_headers", [])),
+                    max_age_s=c.get_int("max_age", 7200, minimum=0),
+                ),
+            )
+        if not grpc.endpoint and not http.endpoint:
+            protocols.error("", "no protocol is on: give grpc or http an endpoint")
+        return cls(grpc=grpc, http=http)
