@@ -13,7 +13,10 @@ was removed from the config — is never touched. Files of an authenticated tena
 Two sweeps:
 
 - `sweep_age()`: removes rotated files whose mtime is older than their category's
-  `retention_days`. Categories with `retention_days: forever` (None) are never swept.
+  `retention_days`. Categories with `retention_days: forever` (None) are never swept. Ages are
+  measured on the clock that stamped the files — the file system's (`fs_now`), not this
+  process's — so a stepped clock, an NFS server with another time, or a test under libfaketime
+  cannot make fresh files look old.
 - `relieve_pressure()`: when `files.directory` is over `files.disk.max_used_percent`, removes
   rotated files of the shortest-retention categories first, oldest first, re-probing the disk
   after each removal, until it is under the threshold. Forever categories (audit) and active
@@ -99,6 +102,43 @@ def disk_usage(path: Path) -> tuple[int, int]:
     return usage.total - usage.free, usage.total
 
 
+CLOCK_PROBE = ".sluice-clock"
+
+
+def fs_now(directory: Path) -> float:
+    """The file system's own "now" under `directory`: the mtime a file there gets this instant.
+
+    Why: file ages are differences of mtimes, so they must be measured on the clock that set
+    them, which is the kernel's (or an NFS server's), not necessarily this process's `time.time`
+    (a process under libfaketime, a clock stepped since the files were written). A tiny hidden
+    probe file is written and its mtime read back (a write, not `utime`: the write is what
+    stamps log files, and libfaketime fakes `utime(NULL)` but not the kernel's stamp of a write);
+    hidden files are never log files.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(directory / CLOCK_PROBE, flags, 0o640)
+    try:
+        os.write(fd, b"\n")
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+
+
+def file_clock(directory: Path, clock: Clock) -> Clock:
+    """The clock file mtimes under `directory` come from. With the real clock it is probed
+    (`fs_now`, falling back to `clock` while the directory cannot be written); an injected test
+    clock is taken to be the one the test stamps its files with."""
+    if clock is not time.time:
+        return clock
+
+    def now() -> float:
+        try:
+            return fs_now(directory)
+        except OSError:
+            return clock()
+    return now
+
+
 def used_percent(probe: DiskUsage, path: Path) -> float:
     used, total = probe(path)
     return 100.0 * used / total if total else 0.0
@@ -138,6 +178,7 @@ class RetentionSweeper:
         telemetry: ReceiverTelemetry,
         *,
         clock: Clock = time.time,
+        fs_clock: Clock | None = None,
         disk_usage: DiskUsage = disk_usage,
         is_busy: Callable[[Path], bool] | None = None,
     ) -> None:
@@ -145,7 +186,8 @@ class RetentionSweeper:
         self._directory = Path(config.directory)
         self._categories = categories
         self._telemetry = telemetry
-        self._clock = clock
+        # Ages compare mtimes with the file system's clock (see `fs_now`).
+        self._fs_clock = fs_clock or file_clock(self._directory, clock)
         self._disk_usage = disk_usage
         # Files the sink is still compressing: removing them would race the compressor.
         self._is_busy = is_busy or (lambda _p: False)
@@ -223,7 +265,7 @@ class RetentionSweeper:
 
     def sweep_age(self) -> list[Path]:
         """Remove rotated files older than their category's retention; returns what went."""
-        now = self._clock()
+        now = self._fs_clock()
         removed: list[Path] = []
         with self._lock:
             for f in self.rotated_files():
