@@ -5,13 +5,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus
+DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus faketime
 
-.PHONY: help install system-deps lint typecheck unit test demo bench soak proto clean
+.PHONY: help install system-deps lint typecheck unit test test-dates demo bench soak proto clean
 
 help:
 	@echo "make demo   start a receiver on its embedded default, run an example app, show where every record went"
 	@echo "make test   install everything needed, then lint, type-check and run the whole suite"
+	@echo "make test-dates  the whole suite under faked dates (faketime): +30 days, month end, year end, DST"
 	@echo "make bench  benchmarks, printed as ratios against named peers measured in the same run"
 	@echo "make soak   the long reliability runs (10 min steady load, overload, SIGKILL, fuzzing); ~15 minutes"
 
@@ -42,10 +43,28 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
+# Under libfaketime (`faketime -f +30d make test`, or `make test-dates`) only the calendar is
+# faked and time.sleep is patched around a libfaketime bug: see tests/faketime/README.md.
+FAKETIME_ENV := FAKETIME_DONT_FAKE_MONOTONIC=1 PYTHONPATH=$(CURDIR)/tests/faketime
+ifneq (,$(findstring faketime,$(LD_PRELOAD)))
+PYTEST_ENV := $(FAKETIME_ENV)
+endif
+# TZ|faketime spec: each run starts a few minutes before the edge it crosses while the suite runs
+# (the last one is the spring-forward DST change in Berlin, 02:00 local).
+FAKED_DATES := "UTC|+30d" "UTC|@2027-01-31 23:57:00" "UTC|@2026-12-31 23:57:00" \
+               "Europe/Berlin|@2027-03-28 01:57:00"
+
 test: $(STAMP) system-deps
 	$(BIN)/ruff check sdk collector_ext tests bench examples
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(PYTEST_ENV) $(BIN)/pytest -q
+
+test-dates: $(STAMP) system-deps
+	@for date in $(FAKED_DATES); do \
+	  zone=$${date%%|*}; spec=$${date#*|}; \
+	  echo "== TZ=$$zone faketime -f '$$spec'"; \
+	  TZ=$$zone $(FAKETIME_ENV) faketime -f "$$spec" $(BIN)/pytest -q -p no:cacheprovider || exit 1; \
+	done
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py

@@ -3,8 +3,8 @@
 Every component parses its own part of the config from a `Section` (``FooConfig.from_section``).
 Two components may read one section (routing reads `categories.<name>.match`, the file sink
 the same sections' `path`, `rotation`, `retention_days`): asking twice for a child section
-returns the same object. A section remembers which keys were read, so after all components have had their look,
-`check_unknown()` reports every key nobody asked for — unknown keys are errors, with a hint
+returns the same object. A section remembers which keys were read, so after all components have
+had their look, `check_unknown()` reports every key nobody asked for — unknown keys are errors, with a hint
 when the key is a near-miss of a known one. Problems accumulate in one list so the user sees
 all of them at once.
 """

@@ -17,7 +17,8 @@ import grpc
 import pytest
 
 from sluice_collector.errors import ConfigError
-from sluice_collector.receivers.otlp_grpc import TokenAuthenticator
+from sluice_collector.errors import Unauthenticated
+from sluice_collector.ingest.auth import TokenAuthenticator
 from sluice_collector.service.config import parse_config
 from sluice_collector.service.receiver import Receiver
 from sluice_collector.sinks.files.config import FilePolicy, FilesConfig
@@ -41,11 +42,11 @@ def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
 
 def test_tenants_turn_auth_on_by_default_and_enabled_false_turns_it_off() -> None:
     config = parse_config(f"auth: {{tenants: {{a: {{token: {TOKEN_A}}}}}}}")
-    assert config.auth.enabled
-    assert [t.name for t in config.auth.tenants] == ["a"]
+    assert config.ingest.auth.enabled
+    assert [t.name for t in config.ingest.auth.tenants] == ["a"]
     off = parse_config(f"auth: {{enabled: false, tenants: {{a: {{token: {TOKEN_A}}}}}}}")
-    assert not off.auth.enabled
-    assert not parse_config("{}").auth.enabled
+    assert not off.ingest.auth.enabled
+    assert not parse_config("{}").ingest.auth.enabled
 
 
 def test_token_comes_from_env_substitution_or_a_token_file(tmp_path: Path) -> None:
@@ -55,7 +56,7 @@ def test_token_comes_from_env_substitution_or_a_token_file(tmp_path: Path) -> No
         f"auth: {{tenants: {{a: {{token: '${{TOKEN_A}}'}}, b: {{token_file: {token_file}}}}}}}",
         env={"TOKEN_A": TOKEN_A},
     )
-    assert {t.name: t.token for t in config.auth.tenants} == {"a": TOKEN_A, "b": TOKEN_B}
+    assert {t.name: t.token for t in config.ingest.auth.tenants} == {"a": TOKEN_A, "b": TOKEN_B}
 
 
 def test_tokens_never_appear_in_the_config_repr() -> None:
@@ -105,16 +106,22 @@ def test_auth_enabled_without_tenants_and_unknown_keys_are_errors() -> None:
 
 # -- the authenticator ----------------------------------------------------------------------
 
+def reason(auth: TokenAuthenticator, header: str | None) -> str:
+    with pytest.raises(Unauthenticated) as info:
+        auth(header)
+    return info.value.reason
+
+
 def test_bearer_scheme_is_case_insensitive_and_every_other_form_is_refused() -> None:
     auth = TokenAuthenticator(parse_config(
-        f"auth: {{tenants: {{a: {{token: {TOKEN_A}}}, b: {{token: {TOKEN_B}}}}}}}").auth)
-    assert auth([("authorization", f"Bearer {TOKEN_B}")]) == ("b", "")
-    assert auth([("authorization", f"bearer {TOKEN_A}")]) == ("a", "")
-    assert auth([]) == (None, "missing")
-    assert auth([("authorization", TOKEN_A)]) == (None, "invalid")
-    assert auth([("authorization", f"Basic {TOKEN_A}")]) == (None, "invalid")
-    assert auth([("authorization", f"Bearer {TOKEN_A}x")]) == (None, "invalid")
-    assert auth([("authorization", "Bearer ")]) == (None, "invalid")
+        f"auth: {{tenants: {{a: {{token: {TOKEN_A}}}, b: {{token: {TOKEN_B}}}}}}}").ingest.auth)
+    assert auth(f"Bearer {TOKEN_B}") == "b"
+    assert auth(f"bearer {TOKEN_A}".encode()) == "a"
+    assert reason(auth, None) == "missing"
+    assert reason(auth, TOKEN_A) == "invalid"
+    assert reason(auth, f"Basic {TOKEN_A}") == "invalid"
+    assert reason(auth, f"Bearer {TOKEN_A}x") == "invalid"
+    assert reason(auth, "Bearer ") == "invalid"
 
 
 # -- the gRPC edge --------------------------------------------------------------------------

@@ -33,7 +33,8 @@ def test_help_lists_every_receiver_subcommand() -> None:
 
 def test_default_config_is_printed_and_valid(tmp_path: Path) -> None:
     text = sluice("receiver", "default-config").stdout
-    assert "listen: 127.0.0.1:4317" in text
+    assert "endpoint: 127.0.0.1:4317" in text
+    assert "endpoint: 127.0.0.1:4318" in text
     (tmp_path / "d.yaml").write_text(text)
     assert sluice("receiver", "check-config", str(tmp_path / "d.yaml")).returncode == 0
 
@@ -51,11 +52,12 @@ def test_run_on_a_busy_port_exits_1_with_a_clear_message(tmp_path: Path) -> None
         busy.listen()
         port = busy.getsockname()[1]
         (tmp_path / "c.yaml").write_text(
-            f"listen: 127.0.0.1:{port}\ntelemetry: {{listen: ''}}\nfiles: {{directory: {tmp_path}/logs}}\n"
+            f"receivers: {{otlp: {{protocols: {{grpc: {{endpoint: '127.0.0.1:{port}'}}}}}}}}\n"
+            f"telemetry: {{listen: ''}}\nfiles: {{directory: {tmp_path}/logs}}\n"
         )
         result = sluice("receiver", "run", "--config", str(tmp_path / "c.yaml"))
     assert result.returncode == 1
-    assert f"listen: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert f"grpc.endpoint: cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
 def test_version_is_printed() -> None:

@@ -74,7 +74,7 @@ def listening_ports(compose: dict[str, Any], collector: dict[str, Any]) -> dict[
     """What each compose service listens on inside the network, from its own config."""
     sluice = load_config(DEPLOY / "sluice.yaml")
     return {
-        "sluice": {host_port(sluice.listen)[1], host_port(sluice.telemetry.listen)[1]},
+        "sluice": {host_port(sluice.receivers.grpc.endpoint)[1], host_port(sluice.telemetry.listen)[1]},
         "otel-collector": collector_ports(collector),
         **IMAGE_PORTS,
     }
@@ -118,7 +118,7 @@ def test_sluice_config_loads_and_its_ports_and_targets_match_the_stack(
     compose: dict[str, Any], collector: dict[str, Any],
 ) -> None:
     config = load_config(DEPLOY / "sluice.yaml")
-    assert config.listen == "0.0.0.0:4317"
+    assert config.receivers.grpc.endpoint == "0.0.0.0:4317"
     assert config.telemetry.listen == "0.0.0.0:8888"
     assert container_ports(compose["services"]["sluice"]) == {4317, 8888}
     ports = listening_ports(compose, collector)

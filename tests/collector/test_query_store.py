@@ -20,6 +20,7 @@ from sluice_collector.query.store import (
 )
 from sluice_collector.service.config import parse_config
 from sluice_collector.service.receiver import Receiver
+from sluice_collector.sinks.files.fsclock import fs_now
 from sluice_collector.sinks.index.sink import IndexSink
 from tests.otlp_builders import key_values, log_record, logs_request
 
@@ -207,16 +208,19 @@ def test_retention_counts_from_when_rows_were_stored_not_from_record_time(tmp_pa
 
 
 def test_rebuilt_rows_expire_with_the_file_that_holds_them(tmp_path: Path) -> None:
+    """A rebuilt row counts as stored when its file was last written, measured on the file
+    system's clock and translated to the receiver's (they differ under faketime)."""
     logs = tmp_path / "logs"
     logs.mkdir()
     line = '{"timestamp":"2099-01-01T00:00:00.0Z","severity_number":9,"category":"app"}\n'
+    now_on_disk = fs_now(logs)
     for name, age_days in (("app.log.2026-01-01.1", 40), ("app.log", 1)):
         (logs / name).write_text(line)
-        os.utime(logs / name, (1_900_000_000 - age_days * 86400,) * 2)
+        os.utime(logs / name, (now_on_disk - age_days * 86400,) * 2)
     assert rebuild(logs) == 2
     config = parse_config(_config(logs))
     store = IndexStore.for_directory(logs)
-    sink = IndexSink(store, config.files.categories, sweeps=False, clock=lambda: 1_900_000_000.0)
+    sink = IndexSink(store, config.files.categories, sweeps=False)
     sink.start()
     try:
         assert sink.sweep() == 1

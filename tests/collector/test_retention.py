@@ -53,7 +53,7 @@ def test_age_sweep_removes_only_files_older_than_their_category_retention(tmp_pa
 
 
 def test_builtin_audit_category_is_kept_forever(tmp_path: Path) -> None:
-    cats = dict(parse_config("{}").categories)
+    cats = dict(parse_config("{}").files.categories)
     assert cats["audit"].retention_days is None
     touch(tmp_path, "audit.log.2000-01-01.1.gz", 10_000)
     sweeper = RetentionSweeper(FilesConfig(directory=tmp_path), cats, ReceiverTelemetry(),

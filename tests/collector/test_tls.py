@@ -25,11 +25,15 @@ def emit(endpoint: str, credentials: grpc.ChannelCredentials) -> None:
     provider.shutdown()
 
 
+def grpc_tls(tls: dict[str, str]) -> dict[str, object]:
+    return {"receivers": {"otlp": {"protocols": {"grpc": {"tls": tls}}}}}
+
+
 def test_official_exporter_delivers_over_tls(tmp_path: Path) -> None:
     tls = make_tls_files(tmp_path / "pki")
     sink = InMemorySink()
     receiver = start_receiver(
-        {"tls": {"cert_file": str(tls.server_cert), "key_file": str(tls.server_key)}}, sinks=[sink]
+        grpc_tls({"cert_file": str(tls.server_cert), "key_file": str(tls.server_key)}), sinks=[sink]
     )
     try:
         emit(f"https://127.0.0.1:{receiver.port}",
@@ -42,7 +46,7 @@ def test_official_exporter_delivers_over_tls(tmp_path: Path) -> None:
 def test_plaintext_client_cannot_talk_to_a_tls_listener(tmp_path: Path) -> None:
     tls = make_tls_files(tmp_path / "pki")
     receiver = start_receiver(
-        {"tls": {"cert_file": str(tls.server_cert), "key_file": str(tls.server_key)}},
+        grpc_tls({"cert_file": str(tls.server_cert), "key_file": str(tls.server_key)}),
         sinks=[InMemorySink()],
     )
     try:
@@ -59,8 +63,8 @@ def test_client_certificates_are_required_when_a_client_ca_is_set(tmp_path: Path
     tls = make_tls_files(tmp_path / "pki")
     sink = InMemorySink()
     receiver = start_receiver(
-        {"tls": {"cert_file": str(tls.server_cert), "key_file": str(tls.server_key),
-                 "client_ca_file": str(tls.ca_cert)}},
+        grpc_tls({"cert_file": str(tls.server_cert), "key_file": str(tls.server_key),
+                  "client_ca_file": str(tls.ca_cert)}),
         sinks=[sink],
     )
     payload = logs_request(log_record("mtls")).SerializeToString()

@@ -47,7 +47,8 @@ def test_overload_unavailable_with_retry_info_and_no_loss(start_receiver: Any) -
 
 def test_overload_past_concurrent_rpc_limit_is_still_retryable(start_receiver: Any) -> None:
     receiver = start_receiver({
-        "threads": 2, "queue": {"max_requests": 2, "max_bytes": "4MiB", "retry_after_s": 0.2},
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0", "threads": 2}}}},
+        "queue": {"max_requests": 2, "max_bytes": "4MiB", "retry_after_s": 0.2},
     })
     data = make_request(range(3000), pad=200)
     codes: list[tuple[str, bool]] = []

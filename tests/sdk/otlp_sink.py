@@ -151,7 +151,9 @@ def run_script(code: str, *, env: dict[str, str] | None = None, timeout_s: float
                cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run `code` in a fresh interpreter with a clean OTEL_/SLUICE_ environment."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SLUICE_"))}
-    base["PYTHONPATH"] = os.pathsep.join([str(REPO / "sdk"), str(REPO)])
+    # Inherited entries stay last (a faked-date run puts its time.sleep shim there).
+    base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "sdk"), str(REPO),
+                                                       os.environ.get("PYTHONPATH")]))
     base.update(env or {})
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], env=base, capture_output=True, text=True,

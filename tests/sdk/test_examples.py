@@ -16,7 +16,8 @@ from tests.sdk.otlp_sink import REPO, run_script, start_sink
 
 def _env(endpoint: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SLUICE_"))}
-    env.update({"PYTHONPATH": f"{REPO / 'sdk'}:{REPO}", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+    path = os.pathsep.join(filter(None, [str(REPO / "sdk"), str(REPO), os.environ.get("PYTHONPATH")]))
+    env.update({"PYTHONPATH": path, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
                 "SLUICE_SPILL_DIR": str(tmp_path), "SLUICE_RUNTIME_METRICS": "false"})
     return env
 

@@ -24,6 +24,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ import orjson
 import re2
 
 from sluice_collector.otlpvalues import SEVERITY_NAMES
+from sluice_collector.sinks.files.fsclock import fs_now
 
 INDEX_DIR = ".index"
 DB_NAME = "records.db"
@@ -571,13 +573,18 @@ def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5
     store = IndexStore(temp)
     store.open()
     count = 0
+    # File mtimes are on the file system's clock; stored_ns is on ours (see retention.fs_now).
+    try:
+        skew_ns = int((time.time() - fs_now(Path(directory))) * 1e9)
+    except OSError:
+        skew_ns = 0
     try:
         pending: list[Row] = []
         for path, tenant in stored_files(Path(directory)):
             try:
                 # The file's last write: when its newest record was stored, so rebuilt rows
                 # expire with the file that holds them (see docs/query.md, Retention).
-                stored_ns = path.stat().st_mtime_ns
+                stored_ns = path.stat().st_mtime_ns + skew_ns
             except FileNotFoundError:
                 continue
             for line in _lines(path):

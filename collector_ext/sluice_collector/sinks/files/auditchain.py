@@ -54,6 +54,7 @@ _PREV_MEMBER_RE = re.compile(
 )
 _AUDIT_MARK = b'"audit.hash":"'
 _TAIL_BLOCK = 64 * 1024
+_RELIST_ATTEMPTS = 20
 # What sealing adds to a line: ``,"audit.prev_hash":"<64 hex>","audit.hash":"<64 hex>"``.
 SEAL_BYTES = len(',"audit.prev_hash":"","audit.hash":""') + 128
 
@@ -208,15 +209,23 @@ def _read_tail(active: Path) -> _Tail:
     The fragment is whatever follows the last newline of the newest non-empty file. The head
     is the last complete record of the set: when a crash tore the very first record of a file
     (just after a rotation), that file holds no complete line and the head is in an older one.
+    A file that vanishes while we read (the gzip thread replaced `x.1` by `x.1.gz`) makes us
+    list the set again: skipping it would take the head from an older file.
     """
+    for _attempt in range(_RELIST_ATTEMPTS):
+        try:
+            return _read_tail_once(active)
+        except FileNotFoundError:
+            continue
+    return _read_tail_once(active)
+
+
+def _read_tail_once(active: Path) -> _Tail:
     fragment, in_active, newest = b"", False, True
     for path in reversed(chain_files(active)):
-        try:
-            if path.stat().st_size == 0:
-                continue
-            last, tail = _last_lines(path)
-        except FileNotFoundError:
-            continue  # compressed or removed meanwhile: the listing is a snapshot
+        if path.stat().st_size == 0:
+            continue
+        last, tail = _last_lines(path)
         if newest:
             newest = False
             in_active = path == active

@@ -13,7 +13,10 @@ was removed from the config — is never touched. Files of an authenticated tena
 Two sweeps:
 
 - `sweep_age()`: removes rotated files whose mtime is older than their category's
-  `retention_days`. Categories with `retention_days: forever` (None) are never swept.
+  `retention_days`. Categories with `retention_days: forever` (None) are never swept. Ages are
+  measured on the clock that stamped the files — the file system's (`fsclock.fs_now`), not this
+  process's — so a stepped clock, an NFS server with another time, or a test under libfaketime
+  cannot make fresh files look old.
 - `relieve_pressure()`: when `files.directory` is over `files.disk.max_used_percent`, removes
   rotated files of the shortest-retention categories first, oldest first, re-probing the disk
   after each removal, until it is under the threshold. Forever categories (audit) and active
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sluice_collector.sinks.files.fsclock import file_clock
 from sluice_collector.sinks.files.naming import ROTATED_RE
 from sluice_collector.telemetry import ReceiverTelemetry
 
@@ -97,6 +101,7 @@ class RetentionSweeper:
         telemetry: ReceiverTelemetry,
         *,
         clock: Clock = time.time,
+        fs_clock: Clock | None = None,
         disk_usage: DiskUsage = disk_usage,
         is_busy: Callable[[Path], bool] | None = None,
     ) -> None:
@@ -104,7 +109,8 @@ class RetentionSweeper:
         self._directory = Path(config.directory)
         self._categories = categories
         self._telemetry = telemetry
-        self._clock = clock
+        # Ages compare mtimes with the file system's clock (see `fs_now`).
+        self._fs_clock = fs_clock or file_clock(self._directory, clock)
         self._disk_usage = disk_usage
         # Files the sink is still compressing: removing them would race the compressor.
         self._is_busy = is_busy or (lambda _p: False)
@@ -182,7 +188,7 @@ class RetentionSweeper:
 
     def sweep_age(self) -> list[Path]:
         """Remove rotated files older than their category's retention; returns what went."""
-        now = self._clock()
+        now = self._fs_clock()
         removed: list[Path] = []
         with self._lock:
             for f in self.rotated_files():

@@ -45,6 +45,7 @@ from sluice_collector.errors import DiskFullError, SinkError
 from sluice_collector.otlpvalues import any_value
 from sluice_collector.sinks.files.auditchain import SEAL_BYTES, AuditChainWriter, ChainHasher
 from sluice_collector.sinks.files.config import FilePolicy, FilesConfig, RotationConfig
+from sluice_collector.sinks.files.fsclock import file_clock
 from sluice_collector.sinks.files.naming import ROTATED_RE, backups_of, period_key
 from sluice_collector.sinks.files.retention import (
     TENANTS_DIR,
@@ -311,8 +312,13 @@ class RotatingFileSink:
         self._rendered: dict[tuple[str, str, str, tuple[Any, ...]], str] = {}  # → rel path
         self._root = self.directory
         self._compressor = _Compressor(self._record_error)
+        # The clock mtimes come from, and how far ours is ahead of it (re-probed each minute):
+        # a file found at start-up belongs to the period of its last write on *our* clock.
+        self._fs_clock = file_clock(self.directory, clock)
+        self._skew: tuple[float, float] = (0.0, float("-inf"))  # (skew, monotonic when probed)
         self.sweeper = RetentionSweeper(
-            config, self.policies, telemetry, clock=clock, disk_usage=disk_usage,
+            config, self.policies, telemetry, clock=clock, fs_clock=self._fs_clock,
+            disk_usage=disk_usage,
             is_busy=self._compressor.is_busy,
         )
         self._started = False
@@ -562,7 +568,17 @@ class RotatingFileSink:
         st = os.fstat(fs.fd)
         fs.size = st.st_size
         # A file left from before a restart belongs to the period of its last write.
-        fs.period = period_key(st.st_mtime, fs.rotation.interval, fs.rotation.utc) if st.st_size else ""
+        fs.period = period_key(st.st_mtime + self._mtime_skew(), fs.rotation.interval,
+                               fs.rotation.utc) if st.st_size else ""
+
+    def _mtime_skew(self) -> float:
+        """Our clock minus the file system's (0 unless they disagree by over a second)."""
+        skew, probed = self._skew
+        if time.monotonic() - probed > 60.0:
+            skew = self._clock() - self._fs_clock()
+            skew = skew if abs(skew) > 1.0 else 0.0
+            self._skew = (skew, time.monotonic())
+        return skew
 
     def _rotate_if_due(self, fs: _FileSet, n_bytes: int, now: float) -> None:
         """Make `fs` the file the next `n_bytes` go to: reopen it if it was renamed or removed
