@@ -169,6 +169,29 @@ def test_exit_with_receiver_down_finishes_within_the_deadline(tmp_path: Path) ->
     assert elapsed < 5.0, f"exit took {elapsed:.1f}s"
 
 
+def test_receiver_down_is_one_console_line_not_a_traceback(tmp_path: Path) -> None:
+    """What a developer sees when the receiver is not running: one line naming it and what to check."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = run_script(f"""
+        import logging, sys, sluice
+        logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
+        handle = sluice.init(endpoint="{dead}", runtime_metrics=False, instrument=False, spill_dir="{tmp_path}",
+                             export_timeout_s=0.3, exit_timeout_s=1)
+        for i in range(3):
+            logging.getLogger("app").warning("line %d", i)
+            handle.force_flush(0.5)
+        sluice.shutdown()
+    """, timeout_s=20)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    internal = [line for line in result.stderr.splitlines() if line.startswith("sluice.internal:")]
+    assert len(internal) == 1, result.stderr
+    assert f"cannot deliver logs to {dead} over gRPC: UNAVAILABLE" in internal[0]
+    assert "is a receiver listening there?" in internal[0]
+    assert [line for line in result.stderr.splitlines() if line.startswith("app:")] == [
+        "app: line 0", "app: line 1", "app: line 2"]
+
+
 def test_audit_records_spill_when_the_receiver_is_down_and_are_replayed_later(tmp_path: Path) -> None:
     port = free_port()
     spill = tmp_path / "spill"
