@@ -237,6 +237,35 @@ def test_second_init_warns_and_returns_the_same_handle(tmp_path: Path) -> None:
     assert result.stdout.strip() == "ok"
 
 
+def test_init_raises_config_errors_before_installing_anything_and_arguments_beat_variables() -> None:
+    """Unknown names and bad values are sluice's ConfigError (never OTel's ValueError or a TypeError),
+    nothing is installed by a failed call, and a later good call still works."""
+    result = run_script("""
+        import sluice
+        from opentelemetry import trace
+        for kwargs in ({"sample_rate": 0.5}, {"max_queue_size": 10, "max_batch_size": 100},
+                       {"export_timeout_s": -1}, {"max_queue_size": "many"}):
+            try:
+                sluice.init("svc", **kwargs)
+            except sluice.ConfigError as exc:
+                print(type(exc).__name__, exc)
+        print("installed:", type(trace.get_tracer_provider()).__name__)
+        handle = sluice.init(service_name="from-argument", exporter="none", max_queue_size=16, max_batch_size=16,
+                             runtime_metrics=False, instrument=False)
+        print("settings:", handle.settings.service_name, handle.settings.max_queue_size, handle.settings.sample_ratio)
+    """, env={"SLUICE_SERVICE_NAME": "from-variable", "SLUICE_MAX_QUEUE_SIZE": "1024", "OTEL_TRACES_SAMPLER": "always_off"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "ConfigError sluice.init: unknown option sample_rate=0.5; did you mean `sample_ratio`?",
+        "ConfigError sluice.init: max_batch_size=100 is invalid; expected an integer > 0, at most max_queue_size "
+        "(10, from max_queue_size)",
+        "ConfigError sluice.init: export_timeout_s=-1 is invalid; expected a number of seconds > 0",
+        "ConfigError sluice.init: max_queue_size='many' is invalid; expected an integer > 0",
+        "installed: ProxyTracerProvider",
+        "settings: from-argument 16 0.0",
+    ]
+
+
 def test_shutdown_before_init_and_twice_is_harmless() -> None:
     result = run_script("""
         import sluice
