@@ -47,7 +47,9 @@ class Settings:
     console: bool = False
     sample_ratio: float = 1.0
     capture_logs: bool = True
-    log_level: int = logging.NOTSET
+    # INFO, not the root logger's WARNING: what `log.info()` says is shipped, as the README's first
+    # example implies, while the console keeps printing what the app's own levels let through.
+    log_level: int = logging.INFO
     metric_interval_s: float = 60.0
     export_timeout_s: float = 10.0
     exit_timeout_s: float = 3.0

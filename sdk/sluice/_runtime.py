@@ -15,7 +15,6 @@ import atexit
 import contextlib
 import functools
 import inspect
-import logging
 import os
 import platform
 import socket
@@ -269,7 +268,6 @@ class Sluice:
         self.log_fanout = FanoutLogProcessor()
         self.capture_reader = InMemoryMetricReader(preferred_temporality=_DELTA)  # type: ignore[arg-type]
         self.shipper: LogShipper | None = None
-        self._previous_root_level: int | None = None
 
         sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
         self.tracer_provider = TracerProvider(resource=self.resource, sampler=sampler, shutdown_on_exit=False)
@@ -381,17 +379,10 @@ class Sluice:
             CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
         install_record_factory()
         if self.settings.capture_logs:
-            root = logging.getLogger()
-            attach(self.log_handler)
-            if self.settings.log_level and root.level > self.settings.log_level:
-                self._previous_root_level = root.level
-                root.setLevel(self.settings.log_level)
+            attach(self.log_handler, self.settings.log_level)
 
     def uninstall(self) -> None:
-        root = logging.getLogger()
         detach(self.log_handler)
-        if self._previous_root_level is not None:
-            root.setLevel(self._previous_root_level)
         uninstall_record_factory()
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,6 +108,109 @@ def test_basicconfig_output_is_unchanged_and_not_duplicated(sink: Sink, tmp_path
     assert "Traceback" in boom["attributes"]["exception.stacktrace"]
 
 
+FLASK_DEV_SERVER = """
+    import os, signal, socket, sys, threading, time, urllib.request
+    INIT
+    from flask import Flask
+
+    app = Flask("shop")
+
+    @app.get("/")
+    def index():
+        app.logger.warning("index hit")
+        return "ok"
+
+    def client():
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert urllib.request.urlopen("http://127.0.0.1:PORT/").read() == b"ok"
+        os.kill(os.getpid(), signal.SIGINT)  # werkzeug's server stops on Ctrl+C
+
+    threading.Thread(target=client, daemon=True).start()
+    app.run(host="127.0.0.1", port=PORT)
+    print("server stopped")
+"""
+
+
+def _console(result: Any) -> tuple[str, str]:
+    """stdout and stderr with the clock taken out (werkzeug and Flask print timestamps)."""
+    def normalise(text: str) -> str:
+        text = re.sub(r"\[\d\d/\w{3}/\d{4} \d\d:\d\d:\d\d\]", "[TIME]", text)
+        return re.sub(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]", "[TIME]", text)
+
+    return normalise(result.stdout), normalise(result.stderr)
+
+
+def test_flask_development_server_console_looks_exactly_as_without_sluice(sink: Sink, tmp_path: Path) -> None:
+    """werkzeug prints its banner and request lines only when no handler would print them; a
+    root handler made them vanish. Now they stay, and are shipped as well."""
+    port = free_port()
+    script = FLASK_DEV_SERVER.replace("PORT", str(port))
+    plain = run_script(script.replace("INIT", "pass"), timeout_s=60)
+    with_sluice = run_script(script.replace(
+        "INIT", f"import sluice; sluice.init(service_name='shop', endpoint='{sink.endpoint}', "
+                f"runtime_metrics=False, spill_dir='{tmp_path}')"), timeout_s=60)
+    assert plain.returncode == 0, plain.stderr
+    assert with_sluice.returncode == 0, with_sluice.stderr
+    assert f"Running on http://127.0.0.1:{port}" in plain.stderr
+    assert '"GET / HTTP/1.1" 200' in plain.stderr
+    assert "index hit" in plain.stderr
+    assert _console(with_sluice) == _console(plain)
+    assert sink.wait_for(lambda s: any('"GET / HTTP/1.1" 200' in str(r["body"]) for r in s.log_records()))
+    request_line = next(r for r in sink.log_records() if '"GET / HTTP/1.1" 200' in str(r["body"]))
+    assert (request_line["scope"], request_line["severity_text"]) == ("werkzeug", "INFO")
+    assert any(r["body"] == "index hit" for r in sink.log_records())
+
+
+def test_readme_first_example_ships_log_info_and_prints_what_it_printed_before(sink: Sink, tmp_path: Path) -> None:
+    """The README's first example: no logging configuration, `log.info()` after `sluice.init()`.
+    The root logger stays at WARNING for the console (which prints only the warning, through
+    `logging.lastResort`, as without sluice), and the bridge ships INFO and above."""
+    script = """
+        import logging, sys
+        INIT
+        log = logging.getLogger("billing.invoices")
+        log.info("charging %s", "inv-7")
+        log.debug("not shipped: below the bridge's default INFO")
+        log.warning("card expires soon")
+        print("root level", logging.getLevelName(logging.getLogger().level))
+    """
+    plain = run_script(script.replace("INIT", "pass"))
+    with_sluice = run_script(script.replace(
+        "INIT", f"import sluice; sluice.init(service_name='billing', endpoint='{sink.endpoint}', "
+                f"runtime_metrics=False, instrument=False, spill_dir='{tmp_path}')"))
+    assert with_sluice.returncode == 0, with_sluice.stderr
+    assert (plain.stdout, plain.stderr) == ("root level WARNING\n", "card expires soon\n")
+    assert (with_sluice.stdout, with_sluice.stderr) == (plain.stdout, plain.stderr)
+    assert sink.wait_for(lambda s: len([r for r in s.log_records() if r["scope"] == "billing.invoices"]) == 2)
+    shipped = [(r["body"], r["severity_text"]) for r in sink.log_records() if r["scope"] == "billing.invoices"]
+    assert shipped == [("charging inv-7", "INFO"), ("card expires soon", "WARN")]
+
+
+def test_logging_configured_after_init_prints_as_without_sluice(sink: Sink, tmp_path: Path) -> None:
+    """basicConfig(level=INFO) after init: the app's console gets INFO as it would without sluice."""
+    script = """
+        import logging, sys
+        INIT
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("app").info("configured after init")
+        logging.getLogger("app").debug("below every level")
+    """
+    plain = run_script(script.replace("INIT", "pass"))
+    with_sluice = run_script(script.replace(
+        "INIT", f"import sluice; sluice.init(endpoint='{sink.endpoint}', runtime_metrics=False, "
+                f"instrument=False, spill_dir='{tmp_path}')"))
+    assert with_sluice.returncode == 0, with_sluice.stderr
+    assert plain.stdout == "INFO app: configured after init\n"
+    assert (with_sluice.stdout, with_sluice.stderr) == (plain.stdout, plain.stderr)
+    assert sink.wait_for(lambda s: [r["body"] for r in s.log_records() if r["scope"] == "app"]
+                         == ["configured after init"])
+
+
 def test_formatters_can_print_trace_id_and_span_id(sink: Sink, tmp_path: Path) -> None:
     result = run_script(f"""
         import logging, sys, sluice
@@ -158,7 +263,8 @@ def test_exit_with_receiver_down_finishes_within_the_deadline(tmp_path: Path) ->
     result = run_script(f"""
         import logging, sluice
         from opentelemetry import trace
-        sluice.init(endpoint="{dead}", runtime_metrics=False, spill_dir="{tmp_path}", exit_timeout_s=2)
+        sluice.init(endpoint="{dead}", runtime_metrics=False, spill_dir="{tmp_path}", exit_timeout_s=2,
+                    instrument=False)  # importing every installed framework is not what this measures
         with trace.get_tracer("t").start_as_current_span("s"):
             for i in range(100):
                 logging.getLogger("app").warning("line %d", i)
