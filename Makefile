@@ -19,6 +19,8 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	# The distribution was once called `sluice`: drop such an install so one dist owns the packages.
+	$(BIN)/python -m pip uninstall -q -y sluice 2>/dev/null || true
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
