@@ -30,7 +30,8 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 # Ports each service's image listens on inside the network (not configured by our files).
-IMAGE_PORTS = {"jaeger": {4317, 4318, 16686}, "prometheus": {9090}, "grafana": {3000}}
+IMAGE_PORTS = {"jaeger": {4317, 4318, 16686}, "prometheus": {9090}, "grafana": {3000},
+               "alertmanager": {9093}}
 
 
 def load_yaml(path: Path) -> Any:
@@ -90,7 +91,8 @@ def test_every_deploy_file_parses() -> None:
 
 
 def test_compose_mounts_and_build_inputs_exist(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"sluice", "otel-collector", "jaeger", "prometheus", "grafana"}
+    assert set(compose["services"]) == {"sluice", "otel-collector", "jaeger", "prometheus", "grafana",
+                                        "alertmanager"}
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
@@ -172,17 +174,27 @@ def test_collector_pipelines_reference_defined_components_and_never_loop(
 def test_prometheus_scrapes_services_on_ports_they_listen_on(
     compose: dict[str, Any], collector: dict[str, Any],
 ) -> None:
-    config = load_yaml(DEPLOY / "prometheus.yml")
+    config = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
     ports = listening_ports(compose, collector)
     targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     assert targets == {"sluice:8888", "otel-collector:8889"}
-    for target in targets:
+    alertmanagers = {t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"]
+                     for t in sc["targets"]}
+    assert alertmanagers == {"alertmanager:9093"}
+    for target in targets | alertmanagers:
         host, port = host_port(target)
         assert port in ports[host], target
+    # The rules are mounted beside the config, so its relative rule_files path means the same
+    # file in the container as here.
+    mounts = dict(v.rsplit(":", 2)[:2] for v in compose["services"]["prometheus"]["volumes"])
+    assert mounts["./prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert mounts["./prometheus/rules"] == "/etc/prometheus/rules"
+    assert config["rule_files"] == ["rules/*.yml"]
     if Path(PROMTOOL).exists():
-        result = subprocess.run([PROMTOOL, "check", "config", str(DEPLOY / "prometheus.yml")],
+        result = subprocess.run([PROMTOOL, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stdout + result.stderr
+        assert "SUCCESS: 1 rule files found" in result.stdout
 
 
 def test_grafana_provisioning_points_at_services_and_mounted_dashboards(
