@@ -1,11 +1,12 @@
 # Every target sets itself up from nothing: a .venv with the project installed editable, and for
-# `test` the Debian packages the suite runs against (rsyslog for the syslog sink).
+# `test` the Debian packages the suite runs against (rsyslog for the syslog sink, prometheus
+# and prometheus-alertmanager for the alert rules and the deploy stack).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus faketime
+DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus prometheus-alertmanager faketime
 
 .PHONY: help install system-deps lint typecheck unit test test-dates demo bench soak proto clean
 
@@ -19,6 +20,8 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	# The distribution was once called `sluice`: drop such an install so one dist owns the packages.
+	$(BIN)/python -m pip uninstall -q -y sluice 2>/dev/null || true
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 

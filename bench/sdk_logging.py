@@ -111,33 +111,39 @@ def main() -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         otel_logger.addHandler(LoggingHandler(logger_provider=provider))
 
-    # 3. sluice: init() wires its handler to the root logger; the bench logger hands records to it.
+    # 3. sluice: the bridge sees every record that reaches the root logger (it hooks
+    #    Logger.callHandlers rather than being a root handler), so the bench logger just propagates.
+    #    "sluice" has the logger at INFO; "sluice, root at WARNING" leaves the level to the root
+    #    (WARNING), so the INFO lines exist only because the bridge ships from INFO by default.
     import sluice
 
     handle = sluice.init(service_name="bench", endpoint=endpoint, capture_logs=False, runtime_metrics=False,
-                         metric_interval_s=3600)
+                         metric_interval_s=3600, instrument=False)
     sluice_logger = logging.getLogger("bench.sluice")
-    sluice_logger.propagate = False
     sluice_logger.setLevel(logging.INFO)
-    sluice_logger.addHandler(handle.log_handler)
+    floor_logger = logging.getLogger("bench.floor")  # NOTSET: inherits the root's WARNING
+    logging.getLogger().setLevel(logging.WARNING)
 
     variants: dict[str, tuple[logging.Logger, Callable[[], None]]] = {
         "stdlib FileHandler": (file_logger, fh.flush),
         "OTel LoggingHandler": (otel_logger, lambda: provider.force_flush(30_000) and None),
         "sluice": (sluice_logger, lambda: handle.force_flush(30.0) and None),
+        "sluice, root at WARNING": (floor_logger, lambda: handle.force_flush(30.0) and None),
     }
-    from sluice._logbridge import install_record_factory, uninstall_record_factory
+    from sluice._logbridge import attach, detach, install_record_factory, uninstall_record_factory
 
     best: dict[str, float] = {}
     for _ in range(args.repeat):
         for name, (logger, flush) in variants.items():
             # The peers run on a pristine stdlib: sluice's record factory (trace ids on every record)
             # is part of sluice's cost, so it is only installed while sluice is measured.
-            if name == "sluice":
+            if name.startswith("sluice"):
                 install_record_factory()
-            else:
-                uninstall_record_factory()
+                attach(handle.log_handler, handle.settings.log_level)
             per_call = run(logger, args.n, flush)
+            if name.startswith("sluice"):
+                detach(handle.log_handler)
+                uninstall_record_factory()
             best[name] = min(best.get(name, per_call), per_call)
 
     base = best["stdlib FileHandler"]

@@ -8,10 +8,12 @@ or variable, because setup is the only time we are allowed to raise.
 
 from __future__ import annotations
 
+import difflib
 import logging
+import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,7 +47,9 @@ class Settings:
     console: bool = False
     sample_ratio: float = 1.0
     capture_logs: bool = True
-    log_level: int = logging.NOTSET
+    # INFO, not the root logger's WARNING: what `log.info()` says is shipped, as the README's first
+    # example implies, while the console keeps printing what the app's own levels let through.
+    log_level: int = logging.INFO
     metric_interval_s: float = 60.0
     export_timeout_s: float = 10.0
     exit_timeout_s: float = 3.0
@@ -90,7 +94,7 @@ def _positive_float(value: Any) -> float:
     if isinstance(value, bool):
         raise TypeError
     number = float(value)
-    if not number > 0:
+    if not (number > 0 and math.isfinite(number)):
         raise TypeError
     return number
 
@@ -131,7 +135,7 @@ def _mapping(value: Any) -> dict[str, str]:
 
 
 def _log_level(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str):
         level = logging.getLevelName(value.strip().upper())
@@ -143,7 +147,7 @@ def _log_level(value: Any) -> int:
 def _names(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(n.strip() for n in value.split(",") if n.strip())
-    if isinstance(value, list | tuple | set | frozenset) and all(isinstance(n, str) for n in value):
+    if isinstance(value, Sequence | Set) and all(isinstance(n, str) for n in value):
         return tuple(sorted(value))
     raise TypeError
 
@@ -174,8 +178,8 @@ def _endpoint(value: Any) -> str:
 
 
 def _path(value: Any) -> Path:
-    if isinstance(value, Path):
-        return value
+    if isinstance(value, os.PathLike):
+        return Path(value)
     return Path(_str(value))
 
 
@@ -201,7 +205,8 @@ OPTIONS: dict[str, tuple[Callable[[Any], Any], str, str, str | None]] = {
     "exit_timeout_s": (_positive_float, "a number of seconds > 0", "SLUICE_EXIT_TIMEOUT_S", None),
     "schedule_delay_s": (_positive_float, "a number of seconds > 0", "SLUICE_SCHEDULE_DELAY_S", None),
     "max_queue_size": (_positive_int, "an integer > 0", "SLUICE_MAX_QUEUE_SIZE", None),
-    "max_batch_size": (_positive_int, "an integer > 0", "SLUICE_MAX_BATCH_SIZE", None),
+    "max_batch_size": (_positive_int, "an integer > 0, at most max_queue_size", "SLUICE_MAX_BATCH_SIZE",
+                       None),
     "spill_dir": (_path, "a directory path", "SLUICE_SPILL_DIR", None),
     "spill_max_bytes": (_positive_int, "an integer > 0", "SLUICE_SPILL_MAX_BYTES", None),
     "runtime_metrics": (_bool, "a bool", "SLUICE_RUNTIME_METRICS", None),
@@ -239,12 +244,10 @@ def _otel_fallbacks(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
 def resolve(arguments: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
     """Merge the sources by precedence and validate every value, reporting all problems at once."""
     env = os.environ if env is None else env
-    unknown = sorted(set(arguments) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(unknown[0], arguments[unknown[0]], f"one of {', '.join(sorted(OPTIONS))}")
     fallbacks = _otel_fallbacks(env)
     values: dict[str, Any] = {}
-    errors: list[ConfigError] = []
+    sources: dict[str, str] = {}
+    errors = [_unknown(name, arguments[name]) for name in arguments if name not in OPTIONS]
     for name, (parse, accepted, sluice_var, otel_var) in OPTIONS.items():
         source: str | None = None
         raw: Any = None
@@ -260,8 +263,10 @@ def resolve(arguments: Mapping[str, Any], env: Mapping[str, str] | None = None) 
             continue
         try:
             values[name] = parse(raw)
-        except (TypeError, ValueError):
+            sources[name] = source
+        except (TypeError, ValueError, OverflowError):
             errors.append(ConfigError(source, raw, accepted))
+    errors += _cross_check(values, sources)
     if errors:
         if len(errors) == 1:
             raise errors[0]
@@ -270,6 +275,27 @@ def resolve(arguments: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         combined.args = ("; ".join(str(e) for e in errors),)
         raise combined
     return _finish(values)
+
+
+def _unknown(name: str, value: Any) -> ConfigError:
+    """An argument `init()` does not know, with the nearest option name when there is one."""
+    close = difflib.get_close_matches(name, OPTIONS, n=1, cutoff=0.6)
+    hint = f"did you mean `{close[0]}`?" if close else f"the options are {', '.join(OPTIONS)}"
+    return ConfigError(name, value, f"one of {', '.join(OPTIONS)}",
+                       message=f"sluice.init: unknown option {name}={value!r}; {hint}")
+
+
+def _cross_check(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[ConfigError]:
+    """Rules between options, checked here so the OpenTelemetry SDK never raises its own ValueError."""
+    queue = values.get("max_queue_size", Settings.max_queue_size)
+    batch = values.get("max_batch_size", Settings.max_batch_size)
+    if batch <= queue:
+        return []
+    queue_from = sources.get("max_queue_size", "the default")
+    if "max_batch_size" in sources:
+        return [ConfigError(sources["max_batch_size"], batch,
+                            f"an integer > 0, at most max_queue_size ({queue}, from {queue_from})")]
+    return [ConfigError(queue_from, queue, f"an integer >= max_batch_size ({batch}, the default)")]
 
 
 def _finish(values: dict[str, Any]) -> Settings:

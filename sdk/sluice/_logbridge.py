@@ -214,58 +214,115 @@ class OtelLogSink:
         ))
 
 
-# -- staying attached to the root logger ---------------------------------------------------------
+# -- seeing every record without being a handler ------------------------------------------------
 #
-# `logging.basicConfig()` does nothing when the root logger already has a handler, and
-# `dictConfig`/`fileConfig` replace the root's handlers. Either would silently break an app that
-# calls `sluice.init()` before configuring logging: its console output would vanish, or sluice's
-# would. So these three are wrapped: our handler steps aside while they run, and comes back after.
+# A handler on the root logger is not invisible. `logging.basicConfig()` does nothing when the root
+# already has one; werkzeug and Flask add their console handler only when no handler would print
+# their records (`_has_level_handler` walks `logger.handlers` up to the root); `logging.lastResort`
+# prints warnings of unconfigured apps only when no handler was found. Each of those made an app's
+# console output vanish once `sluice.init()` had run. So, as Sentry's logging integration does, the
+# bridge hooks `Logger.callHandlers` instead: it sees every record after the app's own handlers ran,
+# ships those that would have reached the root logger (propagation is honoured), and the app's
+# logging configuration, checks and console stay exactly what they were without sluice.
+#
+# The bridge's level (`log_level`, INFO by default) may be below what the app's levels let through
+# (the root logger sits at WARNING unless configured). For loggers that leave their level to the
+# root, `Logger.isEnabledFor` then also says yes from that level on, so such records are created;
+# they are shipped but not shown to the app's handlers, which therefore print exactly what they
+# printed before. Loggers with a level of their own keep it, for shipping too. `getEffectiveLevel()`
+# and every level stay untouched, so checks such as werkzeug's see the app's own configuration.
 
-_attached: list[SluiceHandler] = []
-_originals: dict[str, Any] = {}
-
-
-def _wrap(module: Any, name: str) -> None:
-    original = getattr(module, name)
-    _originals[f"{module.__name__}.{name}"] = original
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        root = logging.getLogger()
-        ours = [h for h in _attached if h in root.handlers]
-        for handler in ours:
-            root.removeHandler(handler)
-        try:
-            return original(*args, **kwargs)
-        finally:
-            for handler in _attached:
-                if handler not in root.handlers:
-                    root.addHandler(handler)
-
-    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
-    wrapper.__doc__ = original.__doc__
-    setattr(module, name, wrapper)
+_attached: list[tuple[SluiceHandler, int]] = []  # the last one is active (tests nest them)
+_active: SluiceHandler | None = None
+_floor = logging.NOTSET
+# What our hooks delegate to: the stdlib's methods, or whatever wrapped them before `attach`.
+_next_call_handlers: Callable[[logging.Logger, logging.LogRecord], None] = logging.Logger.callHandlers
+_next_is_enabled_for: Callable[[logging.Logger, int], bool] = logging.Logger.isEnabledFor
 
 
-def attach(handler: SluiceHandler) -> None:
-    """Add `handler` to the root logger and keep it there across later logging configuration."""
-    import logging.config
+def _reaches_root(logger: logging.Logger) -> bool:
+    """Whether a record handled by `logger` propagates to the root logger's handlers."""
+    current = logger
+    while current.propagate and current.parent is not None:
+        current = current.parent
+    return current.parent is None
 
-    if not _originals:
-        _wrap(logging, "basicConfig")
-        _wrap(logging.config, "dictConfig")
-        _wrap(logging.config, "fileConfig")
-    _attached.append(handler)
-    logging.getLogger().addHandler(handler)
+
+def _inherits_root_level(logger: logging.Logger) -> bool:
+    """Whether `logger`'s level comes from the root and its records reach the root."""
+    current = logger
+    while current.parent is not None:
+        if current.level or not current.propagate:
+            return False
+        current = current.parent
+    return True
+
+
+def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
+    bridge = _active
+    if bridge is None:
+        _next_call_handlers(self, record)
+        return
+    levelno = record.levelno
+    try:
+        # A record below the app's own level exists only because the bridge asked for it.
+        if not (_floor and levelno < logging.root.level and levelno < self.getEffectiveLevel()):
+            _next_call_handlers(self, record)
+    finally:
+        if levelno >= bridge.level and _reaches_root(self):
+            bridge.handle(record)
+
+
+def _is_enabled_for(self: logging.Logger, level: int) -> bool:
+    if self.disabled:
+        return False
+    cache: dict[int, bool] = self._cache  # type: ignore[attr-defined]
+    try:
+        return cache[level]
+    except KeyError:
+        enabled = _next_is_enabled_for(self, level)
+        if (not enabled and _floor and level >= _floor and self.manager.disable < level
+                and _active is not None and not self.name.startswith(INTERNAL_PREFIXES)
+                and _inherits_root_level(self)):
+            # Cached where the stdlib caches its answer, so any setLevel() clears it too.
+            enabled = cache[level] = True
+        return enabled
+
+
+def attach(handler: SluiceHandler, level: int = logging.NOTSET) -> None:
+    """Ship every record that reaches the root logger through `handler`, without being a handler.
+
+    `level` (the bridge's floor) makes loggers that inherit the root's level create records from
+    that level on even when the root is stricter; the app's handlers do not see those.
+    """
+    global _active, _floor, _next_call_handlers, _next_is_enabled_for  # noqa: PLW0603 - one per process
+    _attached.append((handler, level))
+    _active, _floor = handler, level
+    if logging.Logger.callHandlers is not _call_handlers:
+        _next_call_handlers = logging.Logger.callHandlers
+        logging.Logger.callHandlers = _call_handlers  # type: ignore[method-assign]
+    if logging.Logger.isEnabledFor is not _is_enabled_for:
+        _next_is_enabled_for = logging.Logger.isEnabledFor
+        logging.Logger.isEnabledFor = _is_enabled_for  # type: ignore[method-assign]
+    _clear_level_caches()
 
 
 def detach(handler: SluiceHandler) -> None:
-    """Undo `attach`; the stdlib functions are restored once no handler is attached."""
-    import logging.config
+    """Undo `attach`; the stdlib methods come back unless someone wrapped them after us."""
+    global _active, _floor
+    _attached[:] = [(h, level) for h, level in _attached if h is not handler]
+    _active, _floor = _attached[-1] if _attached else (None, logging.NOTSET)
+    _clear_level_caches()
+    if _attached:
+        return
+    # Restored only if nobody wrapped them after us; otherwise ours stay as pass-throughs.
+    if logging.Logger.callHandlers is _call_handlers:
+        logging.Logger.callHandlers = _next_call_handlers  # type: ignore[method-assign,assignment]
+    if logging.Logger.isEnabledFor is _is_enabled_for:
+        logging.Logger.isEnabledFor = _next_is_enabled_for  # type: ignore[method-assign,assignment]
+    _clear_level_caches()
 
-    if handler in _attached:
-        _attached.remove(handler)
-    logging.getLogger().removeHandler(handler)
-    if not _attached and _originals:
-        logging.basicConfig = _originals.pop("logging.basicConfig")
-        logging.config.dictConfig = _originals.pop("logging.config.dictConfig")
-        logging.config.fileConfig = _originals.pop("logging.config.fileConfig")
+
+def _clear_level_caches() -> None:
+    """Forget cached `isEnabledFor` answers, as `Logger.setLevel()` does."""
+    logging.Logger.manager._clear_cache()  # type: ignore[attr-defined]

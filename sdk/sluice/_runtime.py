@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
+import functools
+import inspect
 import os
 import platform
 import socket
@@ -23,7 +24,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from opentelemetry import metrics, propagate, trace
 from opentelemetry._logs import set_logger_provider
@@ -84,6 +85,8 @@ from sluice._spill import SpillQueue
 
 __all__ = ["Sluice", "current", "init", "shutdown"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
 _lock = threading.RLock()
 _handle: Sluice | None = None
 _SDK_VERSION = "0.1.0.dev0"
@@ -265,7 +268,6 @@ class Sluice:
         self.log_fanout = FanoutLogProcessor()
         self.capture_reader = InMemoryMetricReader(preferred_temporality=_DELTA)  # type: ignore[arg-type]
         self.shipper: LogShipper | None = None
-        self._previous_root_level: int | None = None
 
         sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
         self.tracer_provider = TracerProvider(resource=self.resource, sampler=sampler, shutdown_on_exit=False)
@@ -377,17 +379,10 @@ class Sluice:
             CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
         install_record_factory()
         if self.settings.capture_logs:
-            root = logging.getLogger()
-            attach(self.log_handler)
-            if self.settings.log_level and root.level > self.settings.log_level:
-                self._previous_root_level = root.level
-                root.setLevel(self.settings.log_level)
+            attach(self.log_handler, self.settings.log_level)
 
     def uninstall(self) -> None:
-        root = logging.getLogger()
         detach(self.log_handler)
-        if self._previous_root_level is not None:
-            root.setLevel(self._previous_root_level)
         uninstall_record_factory()
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
@@ -444,24 +439,103 @@ def current() -> Sluice | None:
     return _handle
 
 
-def init(service_name: str | None = None, endpoint: str | None = None, **options: Any) -> Sluice:
-    """Set up traces, metrics and logs for this process, exporting over OTLP; see docs/sdk.md.
+def _options_checked(function: Callable[P, R]) -> Callable[P, R]:
+    """Turn an unknown keyword argument into sluice's `ConfigError` (with "did you mean ...?").
 
-    Raises `ConfigError` for a bad argument or variable, before anything is installed. A second
-    call warns and returns the first handle unchanged, so libraries may call it defensively.
+    Type checkers and IDEs see `init`'s real, typed signature (and flag a misspelt option before
+    the program runs); at run time Python's own `TypeError` would not say which option was
+    meant, so unknown names go to `resolve`, which reports them with every other problem at once.
     """
+    known = frozenset(inspect.signature(function).parameters)
+
+    @functools.wraps(function)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not known.issuperset(kwargs):
+            resolve({name: value for name, value in kwargs.items() if value is not None})
+        return function(*args, **kwargs)
+
+    return checked
+
+
+@_options_checked
+def init(
+    service_name: str | None = None,
+    endpoint: str | None = None,
+    *,
+    protocol: Literal["grpc", "http/protobuf"] | None = None,
+    service_version: str | None = None,
+    environment: str | None = None,
+    resource_attributes: Mapping[str, str] | str | None = None,
+    headers: Mapping[str, str] | str | None = None,
+    insecure: bool | None = None,
+    exporter: Literal["otlp", "none"] | None = None,
+    console: bool | None = None,
+    sample_ratio: float | None = None,
+    capture_logs: bool | None = None,
+    log_level: int | str | None = None,
+    metric_interval_s: float | None = None,
+    export_timeout_s: float | None = None,
+    exit_timeout_s: float | None = None,
+    schedule_delay_s: float | None = None,
+    max_queue_size: int | None = None,
+    max_batch_size: int | None = None,
+    spill_dir: str | os.PathLike[str] | None = None,
+    spill_max_bytes: int | None = None,
+    runtime_metrics: bool | None = None,
+    instrument: bool | str | Sequence[str] | None = None,
+    disabled_instrumentations: str | Sequence[str] | None = None,
+    scrub: bool | None = None,
+    trace_url: str | None = None,
+) -> Sluice:
+    """Set up traces, metrics and logs for this process, exporting over OTLP.
+
+    Every option may be left out (`None`): it then comes from its `SLUICE_*` variable, else from
+    the standard `OTEL_*` one, else from the default; an argument always wins. docs/sdk.md has
+    the table with variables, defaults and accepted values.
+
+    Args:
+        service_name: `service.name` of every signal (`OTEL_SERVICE_NAME`); default `unknown_service`.
+        endpoint: the receiver or collector, `http(s)://host:port` (`OTEL_EXPORTER_OTLP_ENDPOINT`);
+            default `http://localhost:4317` (`:4318` for HTTP).
+        protocol: `"grpc"` (default) or `"http/protobuf"`.
+        service_version: `service.version`.
+        environment: `deployment.environment(.name)`; default `development`.
+        resource_attributes: extra resource attributes, a dict or `"k=v,k2=v2"`.
+        headers: headers on every export (e.g. an auth token), a dict or `"k=v,k2=v2"`.
+        insecure: plain-text gRPC; default true for `http://`, false for `https://`.
+        exporter: `"otlp"` (default) or `"none"` (nothing leaves the process).
+        console: also print spans, logs and metrics to stdout (development).
+        sample_ratio: head sampling of traces, 0.0-1.0 (parent-based); never applies to logs.
+        capture_logs: ship stdlib `logging` records (default true).
+        log_level: the lowest level shipped from loggers that leave their level to the root
+            logger (default INFO); the console is not affected.
+        metric_interval_s: seconds between metric exports (default 60).
+        export_timeout_s: seconds one export may take, retries included (default 10).
+        exit_timeout_s: seconds `shutdown()` and interpreter exit may spend flushing (default 3).
+        schedule_delay_s: seconds between background exports (default 1).
+        max_queue_size: records buffered before ordinary ones are dropped and counted (default 8192).
+        max_batch_size: records per export, at most `max_queue_size` (default 512).
+        spill_dir: directory for undeliverable audit/security records.
+        spill_max_bytes: bound of `spill_dir` (default 64 MiB).
+        runtime_metrics: CPU, memory, GC, threads and SDK health metrics (default true).
+        instrument: enable installed OpenTelemetry instrumentors: true (default), false, or names.
+        disabled_instrumentations: instrumentors never to enable (wins over `instrument`).
+        scrub: mask secrets and personal data in log records before they leave the app.
+        trace_url: a URL with `{trace_id}`; a link is printed to stderr when a trace's root span ends.
+
+    Returns the process's `Sluice` handle. Raises `ConfigError` for an unknown option or a bad
+    argument or variable, naming each and what is accepted, before anything is installed. A
+    second call warns and returns the first handle unchanged, so libraries may call it defensively.
+    """
+    # First statement on purpose: `locals()` holds exactly the parameters here.
+    arguments: dict[str, Any] = {name: value for name, value in locals().items() if value is not None}
     global _handle  # noqa: PLW0603 - the one process-wide handle is the point
     with _lock:
         if _handle is not None:
             # OTel's global providers can be set once per process, so one init per process it is.
             warnings.warn("sluice.init() called again; returning the existing handle (arguments ignored)",
-                          RuntimeWarning, stacklevel=2)
+                          RuntimeWarning, stacklevel=3)
             return _handle
-        arguments: dict[str, Any] = dict(options)
-        if service_name is not None:
-            arguments["service_name"] = service_name
-        if endpoint is not None:
-            arguments["endpoint"] = endpoint
         settings = resolve(arguments)
         handle = Sluice(settings)
         handle.install()

@@ -45,16 +45,34 @@ _LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 _CACHE_LIMIT = 4096
 
 
-class TransportError(Exception):
-    """One failed delivery; `retryable` says whether trying again could help."""
+_CHECK_ENDPOINT = ("is a receiver listening there? Check `endpoint` (SLUICE_ENDPOINT / "
+                   "OTEL_EXPORTER_OTLP_ENDPOINT) and `protocol` (gRPC on 4317, HTTP on 4318)")
+_CHECK_TLS = "check `insecure` and the certificate: plain http:// endpoints need a receiver without TLS"
+_CHECK_HEADERS = "check `headers` (SLUICE_HEADERS / OTEL_EXPORTER_OTLP_HEADERS), e.g. the bearer token"
+_CHECK_PROTOCOL = ("the endpoint answers but is not an OTLP logs receiver for this protocol; check "
+                   "`protocol` (grpc or http/protobuf) and the port")
+_CHECK_LOAD = "the receiver is overloaded or slow; records are retried, then dropped and counted"
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
+
+class TransportError(Exception):
+    """One failed delivery, said in one line: where to, what failed, and what to check.
+
+    `retryable` says whether trying again could help. The message is what the SDK logs (once),
+    so it carries no traceback: a receiver that is down is an operational fact, not a bug.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, endpoint: str = "", hint: str = "") -> None:
+        text = " ".join(message.split())  # one line, whatever the transport's details contained
+        super().__init__(f"{text}; {hint}" if hint else text)
         self.retryable = retryable
+        self.endpoint = endpoint
+        self.hint = hint
 
 
 class Transport(Protocol):
     """Deliver one encoded `ExportLogsServiceRequest`; the only I/O the shipper does."""
+
+    endpoint: str
 
     def send(self, payload: bytes, timeout_s: float) -> None: ...
 
@@ -68,6 +86,7 @@ class GrpcTransport:
 
     def __init__(self, endpoint: str, *, insecure: bool, headers: Mapping[str, str]) -> None:
         parsed = urlparse(endpoint)
+        self.endpoint = endpoint
         self._target = f"{parsed.hostname}:{parsed.port or 4317}"
         self._insecure = insecure
         self._metadata = tuple((k.lower(), v) for k, v in headers.items())
@@ -99,13 +118,17 @@ class GrpcTransport:
             self._callable()(payload, timeout=timeout_s, metadata=self._metadata or None)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
+            details = exc.details() if hasattr(exc, "details") else None
             retryable = code in (
                 grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                 grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
                 grpc.StatusCode.CANCELLED, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.DATA_LOSS,
             )
-            message = f"gRPC export to {self._target} failed: {code}"
-            raise TransportError(message, retryable=retryable) from exc
+            name = code.name if code is not None else "error"
+            what = f"{name} ({details})" if details else name
+            raise TransportError(f"cannot deliver logs to {self.endpoint} over gRPC: {what}",
+                                 retryable=retryable, endpoint=self.endpoint,
+                                 hint=_grpc_hint(code, details or "")) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -119,12 +142,26 @@ class GrpcTransport:
         self._lock = threading.Lock()
 
 
+def _grpc_hint(code: Any, details: str) -> str:
+    name = getattr(code, "name", "")
+    if name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return _CHECK_HEADERS
+    if name == "UNIMPLEMENTED":
+        return _CHECK_PROTOCOL
+    if name in ("RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"):
+        return _CHECK_LOAD
+    if "ssl" in details.lower() or "handshake" in details.lower() or "tls" in details.lower():
+        return _CHECK_TLS
+    return _CHECK_ENDPOINT
+
+
 class HttpTransport:
     """OTLP/HTTP with protobuf bodies, on the standard library so it adds no dependency."""
 
     def __init__(self, endpoint: str, *, headers: Mapping[str, str]) -> None:
         base = endpoint.rstrip("/")
         self._url = base if base.endswith("/v1/logs") else f"{base}/v1/logs"
+        self.endpoint = self._url
         self._headers = {"Content-Type": "application/x-protobuf", **headers}
 
     def send(self, payload: bytes, timeout_s: float) -> None:
@@ -134,10 +171,17 @@ class HttpTransport:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
                 response.read()
         except urllib.error.HTTPError as exc:
-            raise TransportError(f"HTTP export to {self._url} failed: {exc.code}",
-                                 retryable=exc.code in (429, 502, 503, 504)) from exc
+            hint = (_CHECK_HEADERS if exc.code in (401, 403)
+                    else _CHECK_PROTOCOL if exc.code in (404, 405, 415)
+                    else _CHECK_LOAD if exc.code in (413, 429, 503) else _CHECK_ENDPOINT)
+            raise TransportError(f"cannot deliver logs to {self._url}: HTTP {exc.code} {exc.reason}",
+                                 retryable=exc.code in (429, 502, 503, 504), endpoint=self._url,
+                                 hint=hint) from exc
         except (urllib.error.URLError, OSError) as exc:
-            raise TransportError(f"HTTP export to {self._url} failed: {exc}", retryable=True) from exc
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            tls = "ssl" in type(reason).__module__ or "CERTIFICATE" in str(reason).upper()
+            raise TransportError(f"cannot deliver logs to {self._url}: {reason}", retryable=True,
+                                 endpoint=self._url, hint=_CHECK_TLS if tls else _CHECK_ENDPOINT) from exc
 
     def close(self) -> None:
         return None
@@ -148,6 +192,8 @@ class HttpTransport:
 
 class InMemoryTransport:
     """The in-memory twin: keeps every payload; `fail` makes it behave like a dead receiver."""
+
+    endpoint = "memory"
 
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
@@ -355,16 +401,26 @@ class LogShipper:
 
     def _send(self, payload: bytes, deadline: float) -> bool:
         backoff_s = 0.25
+        failed = False
         while True:
             remaining = deadline - time.monotonic()
+            if remaining <= 0 and failed:
+                _health.increment("errors.log_export_timeout")  # the failure itself was reported
+                return False
             if remaining <= 0:
-                _health.report_once("log_export_timeout", "log export ran out of time")
+                _health.report_once(
+                    "log_export_timeout",
+                    f"log export to {getattr(self.transport, 'endpoint', '?')} did not finish within "
+                    f"export_timeout_s={self._timeout_s:g}; ordinary records dropped and counted, "
+                    "audit/security spilled to disk")
                 return False
             try:
                 self.transport.send(payload, min(remaining, self._timeout_s))
                 return True
             except TransportError as exc:
-                _health.report_once("log_export", str(exc), exc)
+                # One line, no traceback: an unreachable receiver is an operational fact, not a bug.
+                _health.report_once("log_export", str(exc))
+                failed = True
                 if not exc.retryable or self._stopping.is_set():
                     return False
             except Exception as exc:

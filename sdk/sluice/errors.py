@@ -19,8 +19,8 @@ class ConfigError(SluiceError, ValueError):
     It subclasses `ValueError` so code written against plain Python conventions still catches it.
     """
 
-    def __init__(self, name: str, value: object, accepted: str) -> None:
+    def __init__(self, name: str, value: object, accepted: str, *, message: str | None = None) -> None:
         self.name = name
         self.value = value
         self.accepted = accepted
-        super().__init__(f"sluice.init: {name}={value!r} is invalid; expected {accepted}")
+        super().__init__(message or f"sluice.init: {name}={value!r} is invalid; expected {accepted}")

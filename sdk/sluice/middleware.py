@@ -5,6 +5,12 @@
 
 Each request gets a request id (the incoming `X-Request-ID`, or a new one), echoed back in the
 response and put into `sluice.context`, so every log line and span of the request carries it.
+
+One request is one trace, whatever else instruments the app: when an outer middleware (such as
+OpenTelemetry's, which FastAPI's and Starlette's instrumentors put outermost in the app) has
+already started the request's server span, this middleware joins that span instead of starting
+a second root from the headers; inside other work it starts a child; and a framework
+instrumentation inside it (Flask's, Django's, the ASGI one) sees its span as the active one.
 Incoming W3C `traceparent`/`baggage` headers are honoured (the server span joins the caller's
 trace; `user.id`/`tenant.id` baggage becomes correlation ids). `http.route` defaults to the raw path;
 pass `route=` (a callable from the WSGI environ / ASGI scope to a template such as `/orders/{id}`)
@@ -76,8 +82,8 @@ class _Request:
         self._finished = False
         self._stack = ExitStack()
         self.span: Span | None = None
+        self.joined = False
         try:
-            self._stack.callback(otel_context.detach, otel_context.attach(carrier_context))
             attributes: dict[str, Any] = {
                 "http.request.method": method, "url.path": path, "http.route": route, "url.scheme": scheme,
                 "request.id": self.request_id,
@@ -86,9 +92,22 @@ class _Request:
                 attributes["client.address"] = client
             if user_agent:
                 attributes["user_agent.original"] = user_agent
-            self.span = self._stack.enter_context(_tracer.start_as_current_span(
-                f"{method} {route}", kind=SpanKind.SERVER, attributes=attributes,
-                record_exception=False, set_status_on_exception=False, end_on_exit=True))
+            active = trace.get_current_span()
+            if active.get_span_context().is_valid and getattr(active, "kind", None) is SpanKind.SERVER:
+                # An outer instrumentation (OpenTelemetry's ASGI/WSGI middleware, FastAPI's, ...)
+                # already started this request's server span: join it. A second root span from
+                # the headers would split the request into two traces.
+                self.span, self.joined = active, True
+                active.set_attribute("request.id", self.request_id)
+            else:
+                kind = SpanKind.SERVER
+                if active.get_span_context().is_valid:
+                    kind = SpanKind.INTERNAL  # called inside other work: a child, as OTel's own do
+                else:
+                    self._stack.callback(otel_context.detach, otel_context.attach(carrier_context))
+                self.span = self._stack.enter_context(_tracer.start_as_current_span(
+                    f"{method} {route}", kind=kind, attributes=attributes,
+                    record_exception=False, set_status_on_exception=False, end_on_exit=True))
             incoming = baggage.get_all(carrier_context)
             self._stack.enter_context(context(
                 request_id=self.request_id,
@@ -103,7 +122,12 @@ class _Request:
             return
         self._finished = True
         duration_s = time.perf_counter() - self._start
+        token = None
         try:
+            if self.span is not None:
+                # The body may be closed after an outer middleware has already left the request's
+                # context (OTel's WSGI one does): the access record belongs to the request's span.
+                token = otel_context.attach(trace.set_span_in_context(self.span))
             status = self.status or (500 if self.error is not None else 0)
             attrs: dict[str, Any] = {"http.request.method": self.method, "http.route": self.route,
                                      "http.response.status_code": status}
@@ -111,7 +135,7 @@ class _Request:
                 attrs["error.type"] = type(self.error).__qualname__ if self.error is not None else str(status)
             _duration.record(duration_s, attrs)
             _requests.add(1, attrs)
-            if self.span is not None:
+            if self.span is not None and not self.joined:  # a joined span's owner sets its outcome
                 self.span.set_attribute("http.response.status_code", status)
                 if self.error is not None:
                     self.span.record_exception(self.error)
@@ -133,6 +157,8 @@ class _Request:
             _health.report_once("middleware", "could not finish request telemetry", exc)
         finally:
             try:
+                if token is not None:
+                    otel_context.detach(token)
                 self._stack.close()
             except Exception as exc:
                 _health.report_once("middleware_context", "could not restore the request context", exc)

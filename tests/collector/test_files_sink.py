@@ -9,6 +9,7 @@ import calendar
 import errno
 import gzip
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pytest
 
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.errors import DiskFullError, SinkError
-from sluice_collector.sinks.files.config import FilePolicy, FilesConfig, RotationConfig
+from sluice_collector.sinks.files.config import DiskGuardConfig, FilePolicy, FilesConfig, RotationConfig
 from sluice_collector.sinks.files.sink import MAX_COMPONENT_CHARS, RotatingFileSink, safe_component
 from sluice_collector.telemetry import ReceiverTelemetry
 from tests.otlp_builders import log_record, logs_request
@@ -467,6 +468,33 @@ def test_real_short_write_under_rlimit_fsize_leaves_no_half_line(tmp_path: Path)
     data = (tmp_path / "app.log").read_bytes()
     assert data.endswith(b"\n")
     assert len(data.splitlines()) == 3
+
+
+def test_disk_gauges_follow_the_probe_and_the_guard_for_alert_rules(tmp_path: Path) -> None:
+    """`/metrics` carries what /healthz shows as disk_used_percent, and the guard it is compared
+    with, so a Prometheus rule can alert before retention starts removing files."""
+    used = [40]
+
+    def probe(_path: Path) -> tuple[int, int]:
+        if used[0] < 0:
+            raise OSError(5, "I/O error")
+        return used[0], 100
+
+    telemetry = ReceiverTelemetry()
+    config = FilesConfig(directory=tmp_path, rotation=NO_ROTATION, disk=DiskGuardConfig(max_used_percent=70))
+    RotatingFileSink(config, {}, telemetry, disk_usage=probe)
+
+    def sample(name: str) -> float | None:
+        return telemetry.registry.get_sample_value(name)
+
+    assert sample("sluice_files_disk_max_used_percent") == 70.0
+    assert sample("sluice_files_disk_used_percent") == 40.0
+    used[0] = 91
+    assert sample("sluice_files_disk_used_percent") == 91.0
+    used[0] = -1  # the probe fails: no number rather than a stale or made-up one
+    value = sample("sluice_files_disk_used_percent")
+    assert value is not None
+    assert math.isnan(value)
 
 
 def test_health_reports_directory_disk_open_files_and_compressions(tmp_path: Path) -> None:

@@ -64,6 +64,53 @@ def test_bad_argument_fails_fast_naming_the_argument(arguments: dict[str, object
     assert named in str(info.value)
 
 
+@pytest.mark.parametrize(("arguments", "named", "accepted"), [
+    ({"max_queue_size": -5}, "max_queue_size", "an integer > 0"),
+    ({"export_timeout_s": -1}, "export_timeout_s", "seconds > 0"),
+    ({"schedule_delay_s": float("inf")}, "schedule_delay_s", "seconds > 0"),
+    ({"metric_interval_s": "soon"}, "metric_interval_s", "seconds > 0"),
+    ({"spill_max_bytes": 1.5}, "spill_max_bytes", "an integer > 0"),
+    ({"max_batch_size": [512]}, "max_batch_size", "an integer > 0"),
+    ({"log_level": -10}, "log_level", "a logging level"),
+    ({"insecure": "maybe"}, "insecure", "a bool"),
+    ({"disabled_instrumentations": [1, 2]}, "disabled_instrumentations", "instrumentor names"),
+])
+def test_negative_and_wrongly_typed_values_name_option_value_and_what_is_accepted(
+        arguments: dict[str, object], named: str, accepted: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(arguments, env={})
+    assert info.value.name == named
+    assert f"{named}={arguments[named]!r}" in str(info.value)
+    assert accepted in str(info.value)
+
+
+def test_unknown_option_suggests_the_nearest_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({"sample_rate": 0.5}, env={})
+    assert info.value.name == "sample_rate"
+    assert str(info.value) == "sluice.init: unknown option sample_rate=0.5; did you mean `sample_ratio`?"
+
+
+def test_unknown_option_far_from_any_lists_the_options_and_comes_with_the_other_problems() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({"colour": "blue", "sample_ratio": 7}, env={})
+    assert "unknown option colour='blue'; the options are service_name, endpoint," in str(info.value)
+    assert "sample_ratio=7" in str(info.value)
+
+
+def test_batch_larger_than_the_queue_is_a_config_error_not_an_opentelemetry_value_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({"max_queue_size": 10, "max_batch_size": 100}, env={})
+    assert info.value.name == "max_batch_size"
+    assert str(info.value) == ("sluice.init: max_batch_size=100 is invalid; expected an integer > 0, "
+                               "at most max_queue_size (10, from max_queue_size)")
+    with pytest.raises(ConfigError) as from_env:
+        resolve({}, env={"SLUICE_MAX_QUEUE_SIZE": "100"})
+    assert from_env.value.name == "SLUICE_MAX_QUEUE_SIZE"
+    assert "max_batch_size (512, the default)" in str(from_env.value)
+    assert resolve({"max_queue_size": 10, "max_batch_size": 10}, env={}).max_batch_size == 10
+
+
 def test_bad_variable_is_named_in_the_error() -> None:
     with pytest.raises(ConfigError, match="SLUICE_SAMPLE_RATIO"):
         resolve({}, env={"SLUICE_SAMPLE_RATIO": "lots"})

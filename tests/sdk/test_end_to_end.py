@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,6 +108,109 @@ def test_basicconfig_output_is_unchanged_and_not_duplicated(sink: Sink, tmp_path
     assert "Traceback" in boom["attributes"]["exception.stacktrace"]
 
 
+FLASK_DEV_SERVER = """
+    import os, signal, socket, sys, threading, time, urllib.request
+    INIT
+    from flask import Flask
+
+    app = Flask("shop")
+
+    @app.get("/")
+    def index():
+        app.logger.warning("index hit")
+        return "ok"
+
+    def client():
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert urllib.request.urlopen("http://127.0.0.1:PORT/").read() == b"ok"
+        os.kill(os.getpid(), signal.SIGINT)  # werkzeug's server stops on Ctrl+C
+
+    threading.Thread(target=client, daemon=True).start()
+    app.run(host="127.0.0.1", port=PORT)
+    print("server stopped")
+"""
+
+
+def _console(result: Any) -> tuple[str, str]:
+    """stdout and stderr with the clock taken out (werkzeug and Flask print timestamps)."""
+    def normalise(text: str) -> str:
+        text = re.sub(r"\[\d\d/\w{3}/\d{4} \d\d:\d\d:\d\d\]", "[TIME]", text)
+        return re.sub(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]", "[TIME]", text)
+
+    return normalise(result.stdout), normalise(result.stderr)
+
+
+def test_flask_development_server_console_looks_exactly_as_without_sluice(sink: Sink, tmp_path: Path) -> None:
+    """werkzeug prints its banner and request lines only when no handler would print them; a
+    root handler made them vanish. Now they stay, and are shipped as well."""
+    port = free_port()
+    script = FLASK_DEV_SERVER.replace("PORT", str(port))
+    plain = run_script(script.replace("INIT", "pass"), timeout_s=60)
+    with_sluice = run_script(script.replace(
+        "INIT", f"import sluice; sluice.init(service_name='shop', endpoint='{sink.endpoint}', "
+                f"runtime_metrics=False, spill_dir='{tmp_path}')"), timeout_s=60)
+    assert plain.returncode == 0, plain.stderr
+    assert with_sluice.returncode == 0, with_sluice.stderr
+    assert f"Running on http://127.0.0.1:{port}" in plain.stderr
+    assert '"GET / HTTP/1.1" 200' in plain.stderr
+    assert "index hit" in plain.stderr
+    assert _console(with_sluice) == _console(plain)
+    assert sink.wait_for(lambda s: any('"GET / HTTP/1.1" 200' in str(r["body"]) for r in s.log_records()))
+    request_line = next(r for r in sink.log_records() if '"GET / HTTP/1.1" 200' in str(r["body"]))
+    assert (request_line["scope"], request_line["severity_text"]) == ("werkzeug", "INFO")
+    assert any(r["body"] == "index hit" for r in sink.log_records())
+
+
+def test_readme_first_example_ships_log_info_and_prints_what_it_printed_before(sink: Sink, tmp_path: Path) -> None:
+    """The README's first example: no logging configuration, `log.info()` after `sluice.init()`.
+    The root logger stays at WARNING for the console (which prints only the warning, through
+    `logging.lastResort`, as without sluice), and the bridge ships INFO and above."""
+    script = """
+        import logging, sys
+        INIT
+        log = logging.getLogger("billing.invoices")
+        log.info("charging %s", "inv-7")
+        log.debug("not shipped: below the bridge's default INFO")
+        log.warning("card expires soon")
+        print("root level", logging.getLevelName(logging.getLogger().level))
+    """
+    plain = run_script(script.replace("INIT", "pass"))
+    with_sluice = run_script(script.replace(
+        "INIT", f"import sluice; sluice.init(service_name='billing', endpoint='{sink.endpoint}', "
+                f"runtime_metrics=False, instrument=False, spill_dir='{tmp_path}')"))
+    assert with_sluice.returncode == 0, with_sluice.stderr
+    assert (plain.stdout, plain.stderr) == ("root level WARNING\n", "card expires soon\n")
+    assert (with_sluice.stdout, with_sluice.stderr) == (plain.stdout, plain.stderr)
+    assert sink.wait_for(lambda s: len([r for r in s.log_records() if r["scope"] == "billing.invoices"]) == 2)
+    shipped = [(r["body"], r["severity_text"]) for r in sink.log_records() if r["scope"] == "billing.invoices"]
+    assert shipped == [("charging inv-7", "INFO"), ("card expires soon", "WARN")]
+
+
+def test_logging_configured_after_init_prints_as_without_sluice(sink: Sink, tmp_path: Path) -> None:
+    """basicConfig(level=INFO) after init: the app's console gets INFO as it would without sluice."""
+    script = """
+        import logging, sys
+        INIT
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("app").info("configured after init")
+        logging.getLogger("app").debug("below every level")
+    """
+    plain = run_script(script.replace("INIT", "pass"))
+    with_sluice = run_script(script.replace(
+        "INIT", f"import sluice; sluice.init(endpoint='{sink.endpoint}', runtime_metrics=False, "
+                f"instrument=False, spill_dir='{tmp_path}')"))
+    assert with_sluice.returncode == 0, with_sluice.stderr
+    assert plain.stdout == "INFO app: configured after init\n"
+    assert (with_sluice.stdout, with_sluice.stderr) == (plain.stdout, plain.stderr)
+    assert sink.wait_for(lambda s: [r["body"] for r in s.log_records() if r["scope"] == "app"]
+                         == ["configured after init"])
+
+
 def test_formatters_can_print_trace_id_and_span_id(sink: Sink, tmp_path: Path) -> None:
     result = run_script(f"""
         import logging, sys, sluice
@@ -158,7 +263,8 @@ def test_exit_with_receiver_down_finishes_within_the_deadline(tmp_path: Path) ->
     result = run_script(f"""
         import logging, sluice
         from opentelemetry import trace
-        sluice.init(endpoint="{dead}", runtime_metrics=False, spill_dir="{tmp_path}", exit_timeout_s=2)
+        sluice.init(endpoint="{dead}", runtime_metrics=False, spill_dir="{tmp_path}", exit_timeout_s=2,
+                    instrument=False)  # importing every installed framework is not what this measures
         with trace.get_tracer("t").start_as_current_span("s"):
             for i in range(100):
                 logging.getLogger("app").warning("line %d", i)
@@ -167,6 +273,29 @@ def test_exit_with_receiver_down_finishes_within_the_deadline(tmp_path: Path) ->
     elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stderr
     assert elapsed < 5.0, f"exit took {elapsed:.1f}s"
+
+
+def test_receiver_down_is_one_console_line_not_a_traceback(tmp_path: Path) -> None:
+    """What a developer sees when the receiver is not running: one line naming it and what to check."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = run_script(f"""
+        import logging, sys, sluice
+        logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
+        handle = sluice.init(endpoint="{dead}", runtime_metrics=False, instrument=False, spill_dir="{tmp_path}",
+                             export_timeout_s=0.3, exit_timeout_s=1)
+        for i in range(3):
+            logging.getLogger("app").warning("line %d", i)
+            handle.force_flush(0.5)
+        sluice.shutdown()
+    """, timeout_s=20)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    internal = [line for line in result.stderr.splitlines() if line.startswith("sluice.internal:")]
+    assert len(internal) == 1, result.stderr
+    assert f"cannot deliver logs to {dead} over gRPC: UNAVAILABLE" in internal[0]
+    assert "is a receiver listening there?" in internal[0]
+    assert [line for line in result.stderr.splitlines() if line.startswith("app:")] == [
+        "app: line 0", "app: line 1", "app: line 2"]
 
 
 def test_audit_records_spill_when_the_receiver_is_down_and_are_replayed_later(tmp_path: Path) -> None:
@@ -212,6 +341,35 @@ def test_second_init_warns_and_returns_the_same_handle(tmp_path: Path) -> None:
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_init_raises_config_errors_before_installing_anything_and_arguments_beat_variables() -> None:
+    """Unknown names and bad values are sluice's ConfigError (never OTel's ValueError or a TypeError),
+    nothing is installed by a failed call, and a later good call still works."""
+    result = run_script("""
+        import sluice
+        from opentelemetry import trace
+        for kwargs in ({"sample_rate": 0.5}, {"max_queue_size": 10, "max_batch_size": 100},
+                       {"export_timeout_s": -1}, {"max_queue_size": "many"}):
+            try:
+                sluice.init("svc", **kwargs)
+            except sluice.ConfigError as exc:
+                print(type(exc).__name__, exc)
+        print("installed:", type(trace.get_tracer_provider()).__name__)
+        handle = sluice.init(service_name="from-argument", exporter="none", max_queue_size=16, max_batch_size=16,
+                             runtime_metrics=False, instrument=False)
+        print("settings:", handle.settings.service_name, handle.settings.max_queue_size, handle.settings.sample_ratio)
+    """, env={"SLUICE_SERVICE_NAME": "from-variable", "SLUICE_MAX_QUEUE_SIZE": "1024", "OTEL_TRACES_SAMPLER": "always_off"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "ConfigError sluice.init: unknown option sample_rate=0.5; did you mean `sample_ratio`?",
+        "ConfigError sluice.init: max_batch_size=100 is invalid; expected an integer > 0, at most max_queue_size "
+        "(10, from max_queue_size)",
+        "ConfigError sluice.init: export_timeout_s=-1 is invalid; expected a number of seconds > 0",
+        "ConfigError sluice.init: max_queue_size='many' is invalid; expected an integer > 0",
+        "installed: ProxyTracerProvider",
+        "settings: from-argument 16 0.0",
+    ]
 
 
 def test_shutdown_before_init_and_twice_is_harmless() -> None:

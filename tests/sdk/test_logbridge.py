@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import logging.config
@@ -129,29 +130,105 @@ def test_record_factory_adds_trace_ids_and_keeps_the_previous_factory() -> None:
     assert trace.get_current_span().get_span_context().is_valid is False
 
 
-def test_basicconfig_and_dictconfig_after_attach_keep_both_the_app_handler_and_the_bridge() -> None:
+@contextlib.contextmanager
+def bare_root() -> Iterator[logging.Logger]:
+    """The root logger as an unconfigured app has it: no handlers (not even pytest's), WARNING."""
     root = logging.getLogger()
-    saved = root.handlers[:]
-    for h in saved:
+    saved_handlers, saved_level = root.handlers[:], root.level
+    for h in saved_handlers:
         root.removeHandler(h)
-    handler = SluiceHandler()
-    attach(handler)
+    root.setLevel(logging.WARNING)
     try:
-        stream = io.StringIO()
-        logging.basicConfig(stream=stream, format="%(message)s")
-        assert handler in root.handlers
-        assert len(root.handlers) == 2
-        logging.config.dictConfig({"version": 1, "handlers": {"s": {"class": "logging.StreamHandler"}},
-                                   "root": {"handlers": ["s"]}, "disable_existing_loggers": False})
-        assert handler in root.handlers
-        assert len(root.handlers) == 2
+        yield root
     finally:
-        detach(handler)
         for h in root.handlers[:]:
             root.removeHandler(h)
-        for h in saved:
+        for h in saved_handlers:
             root.addHandler(h)
-    from sluice import _logbridge
+        root.setLevel(saved_level)
 
-    if not _logbridge._attached:  # another test's sluice.init() may legitimately keep the wrappers
-        assert getattr(logging.basicConfig, "__wrapped__", None) is None
+
+def test_bridge_is_no_root_handler_so_app_logging_configuration_works_as_without_it() -> None:
+    """basicConfig() and dictConfig() after attach configure what they would without sluice, and
+    checks such as werkzeug's and Flask's (is any handler there?) see what they would see."""
+    with bare_root() as root:
+        items: list[Item] = []
+        handler = SluiceHandler()
+        handler.sinks.append(items.append)
+        attach(handler)
+        try:
+            assert root.handlers == []
+            assert not logging.getLogger("werkzeug").hasHandlers()
+            stream = io.StringIO()
+            logging.basicConfig(stream=stream, format="%(message)s")
+            assert len(root.handlers) == 1  # basicConfig did its job: the root had no handler
+            logging.getLogger("app").warning("to both")
+            assert stream.getvalue() == "to both\n"
+            logging.config.dictConfig({"version": 1, "handlers": {"s": {"class": "logging.StreamHandler",
+                                                                          "stream": "ext://sys.stdout"}},
+                                       "root": {"handlers": ["s"]}, "disable_existing_loggers": False})
+            logging.getLogger("app").warning("after dictConfig")
+            assert [i[4] for i in items] == ["to both", "after dictConfig"]
+        finally:
+            detach(handler)
+        logging.getLogger("app").warning("after detach")
+        assert [i[4] for i in items] == ["to both", "after dictConfig"]
+        from sluice import _logbridge
+
+        if not _logbridge._attached:  # another test's sluice.init() may legitimately keep the hooks
+            assert logging.Logger.callHandlers is _logbridge._next_call_handlers
+
+
+def test_unconfigured_app_still_gets_its_warnings_from_logging_last_resort() -> None:
+    """An app with no logging configuration prints warnings to stderr via `logging.lastResort`;
+    a root handler would have silenced that, the bridge must not."""
+    with bare_root():
+        items: list[Item] = []
+        handler = SluiceHandler()
+        handler.sinks.append(items.append)
+        last_resort, stream = logging.lastResort, io.StringIO()
+        logging.lastResort = logging.StreamHandler(stream)
+        logging.lastResort.setLevel(logging.WARNING)
+        attach(handler)
+        try:
+            logging.getLogger("app").warning("printed as before")
+        finally:
+            detach(handler)
+            logging.lastResort = last_resort
+        assert stream.getvalue() == "printed as before\n"
+        assert [i[4] for i in items] == ["printed as before"]
+
+
+def test_bridge_level_below_the_root_ships_info_without_showing_it_to_the_app_handlers() -> None:
+    """With the root at WARNING and the bridge at INFO, `log.info()` is shipped and the console
+    prints exactly what it printed before; explicit logger levels and propagate=False are kept."""
+    with bare_root() as root:
+        items: list[Item] = []
+        handler = SluiceHandler(level=logging.INFO)
+        handler.sinks.append(items.append)
+        stream = io.StringIO()
+        app_handler = logging.StreamHandler(stream)
+        root.addHandler(app_handler)
+        quiet = logging.getLogger("floor.quiet")
+        quiet.setLevel(logging.ERROR)
+        private = logging.getLogger("floor.private")
+        private.propagate = False
+        verbose = logging.getLogger("floor.verbose")
+        verbose.setLevel(logging.DEBUG)
+        attach(handler, logging.INFO)
+        try:
+            logging.getLogger("floor.app").info("shipped, not printed")
+            logging.getLogger("floor.app").debug("below the bridge")
+            logging.getLogger("floor.app").warning("shipped and printed")
+            logging.info("root info, shipped")
+            quiet.warning("quiet logger keeps its level")
+            private.info("never reaches the root")
+            verbose.debug("printed by the app, below the bridge")
+            assert logging.getLogger("floor.app").getEffectiveLevel() == logging.WARNING  # levels untouched
+        finally:
+            detach(handler)
+            for logger in (quiet, private, verbose):
+                logger.setLevel(logging.NOTSET)
+                logger.propagate = True
+        assert [i[4] for i in items] == ["shipped, not printed", "shipped and printed", "root info, shipped"]
+        assert stream.getvalue() == "shipped and printed\nprinted by the app, below the bridge\n"

@@ -198,3 +198,45 @@ def test_http_transport_posts_protobuf_to_v1_logs() -> None:
         assert info.value.retryable
     finally:
         server.shutdown()
+
+
+def test_unreachable_receiver_is_logged_once_in_one_line_and_every_failure_is_counted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Endpoint, what failed and what to check, on one line without a traceback; then only counts."""
+    from sluice import _health
+    from sluice._shipper import GrpcTransport
+    from tests.sdk.otlp_sink import free_port
+
+    _health.reset()
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    s = LogShipper(GrpcTransport(endpoint, insecure=True, headers={}), {"service.name": "u"},
+                   schedule_delay_s=60, export_timeout_s=0.3)
+    try:
+        with caplog.at_level(logging.WARNING, logger="sluice.internal"):
+            for _ in range(2):
+                s.submit(item("lost"))
+                assert s.force_flush(0.5) is False
+        [record] = [r for r in caplog.records if r.name == "sluice.internal"]
+        text = record.getMessage()
+        assert not record.exc_info
+        assert "\n" not in text
+        assert f"cannot deliver logs to {endpoint} over gRPC: UNAVAILABLE" in text
+        assert "SLUICE_ENDPOINT" in text
+        assert _health.counters["errors.log_export"] >= 2
+        assert s.dropped == 2
+    finally:
+        s.shutdown(0.1)
+        _health.reset()
+
+
+def test_http_transport_errors_are_one_line_with_the_url_and_a_hint() -> None:
+    from sluice._shipper import HttpTransport, TransportError
+    from tests.sdk.otlp_sink import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(TransportError) as info:
+        HttpTransport(endpoint, headers={}).send(b"", 2)
+    assert info.value.retryable
+    assert str(info.value).startswith(f"cannot deliver logs to {endpoint}/v1/logs: ")
+    assert "is a receiver listening there?" in str(info.value)
+    assert "\n" not in str(info.value)

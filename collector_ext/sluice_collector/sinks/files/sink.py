@@ -25,6 +25,7 @@ import fcntl
 import gzip
 import hashlib
 import logging
+import math
 import os
 import queue
 import re
@@ -38,6 +39,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import Gauge
 
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.encode import BatchCache, TimestampFormatter, json_lines, text_lines
@@ -325,6 +328,15 @@ class RotatingFileSink:
         self._stopped = False
         self.last_error = ""
         self._failing = False
+        # /healthz's disk_used_percent and the guard it is compared with, for alert rules
+        # (deploy/prometheus/rules). NaN when the probe fails: no sample beats a made-up one.
+        r = telemetry.registry
+        Gauge("sluice_files_disk_used_percent",
+              "Used space of the file system holding files.directory, in percent.",
+              registry=r).set_function(self._disk_used_percent)
+        Gauge("sluice_files_disk_max_used_percent",
+              "files.disk.max_used_percent: above it retention removes rotated files.",
+              registry=r).set(config.disk.max_used_percent)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, *, background: bool = True) -> None:
@@ -376,6 +388,12 @@ class RotatingFileSink:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
         self._started = False
+
+    def _disk_used_percent(self) -> float:
+        try:
+            return used_percent(self._disk_usage, self.directory)
+        except OSError:
+            return math.nan
 
     def health(self) -> dict[str, Any]:
         try:

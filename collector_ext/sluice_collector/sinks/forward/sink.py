@@ -552,9 +552,8 @@ class _Sender:
         if not outcome.ok and len(records) > 1:
             self._isolate_through = records[-1].seq  # find the one bad request, keep the rest
             return
-        self.spool.ack(records[-1].seq)
-        self._acked_seq = records[-1].seq
         if outcome.ok:
+            # Counted before the ack: a flush that sees the spool empty sees the counts too.
             self.metrics.sent_requests.labels(*self.labels).inc(len(records))
             self.metrics.sent_records.labels(*self.labels).inc(max(0, count - outcome.rejected))
             if outcome.rejected:
@@ -562,6 +561,9 @@ class _Sender:
                 log.warning("forward %s/%s: target rejected %d records: %s", *self.labels,
                             outcome.rejected, outcome.error)
             self._succeeded()
+        self.spool.ack(records[-1].seq)
+        self._acked_seq = records[-1].seq
+        if outcome.ok:
             return
         reason = outcome.error.split(":", 1)[0]
         self.metrics.dropped.labels(*self.labels, reason).inc(len(records))
