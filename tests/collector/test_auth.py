@@ -16,8 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from sluice_collector.errors import ConfigError
-from sluice_collector.errors import Unauthenticated
+from sluice_collector.errors import ConfigError, Unauthenticated
 from sluice_collector.ingest.auth import TokenAuthenticator
 from sluice_collector.service.config import parse_config
 from sluice_collector.service.receiver import Receiver
