@@ -482,7 +482,7 @@ def test_disk_gauges_follow_the_probe_and_the_guard_for_alert_rules(tmp_path: Pa
 
     telemetry = ReceiverTelemetry()
     config = FilesConfig(directory=tmp_path, rotation=NO_ROTATION, disk=DiskGuardConfig(max_used_percent=70))
-    RotatingFileSink(config, {}, telemetry, disk_usage=probe)
+    RotatingFileSink(config, telemetry, disk_usage=probe)
 
     def sample(name: str) -> float | None:
         return telemetry.registry.get_sample_value(name)
