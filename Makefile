@@ -74,7 +74,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
-	$(BIN)/python bench/receiver.py
+	$(BIN)/python bench/receiver.py --load easy
+	$(BIN)/python bench/receiver.py --load pii --configs default,no-masking
+	$(BIN)/python bench/receiver.py --load pii --configs default --shared-connection
+	$(BIN)/python bench/receiver_cpu.py --load pii
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/sdk_logging.py
 

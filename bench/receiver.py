@@ -1,8 +1,10 @@
 """Receiver throughput against rotel (a native Rust OTel collector with its blackhole exporter).
 
-    python bench/receiver.py [--requests 400] [--threads 4] [--records 1000] [--configs default,no-masking]
+    python bench/receiver.py [--requests 400] [--threads 4] [--records 1000] [--load easy|pii]
+                             [--configs default,no-masking] [--shared-connection]
 
-A fixed load of pre-encoded 1000-record OTLP log requests is sent from 4 client threads (raw
+A fixed load (`--load`: the easy one, or the PII-dense one of bench/loads.py) of pre-encoded
+1000-record OTLP log requests is sent from 4 client threads (raw
 bytes on a gRPC channel each, so client-side encoding costs nothing). For every receiver we
 report records/s acknowledged; for sluice also the records found on disk afterwards (they must
 equal the records sent). Both peers run in this same run on this machine, and the result is
@@ -15,7 +17,6 @@ import argparse
 import gzip
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -28,8 +29,9 @@ from pathlib import Path
 
 import grpc
 import yaml
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loads import LOADS
 
 LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,56 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def make_requests(count: int, records: int, seed: int = 7) -> list[bytes]:
-    """Distinct, realistic requests: service resource, a scope, records with 8 attributes,
-    trace context, a mix of levels and HTTP records; about 1% carry something to mask."""
-    rnd = random.Random(seed)
-    routes = ["/orders/{id}", "/users/{id}", "/cart", "/checkout", "/health"]
-    out = []
-    for n in range(count):
-        req = ExportLogsServiceRequest()
-        rl = req.resource_logs.add()
-        for k, v in (("service.name", f"shop-{n % 3}"), ("service.version", "1.4.2"),
-                     ("deployment.environment", "prod"), ("host.name", "web-7")):
-            rl.resource.attributes.append(KeyValue(key=k, value=AnyValue(string_value=v)))
-        sl = rl.scope_logs.add()
-        sl.scope.name = "shop.api"
-        for i in range(records):
-            rec = sl.log_records.add()
-            rec.time_unix_nano = 1_763_900_000_000_000_000 + n * records + i
-            rec.observed_time_unix_nano = rec.time_unix_nano
-            rec.severity_number = rnd.choice((9, 9, 9, 9, 13, 17))  # type: ignore[assignment]
-            rec.severity_text = {9: "INFO", 13: "WARN", 17: "ERROR"}[rec.severity_number]
-            rec.trace_id = rnd.randbytes(16)
-            rec.span_id = rnd.randbytes(8)
-            secret = rnd.random() < 0.01
-            body = (f"order {rnd.randint(1, 10**6)} placed by user u-{rnd.randint(1, 5000)} "
-                    f"in {rnd.random() * 100:.2f} ms")
-            if secret:
-                body += " password=hunter2 card=4111 1111 1111 1111"
-            rec.body.string_value = body
-            attrs = {
-                "code.function.name": "place_order", "code.file.path": "/app/shop/orders.py",
-                "code.line.number": 120 + i % 50, "user.id": f"u-{rnd.randint(1, 5000)}",
-                "request.id": f"{rnd.getrandbits(64):016x}", "order.total": rnd.random() * 500,
-            }
-            if i % 4 == 0:
-                attrs.update({"http.request.method": "GET", "http.route": rnd.choice(routes)})
-            else:
-                attrs.update({"shop.region": "eu-west", "retry": i % 3})
-            for k, v in attrs.items():
-                kv = rec.attributes.add()
-                kv.key = k
-                if isinstance(v, str):
-                    kv.value.string_value = v
-                elif isinstance(v, float):
-                    kv.value.double_value = v
-                else:
-                    kv.value.int_value = v
-        out.append(req.SerializeToString())
-    return out
 
 
 SHARED_CONNECTION = False  # --shared-connection: all threads multiplex one HTTP/2 connection
@@ -220,6 +172,8 @@ def main() -> int:
     parser.add_argument("--configs", default="default,no-masking,workers-2",
                         help="sluice configs to run: default, no-masking, no-sinks, workers-2 "
                         "(comma-separated; default: default,no-masking,workers-2)")
+    parser.add_argument("--load", choices=sorted(LOADS), default="easy",
+                        help="the data: easy (about 1%% to mask) or pii (one record in three); default easy")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--shared-connection", action="store_true",
                         help="send all threads' requests over one gRPC connection (gRPC's default "
@@ -238,7 +192,8 @@ def main() -> int:
     }
     print(f"receiver throughput: {args.requests} requests x {args.records} records, "
           f"{args.threads} client threads, {os.cpu_count()} cores")
-    payloads = make_requests(20, args.records)
+    payloads = LOADS[args.load](20, args.records)
+    print(f"  load: {args.load}")
     print(f"  request size: {sum(map(len, payloads)) // len(payloads):,} bytes encoded")
     tmp = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
     try:
