@@ -244,8 +244,8 @@ def _run_program(args: argparse.Namespace) -> int:
         say(str(exc))
         return exc.exit_code
     if result.lines_dropped or result.records_dropped:
-        say(f"{result.lines_dropped + result.records_dropped} of the program's lines were not shipped "
-            "(output faster than they could be sent, or the receiver refused them)")
+        say(f"{result.lines_dropped} lines and {result.records_dropped} records were not shipped "
+            "(output faster than sluice could send it, or the receiver refused it)")
     if result.signal is not None:
         return capture.die_like(result.signal)
     return result.exit_code

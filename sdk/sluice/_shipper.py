@@ -213,6 +213,7 @@ class LogShipper:
         self._attr_cache: dict[tuple[str, str], bytes] = {}
         self.dropped = 0
         self.exported = 0
+        self._inflight: list[Item] = []
         self._start()
         weak = weakref.WeakMethod(self._after_fork_in_child)
 
@@ -406,6 +407,7 @@ class LogShipper:
                 # requests (up to 8 batches) instead of falling further behind.
                 limit = min(max(self._max_batch, len(queue)), 8 * self._max_batch)
                 batch: list[Item] = []
+                self._inflight = batch
                 while queue and len(batch) < limit:
                     batch.append(queue.popleft())
                 try:
@@ -414,7 +416,9 @@ class LogShipper:
                     _health.report_once("log_encode", "could not encode a log batch", exc)
                     self.dropped += len(batch)
                     continue
-                if self._send(payload, deadline):
+                sent = self._send(payload, deadline)
+                self._inflight = []
+                if sent:
                     self.exported += len(batch)
                     _health.increment("logs.exported", len(batch))
                 else:
@@ -461,9 +465,14 @@ class LogShipper:
         self._stopping.set()
         self._wake.set()
         self._thread.join(timeout=max(0.1, timeout_s))
-        if self._queue:
-            self._spill(list(self._queue))
-            self._queue.clear()
+        leftover = list(self._queue)
+        self._queue.clear()
+        if self._thread.is_alive():
+            # Still sending when time ran out: the process may end before that batch is
+            # acknowledged, so keep it (delivered at least once rather than maybe never).
+            leftover = list(self._inflight) + leftover
+        if leftover:
+            self._spill(leftover)
         try:
             self.transport.close()
         except Exception as exc:

@@ -373,7 +373,7 @@ def quiet_internal_log(write: Callable[[str], None]) -> None:
     class OneLine(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             with contextlib.suppress(Exception):
-                write(f"sluice run: {record.getMessage()}")
+                write(f"sluice run: {record.getMessage().removeprefix('sluice: ')}")
 
     internal = _health.internal_logger
     internal.handlers[:] = [OneLine()]

@@ -55,6 +55,7 @@ class CaptureWorker:
         self.lines_dropped = 0
         self.lines_skipped = 0
         self.records = 0
+        self._abandoned = False
         self._thread = threading.Thread(target=self._run, name="sluice-run-capture", daemon=True)
 
     # -- pump side (never blocks) --------------------------------------------------------------
@@ -99,8 +100,14 @@ class CaptureWorker:
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(max(0.0, deadline - self._clock()) + 0.5)
-        elif self._submit is not None:  # never started: nothing to drain
-            pass
+        with self._cond:
+            # Still busy past the deadline: whatever it makes from now on is counted, not sent
+            # (the shipper is being shut down).
+            self._abandoned = self._thread.is_alive()
+            if self._abandoned:
+                left = sum(1 for item in self._queue if item[0] == "line")
+                self.lines_dropped += left
+                self._queue.clear()
 
     # -- the thread -----------------------------------------------------------------------------
 
@@ -178,6 +185,9 @@ class CaptureWorker:
 
     def _emit(self, stream: str, groups: list[Group], at: float) -> None:
         if not groups or self._submit is None:
+            return
+        if self._abandoned:
+            self.lines_dropped += sum(len(g.lines) for g in groups)
             return
         for group in groups:
             try:
