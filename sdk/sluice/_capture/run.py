@@ -13,17 +13,21 @@ The process shape, and why:
   it is in the same foreground process group — forwarding it would deliver it twice, and many
   programs treat a second Ctrl-C as "quit now". A resize is copied onto the ptys. Ctrl-Z stops
   both, `fg` continues both, as for any pipeline.
+- Two processes of sluice's own: this one passes the output through (`pump`) and forwards it,
+  chunk by chunk, to a capture process (`sink`) that parses, joins and ships it — so the program's
+  bytes never wait for Python's GIL (see `frames` for why, and for the drop rules).
 - When the child exits: read its output to the end (or until it has been quiet for a moment,
-  when a background grandchild keeps the pipe open), make the last records, and flush them — all
-  within `exit_timeout_s`, the SDK's exit deadline; what the receiver did not take by then is
-  spilled to disk and delivered by the next process of the same service. Then exit as the child
-  did: its exit code, or death by the same signal (`die_like`).
+  when a background grandchild keeps the pipe open), let the capture process make the last
+  records and flush them — all within `exit_timeout_s`, the SDK's exit deadline; what the
+  receiver did not take by then is spilled to disk and delivered by the next process of the same
+  service. Then exit as the child did: its exit code, or death by the same signal (`die_like`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import platform
@@ -31,6 +35,7 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import termios
 import time
@@ -41,10 +46,9 @@ from urllib.parse import quote
 
 from sluice import _health
 from sluice._capture.channel import ENV_FD
+from sluice._capture.frames import CONFIG, FrameWriter, pack
 from sluice._capture.lines import ERROR, INFO, LEVEL_NAMES, level_from_word
 from sluice._capture.pump import OutputStream, Pump, widen_pipe
-from sluice._capture.records import RecordBuilder
-from sluice._capture.worker import CaptureWorker
 from sluice._config import Settings, resolve
 
 __all__ = [
@@ -57,6 +61,7 @@ __all__ = [
     "parse_level",
     "quiet_internal_log",
     "run",
+    "settings_for",
 ]
 
 FORWARDED = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -151,14 +156,19 @@ def child_environment(env: Mapping[str, str], options: RunOptions, channel_fd: i
     return out
 
 
-def _settings(options: RunOptions, env: Mapping[str, str]) -> Settings:
+def settings_for(
+    service_name: str | None, endpoint: str | None, resource_attributes: Mapping[str, str],
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """The SDK settings of a run: SLUICE_*/OTEL_* variables, then the command line on top
+    (its resource attributes added to the variables' rather than replacing them)."""
+    env = os.environ if env is None else env
     base = resolve({}, env)
-    arguments: dict[str, Any] = {"resource_attributes": {**base.resource_attributes,
-                                                         **options.resource_attributes}}
-    if options.service_name:
-        arguments["service_name"] = options.service_name
-    if options.endpoint:
-        arguments["endpoint"] = options.endpoint
+    arguments: dict[str, Any] = {"resource_attributes": {**base.resource_attributes, **resource_attributes}}
+    if service_name:
+        arguments["service_name"] = service_name
+    if endpoint:
+        arguments["endpoint"] = endpoint
     return resolve(arguments, env)
 
 
@@ -248,7 +258,7 @@ def run(options: RunOptions, *, notice: Callable[[str], None] | None = None) -> 
     if not options.command:
         raise RunError("give the program to run, e.g. `sluice run -- python app.py`", 2)
     env = os.environ
-    settings = _settings(options, env)
+    settings = settings_for(options.service_name, options.endpoint, options.resource_attributes, env)
     disabled = env.get("SLUICE_DISABLED", "").strip().lower() in ("1", "true", "yes")
     capture = options.capture and not disabled and settings.exporter == "otlp"
     executable = shutil.which(options.command[0], path=env.get("PATH"))
@@ -267,6 +277,9 @@ def _run(
     streams: list[OutputStream] = []
     child_fds: list[int] = []
     channel_r = channel_w = None
+    sink: subprocess.Popen[bytes] | None = None
+    writer: FrameWriter | None = None
+    notices: list[str] = []
     if capture:
         for name, fd in (("stdout", 1), ("stderr", 2)):
             stream, child_fd = _open_stream(name, fd)
@@ -275,63 +288,93 @@ def _run(
         if options.instrument:
             channel_r, channel_w = os.pipe()
             os.set_inheritable(channel_w, True)
+        sink, writer = _start_sink()
     file_actions = [(os.POSIX_SPAWN_DUP2, child_fd, target)
                     for child_fd, target in zip(child_fds, (1, 2), strict=False)]
     env = child_environment(os.environ, options, channel_w)
-    builder = RecordBuilder(stdout_level=options.stdout_level, stderr_level=options.stderr_level,
-                            record_attributes=settings.resource_attributes)
-    worker = CaptureWorker(builder)
-    notices: list[str] = []
-
-    def on_notice(kind: bytes, payload: bytes) -> None:
-        text = payload.decode("utf-8", "replace")
-        if text not in notices:
-            notices.append(text)
-            if notice is not None:
-                notice(text)
-
-    if capture:
-        import grpc  # noqa: F401 - loaded now, not while the child's first output waits
-
     try:
         pid = os.posix_spawnp(
             options.command[0], list(options.command), env, file_actions=file_actions,
             setsigmask=original_mask, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
         )
-    except FileNotFoundError as exc:
-        _close_all([s.read_fd for s in streams] + child_fds + [channel_r, channel_w])
-        raise RunError(f"cannot run {options.command[0]!r}: {exc.strerror or exc}", 127) from exc
     except OSError as exc:
         _close_all([s.read_fd for s in streams] + child_fds + [channel_r, channel_w])
-        raise RunError(f"cannot run {options.command[0]!r}: {exc.strerror or exc}", 126) from exc
+        if writer is not None and sink is not None:
+            writer.close(b"{}", time.monotonic() + 1)
+            _sink_counts(sink, 5.0)
+        code = 127 if isinstance(exc, FileNotFoundError) else 126
+        raise RunError(f"cannot run {options.command[0]!r}: {exc.strerror or exc}", code) from exc
     _close_all([*child_fds, channel_w])
+    if writer is None or sink is None:
+        code, signum = _status(_wait(pid, streams))
+        return RunResult(code, signum)
 
-    pump = Pump(streams, worker, channel_fd=channel_r, on_notice=on_notice) if capture else None
-    if pump is not None:
-        pump.start()
-    shipper = None
-    if capture:
-        from sluice._runtime import build_log_shipper
+    config = {
+        "service_name": options.service_name, "endpoint": options.endpoint,
+        "resource_attributes": dict(options.resource_attributes),
+        "resource": _resource(settings, options.command, executable, pid),
+        "stdout_level": options.stdout_level, "stderr_level": options.stderr_level,
+    }
+    # The pipe is empty and wide: the config frame goes in at once, before any output.
+    os.set_blocking(writer.fd, True)
+    os.write(writer.fd, pack(CONFIG, 0, 0, json.dumps(config).encode()))
+    os.set_blocking(writer.fd, False)
 
-        shipper = build_log_shipper(settings, _resource(settings, options.command, executable, pid),
-                                    spill_all=True)
-        worker.start(shipper.submit)
+    def on_notice(text: str) -> None:
+        if text not in notices:
+            notices.append(text)
+            if notice is not None:
+                notice(text)
 
-    wait_status = _wait(pid, streams)
-    code, signum = _status(wait_status)
+    pump = Pump(streams, writer, channel_fd=channel_r, on_notice=on_notice)
+    pump.start()
+    code, signum = _status(_wait(pid, streams))
     result = RunResult(code, signum, notices=notices)
-    if pump is None or shipper is None:
-        return result
     deadline = time.monotonic() + settings.exit_timeout_s
     pump.child_exited(deadline)
     pump.join(deadline - time.monotonic())
-    worker.close(deadline)
-    shipper.shutdown(max(0.1, deadline - time.monotonic()))
-    result.records = worker.records
-    result.lines_dropped = worker.lines_dropped
-    result.lines_skipped = worker.lines_skipped
-    result.records_dropped = shipper.dropped
+    writer.close(json.dumps({"timeout_s": max(0.1, deadline - time.monotonic())}).encode(), deadline)
+    counts = _sink_counts(sink, max(0.0, deadline - time.monotonic()) + 2.0)
+    result.records = counts.get("records", 0)
+    result.lines_dropped = counts.get("lines_dropped", 0) + writer.lines_dropped
+    result.lines_skipped = counts.get("lines_skipped", 0)
+    result.records_dropped = counts.get("records_dropped", 0)
     return result
+
+
+def _start_sink() -> tuple[subprocess.Popen[bytes], FrameWriter]:
+    """The capture process (`sink`), fed through a wide non-blocking pipe. Started while the
+    forwarded signals are blocked, which it inherits: only its input ending stops it."""
+    read_end, write_end = os.pipe()
+    widen_pipe(write_end, 16 * 1024 * 1024)
+    import sluice
+
+    bootstrap = os.path.join(os.path.dirname(os.path.abspath(sluice.__file__)), "_bootstrap")
+    env = dict(os.environ)
+    env.pop(ENV_FD, None)
+    if env.get("PYTHONPATH"):  # a nested `sluice run`: the sink itself is no program to instrument
+        env["PYTHONPATH"] = os.pathsep.join(p for p in env["PYTHONPATH"].split(os.pathsep) if p != bootstrap)
+    try:
+        sink = subprocess.Popen([sys.executable, "-m", "sluice._capture.sink"], stdin=read_end,
+                                stdout=subprocess.PIPE, env=env, process_group=0)
+    finally:
+        os.close(read_end)
+    return sink, FrameWriter(write_end)
+
+
+def _sink_counts(sink: subprocess.Popen[bytes], timeout_s: float) -> dict[str, int]:
+    try:
+        out, _ = sink.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        sink.kill()
+        sink.communicate()
+        _health.report_once("capture_sink", "the capture process did not finish in time")
+        return {}
+    try:
+        counts = json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+    return {k: int(v) for k, v in counts.items()} if isinstance(counts, dict) else {}
 
 
 def _close_all(fds: Sequence[int | None]) -> None:
