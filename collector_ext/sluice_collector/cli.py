@@ -265,7 +265,12 @@ def _audit_verify(args: argparse.Namespace) -> int:
     except ChainKeyError as exc:
         print(f"sluice audit verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    reports = verify_directory(directory, ChainHasher(key))
+    from sluice_collector.auditchain import audit_sets, chain_files
+    from sluice_collector.progress import Progress, uncompressed_size
+
+    total = sum(uncompressed_size(p) for active in audit_sets(directory) for p in chain_files(active))
+    with Progress("verifying", total=total) as progress:
+        reports = verify_directory(directory, ChainHasher(key), progress.advance)
     if not reports:
         # An empty result is suspicious in itself: the files may have been removed.
         print(f"sluice audit verify: no audit files under {directory}", file=sys.stderr)
@@ -301,8 +306,13 @@ def _index_rebuild(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         print(f"sluice index rebuild: {directory}: no such directory", file=sys.stderr)
         return EXIT_USAGE
+    from sluice_collector.progress import Progress, uncompressed_size
+    from sluice_collector.query.store import stored_files
+
+    total = sum(uncompressed_size(path) for path, _ in stored_files(directory))
     try:
-        count = rebuild(directory, config.query.index_categories)
+        with Progress("indexing", total=total) as progress:
+            count = rebuild(directory, config.query.index_categories, progress=progress.advance)
     except OSError as exc:
         print(f"sluice index rebuild: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
