@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sluice import _health
 from sluice._capture.channel import KIND_LOGGED, KIND_NO_SDK, FrameReader
 from sluice._capture.frames import DATA, EXPECT, STREAMS, FrameWriter
 
@@ -191,9 +192,14 @@ class Pump:
                 keep_reading = False
             except OSError:
                 stream.out_fd = None  # the terminal went away: keep capturing
-        if self.channel_fd is not None:
-            self._drain_channel()
-        self.writer.send(DATA, STREAMS[stream.name], data)
+        try:
+            if self.channel_fd is not None:
+                self._drain_channel()
+            self.writer.send(DATA, STREAMS[stream.name], data)
+        except Exception as exc:  # capture trouble must never stop the pass-through
+            _health.report_once("capture_forward",
+                                "output capture stopped; output still reaches the terminal", exc)
+            self.writer.closed = True
         return keep_reading
 
     def _drain_channel(self) -> bool:

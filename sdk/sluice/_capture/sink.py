@@ -85,7 +85,8 @@ def main() -> int:
         shipper.shutdown(max(0.1, deadline - time.monotonic()))
         counts = {"records": assembler.records, "lines_dropped": assembler.lines_dropped,
                   "lines_skipped": assembler.lines_skipped, "records_dropped": shipper.dropped}
-    print(json.dumps(counts), flush=True)
+    with contextlib.suppress(OSError):  # sluice run may be gone (SIGKILL): nobody to tell
+        print(json.dumps(counts), flush=True)
     return 0
 
 
