@@ -283,39 +283,55 @@ def test_a_program_killed_by_sigterm_makes_sluice_run_die_the_same_way_after_flu
     assert bodies(receiver, "error") == ["ERROR about to wait"]
 
 
-CTRL_C_PY = """
+WITNESS_PY = """
 import signal, sys
+def on_int(signum, frame):
+    print("witness got INT", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGINT, on_int)
+print("witness ready", flush=True)
+while True:
+    signal.pause()
+"""
+
+CTRL_C_PY = """
+import os, signal, subprocess, sys
+witness = subprocess.Popen([sys.executable, "witness.py"])  # stays in sluice run's process group
 count = 0
 def on_int(signum, frame):
     global count
     count += 1
-    print("got INT", flush=True)
 def on_usr1(signum, frame):
-    print(f"INT x{count}", flush=True)
+    print(f"program got INT x{count}", flush=True)
+    witness.wait()
     sys.exit(0)
 signal.signal(signal.SIGINT, on_int)
 signal.signal(signal.SIGUSR1, on_usr1)
-print("ready", flush=True)
+os.setpgid(0, 0)  # out of the foreground group: the terminal's SIGINT can only reach us forwarded
+print("program ready", flush=True)
 while True:
     signal.pause()
 """
 
 
-def test_ctrl_c_on_the_terminal_reaches_the_program_once(tmp_path: Path, receiver: ReceiverProcess) -> None:
-    """The terminal sends SIGINT to the whole foreground group, sluice run included: forwarding it
-    as well would deliver it twice. SIGUSR1, sent after the program saw its SIGINT, is forwarded;
-    signals are delivered lowest number first, so a second SIGINT would be counted before it."""
+def test_ctrl_c_on_the_terminal_is_not_forwarded_a_second_time(tmp_path: Path, receiver: ReceiverProcess) -> None:
+    """The terminal sends SIGINT to its whole foreground process group — sluice run and, as it is
+    started in that group, the program. sluice run must not forward it again (many programs take
+    a second Ctrl-C as "quit now"). To see a forwarded copy without the two merging, the program
+    here leaves the group, leaving a witness behind in it: once the witness has its SIGINT, the
+    terminal's signal is pending at sluice run too. Then SIGUSR1, sent by a process, must be
+    forwarded; sluice run takes pending signals lowest number first, so a forwarded SIGINT would
+    reach the program before it."""
     (tmp_path / "ctrlc.py").write_text(CTRL_C_PY)
+    (tmp_path / "witness.py").write_text(WITNESS_PY)
     master, slave = os.openpty()
-
-    def controlling_terminal() -> None:
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
+    # A new session whose controlling terminal is the pty, then sluice run in its foreground group.
+    with_ctty = [sys.executable, "-c", "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                 "os.execv(sys.argv[1], sys.argv[1:])"]
     run = subprocess.Popen(
-        [*SLUICE_RUN, "--no-instrument", "--endpoint", f"http://{receiver.endpoint}", "--service-name",
-         "ctrlc", "--", sys.executable, "ctrlc.py"],
-        cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-        preexec_fn=controlling_terminal, env=env_for(tmp_path))
+        [*with_ctty, *SLUICE_RUN, "--no-instrument", "--endpoint", f"http://{receiver.endpoint}",
+         "--service-name", "ctrlc", "--", sys.executable, "ctrlc.py"],
+        cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, env=env_for(tmp_path))
     os.close(slave)
     seen = bytearray()
 
@@ -325,19 +341,20 @@ def test_ctrl_c_on_the_terminal_reaches_the_program_once(tmp_path: Path, receive
             assert data, seen
             seen.extend(data)
 
-    wait_for(b"ready")
+    wait_for(b"witness ready")
+    wait_for(b"program ready")
     os.write(master, b"\x03")
-    wait_for(b"got INT")
+    wait_for(b"witness got INT")
     run.send_signal(signal.SIGUSR1)
-    while re.search(rb"INT x\d+\r\n", seen) is None:
-        wait_for(b"\n")
-        if re.search(rb"INT x\d+\r\n", seen) is None:
-            data = os.read(master, 4096)
-            assert data, seen
-            seen.extend(data)
+    wait_for(b"program got INT x")
+    wait_for(b"\n")
+    while not re.search(rb"program got INT x\d+\r\n", seen):
+        data = os.read(master, 4096)
+        assert data, seen
+        seen.extend(data)
     assert run.wait(60) == 0
     os.close(master)
-    assert re.search(rb"INT x(\d+)", seen).group(1) == b"1", seen  # type: ignore[union-attr]
+    assert re.search(rb"program got INT x(\d+)", seen).group(1) == b"0", seen  # type: ignore[union-attr]
 
 
 def _free_port() -> int:
