@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import sys
 import time
 from typing import Any
@@ -36,6 +37,9 @@ def main() -> int:
     from sluice._runtime import build_log_shipper
 
     quiet_internal_log(lambda line: print(line, file=sys.stderr, flush=True))
+    # A background process group writing to a terminal with `stty tostop` would be stopped by
+    # SIGTTOU, and with it the shipping; ignored, the write simply goes through.
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         # The program and the pump come first: on a busy machine, parsing waits (and what does
         # not fit in the pipe meanwhile is dropped and counted), the program does not.
