@@ -18,5 +18,5 @@ Three processes, one direction (docs/run.md has the user-facing rules):
 - `channel`    the private pipe from a Python child's SDK, so its logging is shipped once
 
 Only the standard library and `sluice` itself are imported here: the SDK must stay importable
-without the receiver's dependencies, and `sluice` never imports `sluice_collector`.
+without the receiver's dependencies, and the SDK never imports the receiver's package.
 """
