@@ -80,6 +80,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/receiver_cpu.py --load pii
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/sdk_logging.py
+	$(BIN)/python bench/run_capture.py
 
 # Regenerate collector_ext/sluice_collector/query/_proto/ from proto/sluice/v1/query.proto; the
 # result is committed, and tests/collector/test_query_proto.py fails when it is stale.

@@ -164,6 +164,25 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         channel.close()
 
 
+def _export_progress(channel: grpc.Channel, f: pb.Filter, args: argparse.Namespace, metadata: Any) -> Any:
+    """A progress bar for `export` on a terminal: records against the Stats total (asked for only
+    then), bytes beside; bytes alone for compressed output, whose records cannot be counted."""
+    from sluice_collector.progress import Progress, enabled
+
+    if not enabled():
+        return Progress("exporting")
+    if args.compress != "none":
+        return Progress("exporting", unit="B")
+    stats = channel.unary_unary(SERVICE + "Stats", request_serializer=pb.StatsRequest.SerializeToString,
+                                response_deserializer=pb.StatsResponse.FromString)
+    total = int(stats(pb.StatsRequest(filter=f), metadata=metadata).total)
+    if args.limit > 0:
+        total = min(total, args.limit)
+    if args.format == "csv":
+        total += 1  # the header line
+    return Progress("exporting", total=total, unit="records")
+
+
 def _dispatch(args: argparse.Namespace, channel: grpc.Channel, metadata: Any, out: TextIO) -> int:
     f = _filter(args)
     query = channel.unary_unary(SERVICE + "Query", request_serializer=pb.QueryRequest.SerializeToString,
@@ -223,10 +242,14 @@ def _dispatch(args: argparse.Namespace, channel: grpc.Channel, metadata: Any, ou
         request = pb.ExportRequest(filter=f, format=FORMATS[args.format],
                                    compression=COMPRESSIONS[args.compress], max_records=args.limit)
         sink = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+        progress = _export_progress(channel, f, args, metadata)
         try:
             for chunk in export(request, metadata=metadata):
                 sink.write(chunk.data)
+                progress.advance(records=0 if args.compress != "none" else chunk.data.count(b"\n"),
+                                 nbytes=len(chunk.data))
         finally:
+            progress.close()
             if args.output:
                 sink.close()
             else:

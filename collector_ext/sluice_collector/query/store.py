@@ -25,7 +25,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -558,12 +558,13 @@ def _lines(path: Path) -> Iterator[bytes]:
         return  # unreadable or truncated archive: index what was readable
 
 
-def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5000) -> int:
+def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5000,
+            progress: Callable[[int, int], None] | None = None) -> int:
     """Rebuild the index of `directory` from its files; returns the rows indexed.
 
     Built beside the live database and renamed over it, so readers see either the old or the
     new index. Run it with the receiver stopped: rows a running receiver writes meanwhile go
-    to the old database and are lost with it.
+    to the old database and are lost with it. `progress(lines, bytes)` is told what was read.
     """
     wanted = frozenset(categories)
     final = Path(directory) / INDEX_DIR / DB_NAME
@@ -587,7 +588,14 @@ def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5
                 stored_ns = path.stat().st_mtime_ns + skew_ns
             except FileNotFoundError:
                 continue
+            seen = seen_bytes = 0
             for line in _lines(path):
+                if progress is not None:
+                    seen += 1
+                    seen_bytes += len(line)
+                    if seen >= 4096:
+                        progress(seen, seen_bytes)
+                        seen = seen_bytes = 0
                 row = row_of_line(line, tenant)
                 if row is None or (wanted and row.category not in wanted):
                     continue
@@ -599,6 +607,8 @@ def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5
             store.insert(pending, stored_ns)
             count += len(pending)
             pending = []
+            if progress is not None and seen:
+                progress(seen, seen_bytes)
         with store._lock:
             assert store._writer is not None
             store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -6,7 +6,7 @@
     sluice audit verify DIR [--key-env VAR | --key-file FILE]
     sluice logs query|tail|stats|export [--endpoint HOST:PORT] [--api-key KEY] [filters...]
     sluice index rebuild [--config FILE]
-    sluice run [--service-name NAME] [--endpoint URL] -- COMMAND [ARGS...]
+    sluice run [--service-name NAME] [--endpoint URL] [--resource-attribute K=V]... -- COMMAND [ARGS...]
     sluice version
 """
 
@@ -131,16 +131,35 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--config", "-c", metavar="FILE", help="YAML config file (default: embedded)")
     app = commands.add_parser(
         "run",
-        help="run a Python program with sluice.init() applied before its code (no code changes)",
-        description="Run COMMAND (e.g. `python app.py`) with sluice started before the program's "
-        "own code, through a sitecustomize on PYTHONPATH: logs, spans and metrics go out over "
-        "OTLP, and installed OpenTelemetry instrumentors are enabled. Every sluice.init() option "
-        "can also be set with its SLUICE_* or OTEL_* variable (see docs/sdk.md).",
+        help="run any program, shipping its output as log records (Python ones instrumented too)",
+        description="Run COMMAND. Its stdout and stderr still reach the terminal byte for byte, "
+        "and every line is also shipped as an OTLP log record through the SDK's exporter (same "
+        "endpoint, headers and spill-to-disk rules as sluice.init(); SLUICE_*/OTEL_* variables "
+        "apply): JSON and logfmt lines, Python's logging format and level words are understood, "
+        "stack traces become one record, ANSI colours are stripped. A Python program also gets "
+        "sluice.init() before its own code (auto-instrumentation), and its logging records are "
+        "shipped once, by the SDK. Signals are passed on; sluice run exits as the program did. "
+        "See docs/run.md.",
     )
-    app.add_argument("--service-name", metavar="NAME", help="sets OTEL_SERVICE_NAME")
+    app.add_argument("--service-name", metavar="NAME",
+                     help="service.name of the records (sets OTEL_SERVICE_NAME for the program too)")
+    app.add_argument("--endpoint", metavar="URL",
+                     help="the receiver (default http://localhost:4317; "
+                     "sets OTEL_EXPORTER_OTLP_ENDPOINT too)")
     app.add_argument(
-        "--endpoint", metavar="URL", help="sets OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4317)"
+        "--resource-attribute", metavar="KEY=VALUE", action="append", default=[], type=_key_value,
+        help="a resource attribute of every record, e.g. user.id=u-7 (repeatable; also added to "
+        "OTEL_RESOURCE_ATTRIBUTES for the program); user.id, enduser.id, tenant.id and request.id "
+        "are set on each record too, as sluice.context() does",
     )
+    app.add_argument("--stdout-severity", metavar="LEVEL", default="info", type=_level,
+                     help="severity of stdout lines that name none (default info)")
+    app.add_argument("--stderr-severity", metavar="LEVEL", default="error", type=_level,
+                     help="severity of stderr lines that name none (default error)")
+    app.add_argument("--no-capture", action="store_true",
+                     help="do not capture output (only start the SDK in a Python program)")
+    app.add_argument("--no-instrument", action="store_true",
+                     help="do not start the SDK inside a Python program (capture output only)")
     app.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     commands.add_parser("version", help="print the version")
     return parser
@@ -152,6 +171,22 @@ def _endpoint(text: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected KEY=VALUE such as user.id=u-7")
+    return key.strip(), value
+
+
+def _level(text: str) -> int:
+    from sluice._capture.run import parse_level
+
+    try:
+        return parse_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -209,21 +244,32 @@ def _run_program(args: argparse.Namespace) -> int:
         print("sluice run: give the program to run, e.g. `sluice run -- python app.py`",
               file=sys.stderr)
         return EXIT_USAGE
-    import sluice
+    from sluice._capture import run as capture
+    from sluice.errors import ConfigError as SdkConfigError
 
-    bootstrap = os.path.join(os.path.dirname(os.path.abspath(sluice.__file__)), "_bootstrap")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [bootstrap, env.get("PYTHONPATH", "")]))
-    if args.service_name:
-        env["OTEL_SERVICE_NAME"] = args.service_name
-    if args.endpoint:
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.endpoint
+    def say(text: str) -> None:
+        print(f"sluice run: {text}", file=sys.stderr, flush=True)
+
+    capture.quiet_internal_log(lambda line: print(line, file=sys.stderr, flush=True))
+    options = capture.RunOptions(
+        command=program, service_name=args.service_name, endpoint=args.endpoint,
+        resource_attributes=dict(args.resource_attribute), stdout_level=args.stdout_severity,
+        stderr_level=args.stderr_severity, capture=not args.no_capture, instrument=not args.no_instrument,
+    )
     try:
-        os.execvpe(program[0], program, env)  # noqa: S606 - replacing this process is the point
-    except OSError as exc:
-        print(f"sluice run: cannot run {program[0]!r}: {exc.strerror or exc}", file=sys.stderr)
-        return 127
-    return EXIT_OK  # not reached: exec replaced this process
+        result = capture.run(options, notice=lambda text: say(capture.not_instrumented_message(text)))
+    except SdkConfigError as exc:
+        say(str(exc))
+        return EXIT_USAGE
+    except capture.RunError as exc:
+        say(str(exc))
+        return exc.exit_code
+    if result.lines_dropped or result.records_dropped:
+        say(f"{result.lines_dropped} lines and {result.records_dropped} records were not shipped "
+            "(output faster than sluice could send it, or the receiver refused it)")
+    if result.signal is not None:
+        return capture.die_like(result.signal)
+    return result.exit_code
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
@@ -240,7 +286,12 @@ def _audit_verify(args: argparse.Namespace) -> int:
     except ChainKeyError as exc:
         print(f"sluice audit verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    reports = verify_directory(directory, ChainHasher(key))
+    from sluice_collector.progress import Progress, uncompressed_size
+    from sluice_collector.sinks.files.auditchain import audit_sets, chain_files
+
+    total = sum(uncompressed_size(p) for active in audit_sets(directory) for p in chain_files(active))
+    with Progress("verifying", total=total) as progress:
+        reports = verify_directory(directory, ChainHasher(key), progress.advance)
     if not reports:
         # An empty result is suspicious in itself: the files may have been removed.
         print(f"sluice audit verify: no audit files under {directory}", file=sys.stderr)
@@ -276,8 +327,13 @@ def _index_rebuild(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         print(f"sluice index rebuild: {directory}: no such directory", file=sys.stderr)
         return EXIT_USAGE
+    from sluice_collector.progress import Progress, uncompressed_size
+    from sluice_collector.query.store import stored_files
+
+    total = sum(uncompressed_size(path) for path, _ in stored_files(directory))
     try:
-        count = rebuild(directory, config.query.index_categories)
+        with Progress("indexing", total=total) as progress:
+            count = rebuild(directory, config.query.index_categories, progress=progress.advance)
     except OSError as exc:
         print(f"sluice index rebuild: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
