@@ -183,10 +183,16 @@ def row_of_line(line: bytes, tenant: str = "") -> Row | None:
     if not isinstance(attrs, dict):
         attrs = {}
     user = ""
-    for key in USER_KEYS:
-        value = attrs.get(key)
-        if value:
-            user = value if type(value) is str else _text(value)
+    # The record's own user wins; else its resource's (a per-user instance, `sluice run
+    # --resource-attribute user.id=...`, an SDK that sets it once for the process).
+    resource = obj.get("resource")
+    for source in (attrs, resource if isinstance(resource, dict) else {}):
+        for key in USER_KEYS:
+            value = source.get(key)
+            if value:
+                user = value if type(value) is str else _text(value)
+                break
+        if user:
             break
     if "severity_number" in obj:  # a log record
         severity = obj["severity_number"] if isinstance(obj["severity_number"], int) else 0
