@@ -29,7 +29,7 @@ from sluice_collector.sinks.base import Sink
 from sluice_collector.telemetry import ReceiverTelemetry
 
 if TYPE_CHECKING:
-    from sluice_collector.query.service import LogQueryService
+    from sluice_collector.query.core import QueryCore
     from sluice_collector.sinks.files.config import FilePolicy
 
 log = logging.getLogger("sluice.receiver")
@@ -109,13 +109,17 @@ class Receiver:
         self.pipeline = Pipeline(stages, self.sinks, self.telemetry)
         self.ingest = IngestCore(self.pipeline, config.ingest, self.telemetry)
         self._grpc_handlers = OtlpGrpcHandlers(self.ingest)
-        self._query: LogQueryService | None = None
+        # The read core: the gRPC LogQuery service and the viewer's JSON API both call it.
+        self._query: QueryCore | None = None
         if config.query.enabled:
-            from sluice_collector.query.service import LogQueryService
+            from sluice_collector.query.core import QueryCore
             from sluice_collector.query.store import IndexStore
 
-            self._query = LogQueryService(
-                config.query, IndexStore.for_directory(config.files.directory), self.ingest
+            chain = config.files.audit_chain
+            self._query = QueryCore(
+                config.query, IndexStore.for_directory(config.files.directory), self.ingest,
+                files_directory=Path(config.files.directory),
+                chain_key=chain.key if chain.enabled else None,
             )
         self._reuse_port = worker_index is not None
         self._server: grpc.Server | None = None
@@ -192,8 +196,10 @@ class Receiver:
             )
         self._server, self.port = server, port
         if self._query is not None:
+            from sluice_collector.query.service import LogQueryService
+
             self._query.open()
-            server.add_generic_rpc_handlers((self._query.generic_handler(),))
+            server.add_generic_rpc_handlers((LogQueryService(self._query).generic_handler(),))
         server.start()
         set_serving(self._health, True)
 
