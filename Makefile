@@ -1,12 +1,13 @@
 # Every target sets itself up from nothing: a .venv with the project installed editable, and for
 # `test` the Debian packages the suite runs against (rsyslog for the syslog sink, prometheus
-# and prometheus-alertmanager for the alert rules and the deploy stack).
+# and prometheus-alertmanager for the alert rules and the deploy stack, chromium for the viewer's
+# browser tests, driven by Playwright: nothing downloads a browser).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus prometheus-alertmanager faketime
+DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus prometheus-alertmanager faketime chromium
 
 .PHONY: help install system-deps lint typecheck unit test test-dates demo bench soak proto clean
 

@@ -285,8 +285,9 @@ class QueryCore:
         self._authenticate = ApiKeyAuthenticator(config)
         self._streams = threading.BoundedSemaphore(config.max_streams)
         self.follower = IndexFollower(store)
-        self._files_directory = files_directory
+        self.files_directory = files_directory
         self._chain_key = chain_key
+        self.chain_keyed = chain_key is not None
 
     def open(self) -> None:
         """Create the index (schema) if no index sink did, so reads never meet a bare file."""
@@ -354,11 +355,11 @@ class QueryCore:
         if not is_admin(key):
             raise ReadForbidden("the audit trail needs an admin key")
         self._audit(key, "AuditChain", RecordFilter(categories=("audit",)), peer, via)
-        if self._files_directory is None:
+        if self.files_directory is None:
             return []
         from sluice_collector.sinks.files.auditchain import ChainHasher, verify_directory
 
-        return verify_directory(self._files_directory, ChainHasher(self._chain_key))
+        return verify_directory(self.files_directory, ChainHasher(self._chain_key))
 
     # -- plumbing --------------------------------------------------------------------------
     @contextlib.contextmanager
