@@ -143,7 +143,7 @@ function render(id, items, complete) {
 function spanRow(node, depth, t0, total) {
   const r = node.record;
   const error = r.status && r.status.code === 'error';
-  const bar = h('div', { class: `bar ${serviceClass(r['service.name'])}${error ? ' error' : ''}`, title: visible(r.name) });
+  const bar = h('div', { class: `span-bar ${serviceClass(r['service.name'])}${error ? ' error' : ''}`, title: visible(r.name) });
   bar.style.left = pct(node.start - t0, total);
   bar.style.width = `max(2px, ${pct(node.end - node.start, total)})`;
   const duration = h('span', { class: 'duration' }, fmtMs(Number(r.duration_ms)));
