@@ -34,3 +34,17 @@ def test_license_is_an_spdx_expression_so_setuptools_does_not_warn() -> None:
     data = pyproject()
     assert data["project"]["license"] == "Apache-2.0"
     assert "setuptools>=77" in data["build-system"]["requires"]
+
+
+def test_every_viewer_asset_is_package_data() -> None:
+    """The viewer ships inside the package (no CDN): pyproject's package-data must cover it."""
+    import fnmatch
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["sluice_collector"]
+    package = root / "collector_ext" / "sluice_collector"
+    assets = [p.relative_to(package).as_posix() for p in (package / "query" / "ui").iterdir()]
+    assert {"index.html", "app.js", "viewer.css"} <= {Path(a).name for a in assets}
+    for asset in assets:
+        assert any(fnmatch.fnmatch(asset, pattern) for pattern in patterns), asset

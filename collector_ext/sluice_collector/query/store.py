@@ -340,8 +340,12 @@ class Stats:
     by_severity: list[tuple[str, int]] = field(default_factory=list)
     by_event_type: list[tuple[str, int]] = field(default_factory=list)
     by_status: list[tuple[str, int]] = field(default_factory=list)
+    by_service: list[tuple[str, int]] = field(default_factory=list)
     bucket_ns: int = 0
     buckets: list[tuple[int, int, int]] = field(default_factory=list)  # (start, count, errors)
+    # Volume over time split by category and by severity name: (start, key, count).
+    category_buckets: list[tuple[int, str, int]] = field(default_factory=list)
+    severity_buckets: list[tuple[int, str, int]] = field(default_factory=list)
 
 
 class IndexStore:
@@ -500,7 +504,7 @@ class IndexStore:
             out.total, out.errors, out.unique_users = total, errors, users
             out.avg_duration_ms, out.with_duration = float(avg or 0.0), with_duration
             for column, target in (("category", out.by_category), ("event_name", out.by_event_type),
-                                   ("status", out.by_status)):
+                                   ("status", out.by_status), ("service", out.by_service)):
                 target.extend(conn.execute(
                     f"SELECT {column}, COUNT(*) AS n FROM records WHERE {where} AND {column} != '' "  # noqa: S608
                     f"GROUP BY {column} ORDER BY n DESC, {column}", params).fetchall())
@@ -522,6 +526,19 @@ class IndexStore:
                     f"SELECT (time_ns - ?) / ? * ? + ? AS b, COUNT(*), SUM({_ERROR_SQL}) "  # noqa: S608
                     f"FROM records WHERE {where} GROUP BY b ORDER BY b",
                     [start, bucket_ns, bucket_ns, start, *params])]
+                out.category_buckets = [(int(b), str(k), int(n)) for b, k, n in conn.execute(
+                    f"SELECT (time_ns - ?) / ? * ? + ? AS b, category, COUNT(*) "  # noqa: S608
+                    f"FROM records WHERE {where} GROUP BY b, category ORDER BY b, category",
+                    [start, bucket_ns, bucket_ns, start, *params])]
+                # Severity numbers 9-12 are all INFO, etc.: summed per name.
+                by_name: dict[tuple[int, str], int] = {}
+                for b, number, n in conn.execute(
+                        f"SELECT (time_ns - ?) / ? * ? + ? AS b, severity, COUNT(*) "  # noqa: S608
+                        f"FROM records WHERE {where} GROUP BY b, severity ORDER BY b, severity",
+                        [start, bucket_ns, bucket_ns, start, *params]):
+                    name = severity_name(number)
+                    by_name[int(b), name] = by_name.get((int(b), name), 0) + int(n)
+                out.severity_buckets = [(b, k, n) for (b, k), n in by_name.items()]
         finally:
             conn.close()
         return out

@@ -408,6 +408,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"sluice receiver ready: {receiver.describe()}, files under "
           f"{config.files.directory.resolve()} (config: {config.source})",
           file=sys.stderr, flush=True)
+    if receiver.viewer_url:
+        print(f"sluice viewer on {receiver.viewer_url} (sign in with a query.api_keys key)",
+              file=sys.stderr, flush=True)
     while not stop_requested.wait(0.5):
         pass
     log.info("stopping: draining in-flight batches and flushing sinks")

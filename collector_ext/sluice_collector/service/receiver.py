@@ -29,7 +29,7 @@ from sluice_collector.sinks.base import Sink
 from sluice_collector.telemetry import ReceiverTelemetry
 
 if TYPE_CHECKING:
-    from sluice_collector.query.service import LogQueryService
+    from sluice_collector.query.core import QueryCore
     from sluice_collector.sinks.files.config import FilePolicy
 
 log = logging.getLogger("sluice.receiver")
@@ -109,18 +109,23 @@ class Receiver:
         self.pipeline = Pipeline(stages, self.sinks, self.telemetry)
         self.ingest = IngestCore(self.pipeline, config.ingest, self.telemetry)
         self._grpc_handlers = OtlpGrpcHandlers(self.ingest)
-        self._query: LogQueryService | None = None
+        # The read core: the gRPC LogQuery service and the viewer's JSON API both call it.
+        self._query: QueryCore | None = None
         if config.query.enabled:
-            from sluice_collector.query.service import LogQueryService
+            from sluice_collector.query.core import QueryCore
             from sluice_collector.query.store import IndexStore
 
-            self._query = LogQueryService(
-                config.query, IndexStore.for_directory(config.files.directory), self.ingest
+            chain = config.files.audit_chain
+            self._query = QueryCore(
+                config.query, IndexStore.for_directory(config.files.directory), self.ingest,
+                files_directory=Path(config.files.directory),
+                chain_key=chain.key if chain.enabled else None,
             )
         self._reuse_port = worker_index is not None
         self._server: grpc.Server | None = None
         self._health: Any = None
         self._status: StatusServer | None = None
+        self._viewer: Any = None
         self.port = 0
         self.status_port = 0
         self._started_at = 0.0
@@ -143,6 +148,16 @@ class Receiver:
             parts.append(f"telemetry on http://127.0.0.1:{self.status_port}")
         return ", ".join(parts)
 
+    @property
+    def viewer_url(self) -> str:
+        """Where the viewer is (docs/viewer.md); "" when the query API or the port is off."""
+        if self._viewer is None or not self.status_port:
+            return ""
+        host = self.config.telemetry.listen.rpartition(":")[0].strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.status_port}/ui/"
+
     def start(self) -> None:
         """Start sinks, then the status port, then listen. Raises on any failure."""
         started: list[Sink] = []
@@ -150,10 +165,13 @@ class Receiver:
             for sink in self.sinks:
                 sink.start()
                 started.append(sink)
+            if self._query is not None:
+                self._query.open()
             if self.config.telemetry.listen:
                 try:
                     self._status = StatusServer(
-                        self.config.telemetry.listen, self.telemetry, self.health
+                        self.config.telemetry.listen, self.telemetry, self.health,
+                        viewer=self._viewer_app(),
                     )
                 except OSError as exc:
                     raise ListenError(
@@ -171,6 +189,15 @@ class Receiver:
             if self._status is not None:
                 self._status.stop()
             raise
+
+    def _viewer_app(self) -> Any:
+        """The viewer (query/web.py) on the telemetry port, whenever the query API is on."""
+        if self._query is None:
+            return None
+        from sluice_collector.query.web import ViewerApp
+
+        self._viewer = ViewerApp(self._query, categories=list(self.config.files.categories))
+        return self._viewer
 
     def _start_grpc(self) -> None:
         """The OTLP/gRPC front door, the health service and (when on) the query API."""
@@ -192,8 +219,9 @@ class Receiver:
             )
         self._server, self.port = server, port
         if self._query is not None:
-            self._query.open()
-            server.add_generic_rpc_handlers((self._query.generic_handler(),))
+            from sluice_collector.query.service import LogQueryService
+
+            server.add_generic_rpc_handlers((LogQueryService(self._query).generic_handler(),))
         server.start()
         set_serving(self._health, True)
 
@@ -219,6 +247,8 @@ class Receiver:
                 sink.shutdown()
         if self._status is not None:
             self._status.stop()
+        if self._viewer is not None:
+            self._viewer.close()
         self._stopped.set()
         return clean
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15sluice/v1/query.proto\x12\tsluice.v1\"\xd9\x02\n\x06\x46ilter\x12\x17\n\x0fsince_unix_nano\x18\x01 \x01(\x03\x12\x17\n\x0funtil_unix_nano\x18\x02 \x01(\x03\x12\x19\n\x11severity_at_least\x18\x03 \x01(\x05\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x10\n\x08services\x18\x05 \x03(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x12\n\nevent_type\x18\x08 \x01(\t\x12@\n\x10\x61ttribute_equals\x18\t \x03(\x0b\x32&.sluice.v1.Filter.AttributeEqualsEntry\x12\x0c\n\x04text\x18\n \x01(\t\x12\r\n\x05regex\x18\x0b \x01(\t\x12\x0e\n\x06tenant\x18\x0c \x01(\t\x1a\x36\n\x14\x41ttributeEqualsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"u\n\x0cQueryRequest\x12!\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x11.sluice.v1.Filter\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1f\n\x05order\x18\x04 \x01(\x0e\x32\x10.sluice.v1.Order\"@\n\x06Record\x12\x16\n\x0etime_unix_nano\x18\x01 \x01(\x03\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\t\"L\n\rQueryResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.sluice.v1.Record\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x0cStatsRequest\x12!\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x11.sluice.v1.Filter\x12\x16\n\x0e\x62ucket_seconds\x18\x02 \x01(\x03\"#\n\x05\x43ount\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"@\n\x06\x42ucket\x12\x17\n\x0fstart_unix_nano\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\"\xd0\x02\n\rStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x04\x12%\n\x0b\x62y_category\x18\x02 \x03(\x0b\x32\x10.sluice.v1.Count\x12%\n\x0b\x62y_severity\x18\x03 \x03(\x0b\x32\x10.sluice.v1.Count\x12\'\n\rby_event_type\x18\x04 \x03(\x0b\x32\x10.sluice.v1.Count\x12#\n\tby_status\x18\x05 \x03(\x0b\x32\x10.sluice.v1.Count\x12\x14\n\x0cunique_users\x18\x06 \x01(\x04\x12\x12\n\nerror_rate\x18\x07 \x01(\x01\x12\x17\n\x0f\x61vg_duration_ms\x18\x08 \x01(\x01\x12\x15\n\rwith_duration\x18\t \x01(\x04\x12\x16\n\x0e\x62ucket_seconds\x18\n \x01(\x03\x12\"\n\x07\x62uckets\x18\x0b \x03(\x0b\x32\x11.sluice.v1.Bucket\"\xbe\x01\n\rExportRequest\x12!\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x11.sluice.v1.Filter\x12\'\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x17.sluice.v1.ExportFormat\x12+\n\x0b\x63ompression\x18\x03 \x01(\x0e\x32\x16.sluice.v1.Compression\x12\x1f\n\x05order\x18\x04 \x01(\x0e\x32\x10.sluice.v1.Order\x12\x13\n\x0bmax_records\x18\x05 \x01(\x04\"\x1b\n\x0b\x45xportChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"0\n\x0bTailRequest\x12!\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x11.sluice.v1.Filter\"2\n\x0cTailResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.sluice.v1.Record*+\n\x05Order\x12\x10\n\x0cNEWEST_FIRST\x10\x00\x12\x10\n\x0cOLDEST_FIRST\x10\x01*+\n\x0c\x45xportFormat\x12\t\n\x05JSONL\x10\x00\x12\x07\n\x03\x43SV\x10\x01\x12\x07\n\x03TXT\x10\x02**\n\x0b\x43ompression\x12\x08\n\x04NONE\x10\x00\x12\x08\n\x04GZIP\x10\x01\x12\x07\n\x03ZIP\x10\x02\x32\xfb\x01\n\x08LogQuery\x12:\n\x05Query\x12\x17.sluice.v1.QueryRequest\x1a\x18.sluice.v1.QueryResponse\x12:\n\x05Stats\x12\x17.sluice.v1.StatsRequest\x1a\x18.sluice.v1.StatsResponse\x12<\n\x06\x45xport\x12\x18.sluice.v1.ExportRequest\x1a\x16.sluice.v1.ExportChunk0\x01\x12\x39\n\x04Tail\x12\x16.sluice.v1.TailRequest\x1a\x17.sluice.v1.TailResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15sluice/v1/query.proto\x12\tsluice.v1\"\xd9\x02\n\x06\x46ilter\x12\x17\n\x0fsince_unix_nano\x18\x01 \x01(\x03\x12\x17\n\x0funtil_unix_nano\x18\x02 \x01(\x03\x12\x19\n\x11severity_at_least\x18\x03 \x01(\x05\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x10\n\x08services\x18\x05 \x03(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x12\n\nevent_type\x18\x08 \x01(\t\x12@\n\x10\x61ttribute_equals\x18\t \x03(\x0b\x32&.sluice.v1.Filter.AttributeEqualsEntry\x12\x0c\n\x04text\x18\n \x01(\t\x12\r\n\x05regex\x18\x0b \x01(\t\x12\x0e\n\x06tenant\x18\x0c \x01(\t\x1a\x36\n\x14\x41ttributeEqualsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"u\n\x0cQueryRequest\x12!\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x11.sluice.v1.Filter\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1f\n\x05order\x18\x04 \x01(\x0e\x32\x10.sluice.v1.Order\"@\n\x06Record\x12\x16\n\x0etime_unix_nano\x18\x01 \x01(\x03\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\t\"L\n\rQueryResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.sluice.v1.Record\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x0cStatsRequest\x12!\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x11.sluice.v1.Filter\x12\x16\n\x0e\x62ucket_seconds\x18\x02 \x01(\x03\"#\n\x05\x43ount\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"@\n\x06\x42ucket\x12\x17\n\x0fstart_unix_nano\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\"B\n\x0bSeriesPoint\x12\x17\n\x0fstart_unix_nano\x18\x01 \x01(\x03\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"\xda\x03\n\rStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x04\x12%\n\x0b\x62y_category\x18\x02 \x03(\x0b\x32\x10.sluice.v1.Count\x12%\n\x0b\x62y_severity\x18\x03 \x03(\x0b\x32\x10.sluice.v1.Count\x12\'\n\rby_event_type\x18\x04 \x03(\x0b\x32\x10.sluice.v1.Count\x12#\n\tby_status\x18\x05 \x03(\x0b\x32\x10.sluice.v1.Count\x12\x14\n\x0cunique_users\x18\x06 \x01(\x04\x12\x12\n\nerror_rate\x18\x07 \x01(\x01\x12\x17\n\x0f\x61vg_duration_ms\x18\x08 \x01(\x01\x12\x15\n\rwith_duration\x18\t \x01(\x04\x12\x16\n\x0e\x62ucket_seconds\x18\n \x01(\x03\x12\"\n\x07\x62uckets\x18\x0b \x03(\x0b\x32\x11.sluice.v1.Bucket\x12$\n\nby_service\x18\x0c \x03(\x0b\x32\x10.sluice.v1.Count\x12\x30\n\x10\x63\x61tegory_buckets\x18\r \x03(\x0b\x32\x16.sluice.v1.SeriesPoint\x12\x30\n\x10severity_buckets\x18\x0e \x03(\x0b\x32\x16.sluice.v1.SeriesPoint\"\xbe\x01\n\rExportRequest\x12!\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x11.sluice.v1.Filter\x12\'\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x17.sluice.v1.ExportFormat\x12+\n\x0b\x63ompression\x18\x03 \x01(\x0e\x32\x16.sluice.v1.Compression\x12\x1f\n\x05order\x18\x04 \x01(\x0e\x32\x10.sluice.v1.Order\x12\x13\n\x0bmax_records\x18\x05 \x01(\x04\"\x1b\n\x0b\x45xportChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"0\n\x0bTailRequest\x12!\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x11.sluice.v1.Filter\"2\n\x0cTailResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.sluice.v1.Record*+\n\x05Order\x12\x10\n\x0cNEWEST_FIRST\x10\x00\x12\x10\n\x0cOLDEST_FIRST\x10\x01*+\n\x0c\x45xportFormat\x12\t\n\x05JSONL\x10\x00\x12\x07\n\x03\x43SV\x10\x01\x12\x07\n\x03TXT\x10\x02**\n\x0b\x43ompression\x12\x08\n\x04NONE\x10\x00\x12\x08\n\x04GZIP\x10\x01\x12\x07\n\x03ZIP\x10\x02\x32\xfb\x01\n\x08LogQuery\x12:\n\x05Query\x12\x17.sluice.v1.QueryRequest\x1a\x18.sluice.v1.QueryResponse\x12:\n\x05Stats\x12\x17.sluice.v1.StatsRequest\x1a\x18.sluice.v1.StatsResponse\x12<\n\x06\x45xport\x12\x18.sluice.v1.ExportRequest\x1a\x16.sluice.v1.ExportChunk0\x01\x12\x39\n\x04Tail\x12\x16.sluice.v1.TailRequest\x1a\x17.sluice.v1.TailResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FILTER_ATTRIBUTEEQUALSENTRY']._loaded_options = None
   _globals['_FILTER_ATTRIBUTEEQUALSENTRY']._serialized_options = b'8\001'
-  _globals['_ORDER']._serialized_start=1488
-  _globals['_ORDER']._serialized_end=1531
-  _globals['_EXPORTFORMAT']._serialized_start=1533
-  _globals['_EXPORTFORMAT']._serialized_end=1576
-  _globals['_COMPRESSION']._serialized_start=1578
-  _globals['_COMPRESSION']._serialized_end=1620
+  _globals['_ORDER']._serialized_start=1694
+  _globals['_ORDER']._serialized_end=1737
+  _globals['_EXPORTFORMAT']._serialized_start=1739
+  _globals['_EXPORTFORMAT']._serialized_end=1782
+  _globals['_COMPRESSION']._serialized_start=1784
+  _globals['_COMPRESSION']._serialized_end=1826
   _globals['_FILTER']._serialized_start=37
   _globals['_FILTER']._serialized_end=382
   _globals['_FILTER_ATTRIBUTEEQUALSENTRY']._serialized_start=328
@@ -55,16 +55,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUNT']._serialized_end=757
   _globals['_BUCKET']._serialized_start=759
   _globals['_BUCKET']._serialized_end=823
-  _globals['_STATSRESPONSE']._serialized_start=826
-  _globals['_STATSRESPONSE']._serialized_end=1162
-  _globals['_EXPORTREQUEST']._serialized_start=1165
-  _globals['_EXPORTREQUEST']._serialized_end=1355
-  _globals['_EXPORTCHUNK']._serialized_start=1357
-  _globals['_EXPORTCHUNK']._serialized_end=1384
-  _globals['_TAILREQUEST']._serialized_start=1386
-  _globals['_TAILREQUEST']._serialized_end=1434
-  _globals['_TAILRESPONSE']._serialized_start=1436
-  _globals['_TAILRESPONSE']._serialized_end=1486
-  _globals['_LOGQUERY']._serialized_start=1623
-  _globals['_LOGQUERY']._serialized_end=1874
+  _globals['_SERIESPOINT']._serialized_start=825
+  _globals['_SERIESPOINT']._serialized_end=891
+  _globals['_STATSRESPONSE']._serialized_start=894
+  _globals['_STATSRESPONSE']._serialized_end=1368
+  _globals['_EXPORTREQUEST']._serialized_start=1371
+  _globals['_EXPORTREQUEST']._serialized_end=1561
+  _globals['_EXPORTCHUNK']._serialized_start=1563
+  _globals['_EXPORTCHUNK']._serialized_end=1590
+  _globals['_TAILREQUEST']._serialized_start=1592
+  _globals['_TAILREQUEST']._serialized_end=1640
+  _globals['_TAILRESPONSE']._serialized_start=1642
+  _globals['_TAILRESPONSE']._serialized_end=1692
+  _globals['_LOGQUERY']._serialized_start=1829
+  _globals['_LOGQUERY']._serialized_end=2080
 # @@protoc_insertion_point(module_scope)

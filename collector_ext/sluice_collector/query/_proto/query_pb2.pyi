@@ -123,8 +123,18 @@ class Bucket(_message.Message):
     errors: int
     def __init__(self, start_unix_nano: _Optional[int] = ..., count: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
 
+class SeriesPoint(_message.Message):
+    __slots__ = ("start_unix_nano", "key", "count")
+    START_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    start_unix_nano: int
+    key: str
+    count: int
+    def __init__(self, start_unix_nano: _Optional[int] = ..., key: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
 class StatsResponse(_message.Message):
-    __slots__ = ("total", "by_category", "by_severity", "by_event_type", "by_status", "unique_users", "error_rate", "avg_duration_ms", "with_duration", "bucket_seconds", "buckets")
+    __slots__ = ("total", "by_category", "by_severity", "by_event_type", "by_status", "unique_users", "error_rate", "avg_duration_ms", "with_duration", "bucket_seconds", "buckets", "by_service", "category_buckets", "severity_buckets")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     BY_CATEGORY_FIELD_NUMBER: _ClassVar[int]
     BY_SEVERITY_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +146,9 @@ class StatsResponse(_message.Message):
     WITH_DURATION_FIELD_NUMBER: _ClassVar[int]
     BUCKET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    BY_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     total: int
     by_category: _containers.RepeatedCompositeFieldContainer[Count]
     by_severity: _containers.RepeatedCompositeFieldContainer[Count]
@@ -147,7 +160,10 @@ class StatsResponse(_message.Message):
     with_duration: int
     bucket_seconds: int
     buckets: _containers.RepeatedCompositeFieldContainer[Bucket]
-    def __init__(self, total: _Optional[int] = ..., by_category: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_severity: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_event_type: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_status: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., unique_users: _Optional[int] = ..., error_rate: _Optional[float] = ..., avg_duration_ms: _Optional[float] = ..., with_duration: _Optional[int] = ..., bucket_seconds: _Optional[int] = ..., buckets: _Optional[_Iterable[_Union[Bucket, _Mapping]]] = ...) -> None: ...
+    by_service: _containers.RepeatedCompositeFieldContainer[Count]
+    category_buckets: _containers.RepeatedCompositeFieldContainer[SeriesPoint]
+    severity_buckets: _containers.RepeatedCompositeFieldContainer[SeriesPoint]
+    def __init__(self, total: _Optional[int] = ..., by_category: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_severity: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_event_type: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_status: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., unique_users: _Optional[int] = ..., error_rate: _Optional[float] = ..., avg_duration_ms: _Optional[float] = ..., with_duration: _Optional[int] = ..., bucket_seconds: _Optional[int] = ..., buckets: _Optional[_Iterable[_Union[Bucket, _Mapping]]] = ..., by_service: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., category_buckets: _Optional[_Iterable[_Union[SeriesPoint, _Mapping]]] = ..., severity_buckets: _Optional[_Iterable[_Union[SeriesPoint, _Mapping]]] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
     __slots__ = ("filter", "format", "compression", "order", "max_records")
