@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from sluice._spill import SpillQueue
-from tests.receiver_process import ReceiverProcess
+from tests.receiver_process import ReceiverProcess, endpoints
 
 SLUICE_RUN = [sys.executable, "-m", "sluice_collector", "run"]
 NODE = shutil.which("node")
@@ -378,7 +378,7 @@ def test_output_made_while_the_receiver_is_down_is_spilled_then_delivered(tmp_pa
         assert run.poll() is None
         assert time.monotonic() < deadline, "nothing was spilled while the receiver was down"
         time.sleep(0.05)
-    proc = ReceiverProcess(tmp_path, {"listen": f"127.0.0.1:{port}"}).start()
+    proc = ReceiverProcess(tmp_path, {"receivers": endpoints(f"127.0.0.1:{port}")}).start()
     try:
         (tmp_path / "work" / "go").touch()
         out, err = run.communicate(timeout=90)

@@ -103,25 +103,14 @@ def _console_fd(stream: Any) -> int | None:
 
 
 def _bridge_ships(record: logging.LogRecord) -> bool:
-    """Whether the sluice bridge receives `record`: its level, not internal, and reached by
-    propagation from the record's logger to a logger the bridge is attached to."""
+    """Whether the sluice bridge ships `record` (see `sluice._logbridge.ships`)."""
     from sluice import _runtime
-    from sluice._logbridge import INTERNAL_PREFIXES
+    from sluice._logbridge import ships
 
     handle = _runtime.current()
     if handle is None or not handle.settings.capture_logs:
         return False
-    handler = handle.log_handler
-    if record.levelno < handler.level or record.name.startswith(INTERNAL_PREFIXES):
-        return False
-    logger: logging.Logger | None = logging.getLogger(record.name) if record.name != "root" else logging.root
-    while logger is not None:
-        if handler in logger.handlers:
-            return True
-        if not logger.propagate:
-            return False
-        logger = logger.parent
-    return False
+    return ships(record)
 
 
 class _Announcing:
