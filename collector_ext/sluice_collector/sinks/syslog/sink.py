@@ -50,7 +50,8 @@ log = logging.getLogger("sluice.syslog")
 
 MiB = 1024 * 1024
 DEFAULT_TARGETS = ("unix:///dev/log", "udp://127.0.0.1:514")
-DEFAULT_CATEGORIES = ("security", "audit", "error")
+# `alerts`: what the alert rules fired and resolved (sinks/alerts) is what a syslog reader wants.
+DEFAULT_CATEGORIES = ("security", "audit", "error", "alerts")
 _TARGET_FORMS = "unix:///path/to/socket, udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT"
 
 
