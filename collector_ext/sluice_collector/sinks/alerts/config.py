@@ -385,7 +385,7 @@ def _stable_only(s: Section, key: str, template: Template, group: tuple[GroupKey
     allowed = set(STABLE_NAMES) | {g.text for g in group} | {g.label for g in group}
     bad = sorted(template.names - allowed)
     if bad:
-        listing = ", ".join(f"{{{n}}}" for n in sorted(allowed))
+        listing = ", ".join(f"{{{n}}}" for n in sorted(allowed) if not n.startswith("$"))
         s.error(key, f"got {template.text!r}; {what} may use only names that stay the same "
                      f"while the alert fires ({listing}), not {', '.join(f'{{{b}}}' for b in bad)}; "
                      "put changing values into annotations")
