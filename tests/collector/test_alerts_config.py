@@ -92,8 +92,6 @@ def test_every_problem_is_reported_at_once_with_its_key() -> None:
         "with a digit",
         "alerts.rules[0].window: got '5 minutes'; expected a duration ≥ 1s, e.g. 5, \"500ms\", "
         "\"30s\", \"5m\", \"1h\" or \"7d\"",
-        "alerts.rules[0].match[0]: an empty match item matches every record; leave `match` out "
-        "for that, or give category or any condition of the category rules",
         "alerts.rules[0].threshold: got 0; expected a whole number ≥ 1",
         "alerts.rules[0].group_by[0]: got 'user id'; unknown group_by form; expected KEY (the "
         "record's attribute, else its resource's), attributes.KEY, resource.KEY, or one of "
@@ -126,6 +124,12 @@ def test_every_problem_is_reported_at_once_with_its_key() -> None:
         "here: attribute, attribute_prefix, body_matches, category, equals, event_name, matches, "
         "scope, severity_at_least",
     ]
+
+
+def test_an_empty_match_item_is_refused() -> None:
+    assert problems({"rules": [{**RULE, "match": [{}]}]}) == [
+        "alerts.rules[0].match[0]: an empty match item matches every record; leave `match` out "
+        "for that, or give category or any condition of the category rules"]
 
 
 def test_labels_may_only_use_values_that_stay_the_same_while_firing() -> None:
@@ -174,3 +178,22 @@ def test_the_generator_url_is_a_template_of_stable_names() -> None:
 
 def test_alerts_can_be_turned_off_while_keeping_the_rules() -> None:
     assert alerts({"enabled": False, "rules": [RULE]}).enabled is False
+
+
+def test_the_documented_examples_parse_and_the_shipped_rules_are_the_defaults() -> None:
+    """docs/alerting.md's YAML is a config the receiver accepts, and its shipped rules are the
+    embedded default's (plus the error rate, which the default leaves out)."""
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "alerting.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", docs, flags=re.S) if b.startswith("alerts:")]
+    assert len(blocks) == 2
+    quick, shipped = (parse_config(b).alerts for b in blocks)
+    assert quick.alertmanager is not None
+    default = load_config(None).alerts.rules
+    assert [r.name for r in shipped.rules] == [*(r.name for r in default), "ServiceErrorRate"]
+    for documented, embedded in zip(shipped.rules, default, strict=False):
+        assert (documented.match, documented.window_s, documented.threshold, documented.group_by,
+                documented.labels) == (embedded.match, embedded.window_s, embedded.threshold,
+                                       embedded.group_by, embedded.labels), documented.name

@@ -253,7 +253,7 @@ def _parse_matches(s: Section, key: str) -> tuple[RuleMatch, ...]:
                 item.error("category", f"got {category!r}; expected a category name "
                                        "(lower-case letters, digits, '_' and '-')")
         rule = parse_match_rule(item, allow_empty=True)
-        if not categories and rule == MatchRule():
+        if not item.keys():  # (unknown keys alone are reported as such, at the end)
             item.error("", "an empty match item matches every record; leave `match` out for "
                            "that, or give category or any condition of the category rules")
         out.append(RuleMatch(categories=categories, rule=rule))

@@ -47,6 +47,9 @@ from sluice_collector.telemetry import ReceiverTelemetry
 
 log = logging.getLogger("sluice.alerts")
 
+# Changes held in memory while the spool cannot be written (disk trouble), oldest dropped first.
+MAX_PENDING_CHANGES = 10_000
+
 
 class _AlertMetrics:
     def __init__(self, telemetry: ReceiverTelemetry) -> None:
@@ -282,9 +285,16 @@ class AlertsSink:
             return True
         data = [orjson.dumps(e.to_json()) for e in events]
         try:
-            result = self._spool.append(data, protected=True)
+            # Ordinary records: past spool.max_bytes the oldest changes give way (counted). What
+            # that loses heals itself: firing alerts are resent from the state, and an alert
+            # whose resolution was lost expires in Alertmanager at its endsAt.
+            result = self._spool.append(data)
         except (OSError, SluiceReceiverError) as exc:
             self._am_pending.extend(events)
+            excess = len(self._am_pending) - MAX_PENDING_CHANGES
+            if excess > 0:
+                del self._am_pending[:excess]
+                self.metrics.am.dropped.labels("spool_full").inc(excess)
             self.last_error = f"alertmanager spool: {exc}"
             log.warning("alerts: cannot spool %d alert changes, retrying: %s", len(events), exc)
             return False
