@@ -288,7 +288,8 @@ class AlertEvaluator:
         if batch.signal is not Signal.LOGS or not self.rules:
             return tally
         tenant = batch.tenant
-        resources: dict[int, tuple[frozenset[str], dict[str, Any]]] = {}
+        counts = tally.counts
+        group_key = self._group_key
         for category, refs in batch.routes.items():
             rules = self._rules_for(category)
             tally.records += len(refs)
@@ -297,38 +298,50 @@ class AlertEvaluator:
             ready = batch.route_attributes.get(category)
             if ready is not None and len(ready) != len(refs):
                 ready = None
+            todo = [(counts.setdefault(index, {}), cr, cr.rule.ratio is not None, cr.match, cr.of)
+                    for index, cr in rules]
+            last_rl: Any = None
+            rkeys: frozenset[str] = frozenset()
+            res_attrs: dict[str, Any] = {}
             for position, (rl, sl, rec) in enumerate(refs):
                 if ready is not None:
                     attrs = ready[position]
                 else:
                     attrs = {kv.key: kv.value.string_value or any_value(kv.value)
                              for kv in rec.attributes}
-                resource = resources.get(id(rl))
-                if resource is None:
+                if rl is not last_rl:  # records of one resource come together
                     res_attrs = {kv.key: any_value(kv.value) for kv in rl.resource.attributes}
-                    resource = resources[id(rl)] = (frozenset(res_attrs), res_attrs)
-                rkeys, res_attrs = resource
-                for index, cr in rules:
-                    ratio = cr.rule.ratio is not None
-                    if ratio and not _matches(cr.of, category, rl, sl, rec, attrs, rkeys):
+                    rkeys = frozenset(res_attrs)
+                    last_rl = rl
+                for groups, cr, ratio, match, of in todo:
+                    if ratio and of and not _matches(of, category, rl, sl, rec, attrs, rkeys):
                         continue
-                    is_match = _matches(cr.match, category, rl, sl, rec, attrs, rkeys)
+                    is_match = not match or _matches(match, category, rl, sl, rec, attrs, rkeys)
                     if not is_match and not ratio:
                         continue
-                    key = self._group_key(cr, tenant, category, sl, rec, attrs, res_attrs)
+                    key = group_key(cr, tenant, category, sl, rec, attrs, res_attrs)
                     if key is None:
                         continue
-                    per_rule = tally.counts.setdefault(index, {})
-                    entry = per_rule.get(key)
+                    entry = groups.get(key)
                     if entry is None:
-                        entry = per_rule[key] = [0, 0, None]
+                        entry = groups[key] = [0, 0, None]
                     entry[1] += 1
                     if is_match:
                         entry[0] += 1
-                        name = cr.rule.name
-                        tally.matched[name] = tally.matched.get(name, 0) + 1
-                        if cr.capture_fields or cr.capture_attrs:
-                            entry[2] = self._capture(cr, category, rec, attrs, res_attrs)
+                        entry[2] = (category, rec, attrs, res_attrs)  # the last one counts
+        for index in [i for i, groups in counts.items() if not groups]:
+            del counts[index]
+        # Template values of each group's last matching record: once per group, not per record.
+        for index, by_group in counts.items():
+            cr = self.rules[index]
+            matched = 0
+            capture = bool(cr.capture_fields or cr.capture_attrs)
+            for entry in by_group.values():
+                matched += entry[0]
+                last = entry[2]
+                entry[2] = self._capture(cr, *last) if capture and last is not None else None
+            if matched:
+                tally.matched[cr.rule.name] = matched
         return tally
 
     @staticmethod
@@ -354,6 +367,9 @@ class AlertEvaluator:
                 value = attrs.get(g.key)
                 if value is None or value == "":
                     value = res_attrs.get(g.key)
+            if value.__class__ is str and 0 < len(value) <= MAX_LABEL_CHARS:
+                values.append(value)  # the common case
+                continue
             text = _scalar(value)
             if text is None:
                 return None
