@@ -149,6 +149,7 @@ def test_a_restart_keeps_firing_alerts_and_windows_without_new_records(
     second = Rig(tmp_path, clock)
     try:
         assert second.alerts.health()["firing"] == 1
+        assert second.metric("sluice_alerts_firing", rule="FailedLogins") == 1
         assert second.alert_lines() == [("firing", "alice")]  # no second firing record
         second.failures("bob", 1)  # bob's two from before the restart still count
         assert second.alert_lines() == [("firing", "alice"), ("firing", "bob")]

@@ -84,6 +84,9 @@ def webhook() -> Iterator[Webhook]:
 def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[AlertmanagerProcess]:
     config = tmp_path / "alertmanager.yml"
     config.write_text(yaml.safe_dump({
+        # sluice always sends endsAt, so resolve_timeout never decides; tiny anyway, so that a
+        # test passing because of it could not go unnoticed.
+        "global": {"resolve_timeout": "1s"},
         "route": {
             "receiver": "hook",
             "group_by": ["..."],  # every alert is its own group: one notification each

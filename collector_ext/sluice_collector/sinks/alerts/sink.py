@@ -115,6 +115,8 @@ class AlertsSink:
         for rule in config.rules:  # every rule's series from the start, at 0
             self.metrics.matched.labels(rule.name)
             self.metrics.groups_dropped.labels(rule.name)
+            self.metrics.firing.labels(rule.name).set(0)
+            self.metrics.groups.labels(rule.name).set(0)
             for status in ("firing", "resolved"):
                 self.metrics.changes.labels(rule.name, status)
         self.metrics.spool_events.set_function(lambda: self._spool.pending if self._spool else 0)
@@ -136,6 +138,7 @@ class AlertsSink:
             events = self._restore(snapshot, journal)
             events += self.evaluator.tick(self._clock(), time.monotonic())
             self._dispatch(events)
+            self._update_firing_gauge()
             self._save()
         if self.config.alertmanager is not None and self._spool is not None:
             self._sender = AlertmanagerSender(self.config.alertmanager, self._spool,
@@ -193,10 +196,7 @@ class AlertsSink:
                                else 1.0)
             self._sender = None
         with self._lock:
-            try:
-                self._save()
-            except OSError as exc:
-                log.warning("alerts: cannot save the state at shutdown: %s", exc)
+            self._save()
             self._state.close()
 
     def health(self) -> dict[str, Any]:
