@@ -6,7 +6,8 @@ problem with its key path, the value found and what would be accepted. `${VAR}` 
 
 This module only assembles: each component parses its own section (`ReceiversConfig` the
 front doors, `IngestConfig` request size, queue and auth, `RoutingConfig` the categories' match
-rules, `FilesConfig` the files and the categories' file policy, and so on), and keys nobody read
+rules, `FilesConfig` the files and the categories' file policy, `AlertsConfig` the alert rules,
+and so on), and keys nobody read
 are reported as unknown at the end.
 """
 
@@ -29,6 +30,7 @@ from sluice_collector.processors.masking import MaskingConfig
 from sluice_collector.processors.routing import RoutingConfig
 from sluice_collector.query.config import QueryConfig
 from sluice_collector.receivers.config import ReceiversConfig, parse_endpoint
+from sluice_collector.sinks.alerts.config import AlertsConfig
 from sluice_collector.sinks.files.config import FilesConfig
 from sluice_collector.sinks.forward.sink import ForwardConfig
 from sluice_collector.sinks.syslog.sink import SyslogConfig
@@ -54,6 +56,7 @@ class ReceiverConfig:
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: str = "<embedded default>"
 
 
@@ -147,5 +150,6 @@ def _parse_root(root: Section, source: str) -> ReceiverConfig:
         forward=ForwardConfig.from_section(root.section("forward")),
         telemetry=TelemetryConfig(listen=parse_endpoint(t, "listen", "127.0.0.1:8888", allow_empty=True)),
         query=query,
+        alerts=AlertsConfig.from_section(root.section("alerts")),
         source=source,
     )

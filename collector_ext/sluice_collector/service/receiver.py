@@ -9,7 +9,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,12 +41,15 @@ class ListenError(SluiceReceiverError):
 
 def build_sinks(
     config: ReceiverConfig, telemetry: ReceiverTelemetry, *, worker_index: int | None = None,
+    alerts_clock: Callable[[], float] = time.time,
 ) -> list[Sink]:
-    """The sinks the config asks for, files first: it is the record of truth.
+    """The sinks the config asks for, files first: it is the record of truth; alerts last: it
+    counts only what every other sink took, and writes its records to them.
 
     `worker_index` is set when several receiver processes share one port (`--workers`): files
     are then written under a cross-process lock, only worker 0 sweeps retention, and each
-    worker keeps a spool of its own.
+    worker keeps a spool (and alert state) of its own. `alerts_clock` is the alert rules'
+    clock (tests inject one to cross windows without waiting).
     """
     sinks: list[Sink] = []
     policies: Mapping[str, FilePolicy] = config.files.categories
@@ -81,6 +84,14 @@ def build_sinks(
             index_categories=config.query.index_categories, trace_url=config.files.trace_url,
             sweep_interval_s=config.files.retention_check_interval_s, sweeps=not worker_index,
         ))
+    if config.alerts.enabled:
+        from sluice_collector.sinks.alerts.sink import AlertsSink
+
+        state_dir = config.files.directory / ".alerts"
+        if worker_index is not None:
+            state_dir = state_dir / f"worker-{worker_index}"
+        sinks.append(AlertsSink(config.alerts, telemetry, state_dir, record_sinks=tuple(sinks),
+                                clock=alerts_clock))
     return sinks
 
 
@@ -93,6 +104,7 @@ class Receiver:
         *,
         sinks: Sequence[Sink] | None = None,
         worker_index: int | None = None,
+        alerts_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.telemetry = ReceiverTelemetry()
@@ -104,7 +116,7 @@ class Receiver:
         stages.append(RecordValidator())
         stages.append(CategoryRouter(config.routing))
         self.sinks = list(sinks) if sinks is not None else build_sinks(
-            config, self.telemetry, worker_index=worker_index
+            config, self.telemetry, worker_index=worker_index, alerts_clock=alerts_clock
         )
         self.pipeline = Pipeline(stages, self.sinks, self.telemetry)
         self.ingest = IngestCore(self.pipeline, config.ingest, self.telemetry)
@@ -240,7 +252,10 @@ class Receiver:
             set_serving(self._health, False)
             self._server.stop(grace).wait(grace + 1)
         clean = self.ingest.close(grace) and clean
-        for sink in self.sinks:
+        # Last sink first: a later sink may still hand records to earlier ones (the alert
+        # sink writes its `alerts` records to files, syslog, forward, index), so each is
+        # flushed and shut down only once nothing after it can give it more.
+        for sink in reversed(self.sinks):
             try:
                 clean = sink.force_flush(grace) and clean
             finally:
