@@ -57,7 +57,22 @@ def test_run_on_a_busy_port_exits_1_with_a_clear_message(tmp_path: Path) -> None
         )
         result = sluice("receiver", "run", "--config", str(tmp_path / "c.yaml"))
     assert result.returncode == 1
-    assert f"grpc.endpoint: cannot listen on 127.0.0.1:{port}" in result.stderr
+    # Only sluice's own line: grpc core's `add_port.cc` error must not come before it.
+    assert result.stderr.strip().splitlines() == [
+        f"sluice: receivers.otlp.protocols.grpc.endpoint: cannot listen on 127.0.0.1:{port}: "
+        "address already in use; pick a free port (or stop what holds it)"
+    ], result.stderr
+    assert "add_port" not in result.stderr
+
+
+@pytest.mark.parametrize(("listen", "shown"), [("localhost", "'localhost'"),
+                                               ("127.0.0.1:99999", "'127.0.0.1:99999'")])
+def test_listen_flag_is_validated_like_the_config_and_exits_2(listen: str, shown: str) -> None:
+    """`--listen localhost` once bound :443 and `:99999` wrapped to another port."""
+    result = sluice("receiver", "run", "--listen", listen, "--telemetry-listen", "")
+    assert result.returncode == 2
+    assert f"argument --listen: got {shown}; expected HOST:PORT" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_version_is_printed() -> None:

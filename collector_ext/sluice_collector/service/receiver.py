@@ -22,7 +22,12 @@ from sluice_collector.pipeline import Pipeline, Stage
 from sluice_collector.processors.masking import SecretMasker
 from sluice_collector.processors.routing import CategoryRouter
 from sluice_collector.processors.validate import RecordValidator
-from sluice_collector.receivers.otlp_grpc import OtlpGrpcHandlers, build_server, set_serving
+from sluice_collector.receivers.otlp_grpc import (
+    OtlpGrpcHandlers,
+    build_server,
+    listen_problem,
+    set_serving,
+)
 from sluice_collector.service.config import ReceiverConfig
 from sluice_collector.service.status import StatusServer
 from sluice_collector.sinks.base import Sink
@@ -176,6 +181,13 @@ class Receiver:
         """The OTLP/gRPC front door, the health service and (when on) the query API."""
         grpc_config = self.config.receivers.grpc
         queue = self.config.ingest.queue
+        # Checked before grpc tries: its own failure is a raw core log line on stderr.
+        problem = listen_problem(grpc_config.endpoint, reuse_port=self._reuse_port)
+        if problem:
+            raise ListenError(
+                f"receivers.otlp.protocols.grpc.endpoint: cannot listen on {grpc_config.endpoint}: "
+                f"{problem}; pick a free port (or stop what holds it)"
+            )
         server, port, self._health = build_server(
             grpc_config, self._grpc_handlers,
             max_request_bytes=self.config.ingest.max_request_bytes,
