@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -31,6 +29,7 @@ from sluice_collector.receivers.otlp_grpc import (
 from sluice_collector.service.config import ReceiverConfig
 from sluice_collector.service.status import StatusServer
 from sluice_collector.sinks.base import Sink
+from sluice_collector.sinks.files.retention import disk_report, disk_usage
 from sluice_collector.telemetry import ReceiverTelemetry
 
 if TYPE_CHECKING:
@@ -247,17 +246,6 @@ class Receiver:
                 state = {"state": "down", "error": str(exc)}
             sinks[sink.name] = state
             healthy = healthy and state.get("state") != "down"
-        directory = Path(self.config.files.directory)
-        disk: dict[str, Any] = {}
-        try:
-            usage = shutil.disk_usage(directory if directory.exists() else Path.cwd())
-            disk = {
-                "path": str(directory.resolve()),
-                "used_percent": round(100 * usage.used / usage.total, 2),
-                "free_bytes": usage.free,
-            }
-        except OSError as exc:
-            disk = {"path": str(directory), "error": str(exc)}
         return healthy, {
             "status": "ok" if healthy else ("stopping" if self._stopping else "degraded"),
             "version": __version__,
@@ -265,5 +253,15 @@ class Receiver:
             "uptime_s": round(time.time() - self._started_at, 3) if self._started_at else 0,
             "listen": self.endpoint,
             "sinks": sinks,
-            "disk": disk,
+            "disk": self._disk_report(),
         }
+
+    def _disk_report(self) -> dict[str, Any]:
+        """One disk figure for `files.directory`: the file sink's own (its probe, its guard)
+        when it runs, else the same definition on the real file system (spools live there)."""
+        for sink in self.sinks:
+            report = getattr(sink, "disk_report", None)
+            if callable(report):
+                return dict(report())
+        return disk_report(disk_usage, self.config.files.directory,
+                           self.config.files.disk.max_used_percent)

@@ -55,6 +55,7 @@ from sluice_collector.sinks.files.retention import (
     Clock,
     DiskUsage,
     RetentionSweeper,
+    disk_report,
     disk_usage,
     used_percent,
 )
@@ -328,7 +329,7 @@ class RotatingFileSink:
         self._stopped = False
         self.last_error = ""
         self._failing = False
-        # /healthz's disk_used_percent and the guard it is compared with, for alert rules
+        # /healthz's disk.used_percent and the guard it is compared with, for alert rules
         # (deploy/prometheus/rules). NaN when the probe fails: no sample beats a made-up one.
         r = telemetry.registry
         Gauge("sluice_files_disk_used_percent",
@@ -395,18 +396,23 @@ class RotatingFileSink:
         except OSError:
             return math.nan
 
+    def disk_report(self) -> dict[str, Any]:
+        """The disk use of `files.directory` as /healthz shows it (once, at its top level), by
+        the same probe and definition as the guard and `sluice_files_disk_used_percent`."""
+        return disk_report(self._disk_usage, self.directory, self.config.disk.max_used_percent)
+
     def health(self) -> dict[str, Any]:
+        # The figure itself is /healthz's top-level `disk` (see disk_report): only the verdict here.
         try:
-            disk_pct: float | None = round(used_percent(self._disk_usage, self.directory), 2)
+            over = used_percent(self._disk_usage, self.directory) > self.config.disk.max_used_percent
         except OSError:
-            disk_pct = None
-        over = disk_pct is not None and disk_pct > self.config.disk.max_used_percent
+            over = False
         with self._lock:
             open_files = len(self._open)
         return {
             "state": "degraded" if (self._failing or over) else "ok",
             "directory": str(self.directory),
-            "disk_used_percent": disk_pct,
+            "disk_over_limit": over,
             "open_files": open_files,
             "pending_compressions": self._compressor.pending(),
             "last_error": self.last_error or self.sweeper.last_error,
