@@ -81,6 +81,9 @@ def add_parser(commands: Any) -> None:
                         help="attribute equals value (repeatable)")
     common.add_argument("--text", metavar="TEXT", help="substring of the stored JSON line")
     common.add_argument("--grep", metavar="REGEX", help="RE2 regex searched in the stored JSON line")
+    common.add_argument("--include-reads", action="store_true",
+                        help="also the audit records of reads (every LogQuery call writes one; "
+                        "left out otherwise, so a query never finds itself)")
     common.add_argument("--json", action="store_true", help="one JSON record per line")
     query = sub.add_parser("query", parents=[common], help="print matching records, newest first")
     query.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
@@ -110,6 +113,7 @@ def _filter(args: argparse.Namespace) -> pb.Filter:
         severity_at_least=args.severity or 0, categories=args.category, services=args.service,
         trace_id=args.trace_id or "", user_id=args.user or "", event_type=args.event_type or "",
         attribute_equals=attrs, text=args.text or "", regex=args.grep or "",
+        include_reads=args.include_reads,
     )
 
 

@@ -41,6 +41,7 @@ from sluice_collector.query._proto import query_pb2 as pb
 from sluice_collector.query.config import ApiKeyConfig, QueryConfig
 from sluice_collector.query.export import export_chunks
 from sluice_collector.query.store import (
+    READ_EVENT,
     AccessScope,
     IndexStore,
     InvalidFilter,
@@ -105,7 +106,7 @@ def filter_of(f: pb.Filter) -> RecordFilter:
         severity_at_least=f.severity_at_least, categories=tuple(f.categories),
         services=tuple(f.services), trace_id=f.trace_id.strip().lower(), user_id=f.user_id,
         event_type=f.event_type, attribute_equals=tuple(sorted(f.attribute_equals.items())),
-        text=f.text, regex=f.regex, tenant=f.tenant,
+        text=f.text, regex=f.regex, tenant=f.tenant, include_reads=f.include_reads,
     )
 
 
@@ -293,7 +294,7 @@ def audit_request(key: ApiKeyConfig, method: str, f: RecordFilter, peer: str
     rec.severity_number = 9  # type: ignore[assignment]
     rec.severity_text = "INFO"
     rec.body.string_value = f"{key.name} read logs: LogQuery/{method}"
-    rec.event_name = "audit.logs.read"
+    rec.event_name = READ_EVENT
     attributes = [
         _kv("log.category", "audit"), _kv("audit.action", f"LogQuery.{method}"),
         _kv("audit.actor", key.name), _kv("audit.actor.role", key.role),
