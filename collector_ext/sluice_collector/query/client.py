@@ -2,7 +2,9 @@
 
 Uses plain grpcio
 multi-callables with the generated message classes, not the generated stub, so it needs no
-more of grpcio than the receiver does.
+more of grpcio than the receiver does. Human output shows record text through `printable`
+(control characters from log bodies never reach the terminal raw); `--json` prints the stored
+lines exactly. A failed call is one line that says what to do, not a gRPC status dump.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import orjson
 
 from sluice_collector.otlpvalues import SEVERITY_LEVELS
 from sluice_collector.query._proto import query_pb2 as pb
+from sluice_collector.query.printable import printable
 
 SERVICE = "/sluice.v1.LogQuery/"
 _RELATIVE_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
@@ -118,7 +121,7 @@ def _filter(args: argparse.Namespace) -> pb.Filter:
 
 
 def _human(records: Iterable[pb.Record], out: TextIO) -> None:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for record in records:
         try:
             obj = orjson.loads(record.line)
@@ -128,9 +131,10 @@ def _human(records: Iterable[pb.Record], out: TextIO) -> None:
         level = obj.get("severity") or ("SPAN" if "span_id" in obj and "kind" in obj else "")
         body = obj.get("body", obj.get("name", ""))
         user = attrs.get("user.id") or attrs.get("enduser.id") or ""
-        rows.append((str(obj.get("timestamp", ""))[:23], str(level), record.category,
-                     str(obj.get("service.name", "")), str(user),
-                     (body if isinstance(body, str) else orjson.dumps(body).decode()).replace("\n", "\\n")))
+        text = body if isinstance(body, str) else orjson.dumps(body).decode()
+        rows.append(tuple(printable(value) for value in (
+            str(obj.get("timestamp", ""))[:23], str(level), record.category,
+            str(obj.get("service.name", "")), str(user), text)))
     if not rows:
         return
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -158,14 +162,32 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     try:
         return _dispatch(args, channel, metadata, out)
     except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else None
-        details = exc.details() if hasattr(exc, "details") else str(exc)
-        print(f"sluice logs: {getattr(code, 'name', code)}: {details}", file=sys.stderr)
+        print(f"sluice logs: {explain(exc, args.endpoint)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
         channel.close()
+
+
+# What grpc's client says when it never reached a server (its details end in the OS's reason).
+_UNREACHABLE = ("failed to connect", "dns resolution failed", "connection refused",
+                "connection reset", "socket closed", "name resolution", "connect failed")
+
+
+def explain(error: grpc.RpcError, endpoint: str) -> str:
+    """One line for a failed call: what went wrong and what to do about it."""
+    code = error.code() if hasattr(error, "code") else None
+    details = str(error.details() if hasattr(error, "details") else error) or ""
+    if code is grpc.StatusCode.UNIMPLEMENTED:
+        return (f"the receiver at {endpoint} does not serve the query API (it is off there): "
+                "give it query.api_keys in its config (docs/query.md) and restart it")
+    if code is grpc.StatusCode.UNAVAILABLE and any(m in details.lower() for m in _UNREACHABLE):
+        reason = details.rsplit(": ", 1)[-1].strip() or "unreachable"
+        return (f"cannot reach a receiver at {endpoint} ({printable(reason)}); is it running, "
+                "and is --endpoint its OTLP/gRPC address?")
+    name = getattr(code, "name", None) or "ERROR"
+    return f"{name}: {printable(details)}"
 
 
 def _dispatch(args: argparse.Namespace, channel: grpc.Channel, metadata: Any, out: TextIO) -> int:
@@ -211,9 +233,10 @@ def _dispatch(args: argparse.Namespace, channel: grpc.Channel, metadata: Any, ou
                               ("event type", s.by_event_type), ("status", s.by_status)):
             if counts:
                 out.write(f"\nby {title}\n")
-                width = max(len(c.key) for c in counts)
-                for c in counts:
-                    out.write(f"  {c.key.ljust(width)}  {c.count}\n")
+                keys = [printable(c.key) for c in counts]  # event types, statuses: app-sent text
+                width = max(len(k) for k in keys)
+                for key, c in zip(keys, counts, strict=True):
+                    out.write(f"  {key.ljust(width)}  {c.count}\n")
         if s.buckets:
             out.write(f"\nper {s.bucket_seconds}s\n")
             for b in s.buckets:
