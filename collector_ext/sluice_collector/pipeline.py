@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from sluice_collector.batch import Batch
+from sluice_collector.batch import Batch, Signal
 from sluice_collector.errors import DiskFullError, SinkError
 from sluice_collector.sinks.base import Sink
 from sluice_collector.telemetry import ReceiverTelemetry
@@ -49,4 +49,17 @@ class Pipeline:
                 self.telemetry.sink_errors.labels(sink.name, kind).inc()
                 raise
             self.telemetry.write_seconds.labels(sink.name).observe(time.perf_counter() - started)
+        self._count_accepted(batch)
         return batch
+
+    def _count_accepted(self, batch: Batch) -> None:
+        """Every sink took the batch: it will be acknowledged. Counted by the routed category."""
+        accepted = self.telemetry.accepted
+        signal = batch.signal.value
+        if batch.signal is Signal.METRICS:  # records are data points, routes hold metrics
+            for category in batch.routes:
+                accepted.labels(signal, category).inc(batch.record_count())
+            return
+        for category, refs in batch.routes.items():
+            if refs:
+                accepted.labels(signal, category).inc(len(refs))

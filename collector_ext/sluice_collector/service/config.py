@@ -40,6 +40,7 @@ DEFAULT_CONFIG_RESOURCE = "default.yaml"
 @dataclass(frozen=True, slots=True)
 class TelemetryConfig:
     listen: str = "127.0.0.1:8888"  # "" turns the HTTP endpoint off
+    summary_interval_s: float = 60.0  # the periodic INFO activity line; 0 turns it off
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +146,10 @@ def _parse_root(root: Section, source: str) -> ReceiverConfig:
         masking=MaskingConfig.from_section(root.section("masking")),
         syslog=SyslogConfig.from_section(root.section("syslog")),
         forward=ForwardConfig.from_section(root.section("forward")),
-        telemetry=TelemetryConfig(listen=parse_endpoint(t, "listen", "127.0.0.1:8888", allow_empty=True)),
+        telemetry=TelemetryConfig(
+            listen=parse_endpoint(t, "listen", "127.0.0.1:8888", allow_empty=True),
+            summary_interval_s=t.get_duration("summary_interval_s", 60.0),
+        ),
         query=query,
         source=source,
     )

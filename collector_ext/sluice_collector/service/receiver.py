@@ -28,6 +28,7 @@ from sluice_collector.receivers.otlp_grpc import (
 )
 from sluice_collector.service.config import ReceiverConfig
 from sluice_collector.service.status import StatusServer
+from sluice_collector.service.summary import ActivityReporter
 from sluice_collector.sinks.base import Sink
 from sluice_collector.sinks.files.retention import disk_report, disk_usage
 from sluice_collector.telemetry import ReceiverTelemetry
@@ -122,6 +123,9 @@ class Receiver:
                 config.query, IndexStore.for_directory(config.files.directory), self.ingest
             )
         self._reuse_port = worker_index is not None
+        self.activity = ActivityReporter(
+            self.telemetry, config.telemetry.summary_interval_s,
+            prefix="" if worker_index is None else f"worker {worker_index}: ")
         self._server: grpc.Server | None = None
         self._health: Any = None
         self._status: StatusServer | None = None
@@ -169,6 +173,7 @@ class Receiver:
             if self.config.receivers.grpc.endpoint:
                 self._start_grpc()
             self._started_at = time.time()
+            self.activity.start()
         except BaseException:
             for sink in reversed(started):
                 sink.shutdown()
@@ -228,6 +233,7 @@ class Receiver:
                 clean = sink.force_flush(grace) and clean
             finally:
                 sink.shutdown()
+        self.activity.stop()  # the last line: what happened since the previous one
         if self._status is not None:
             self._status.stop()
         self._stopped.set()
