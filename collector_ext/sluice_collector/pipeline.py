@@ -1,7 +1,8 @@
-"""The batch flow after decoding — mask → validate → classify → sinks — as a loop.
+"""The batch flow after decoding — mask → validate → classify → derive → sinks — as a loop.
 
 Stages are plain callables over a batch (`processors/`); sinks (`sinks/`) take the routed
-batch. An Export is acknowledged only after every sink has returned from `consume`, i.e. its
+batch, with the batches a stage derived from it (`Batch.derived`) in the same call. An Export
+is acknowledged only after every sink has returned from `consume`, i.e. its
 records are written and flushed to the OS or held in a sink's on-disk spool. Admission (how
 many batches may run at once) is the ingest core's job, before decoding.
 """
@@ -38,7 +39,7 @@ class Pipeline:
             self.telemetry.rejected.labels(signal, "invalid").inc(batch.rejected)
         if batch.dropped:
             self.telemetry.dropped.labels(signal, "masking").inc(batch.dropped)
-        if not batch.routes:
+        if not batch.routes and not batch.derived:
             return batch
         for sink in self.sinks:
             started = time.perf_counter()
@@ -53,13 +54,15 @@ class Pipeline:
         return batch
 
     def _count_accepted(self, batch: Batch) -> None:
-        """Every sink took the batch: it will be acknowledged. Counted by the routed category."""
+        """Every sink took the batch (and what was derived from it): it will be acknowledged.
+        Counted by the routed category."""
         accepted = self.telemetry.accepted
-        signal = batch.signal.value
-        if batch.signal is Signal.METRICS:  # records are data points, routes hold metrics
-            for category in batch.routes:
-                accepted.labels(signal, category).inc(batch.record_count())
-            return
-        for category, refs in batch.routes.items():
-            if refs:
-                accepted.labels(signal, category).inc(len(refs))
+        for member in batch.family():
+            signal = member.signal.value
+            if member.signal is Signal.METRICS:  # records are data points, routes hold metrics
+                for category in member.routes:
+                    accepted.labels(signal, category).inc(member.record_count())
+                continue
+            for category, refs in member.routes.items():
+                if refs:
+                    accepted.labels(signal, category).inc(len(refs))

@@ -301,6 +301,9 @@ def _check_config(path: str) -> int:
         policy = config.files.categories.get(rule.name) or config.files.default_policy(rule.name)
         keep = "forever" if policy.retention_days is None else f"{policy.retention_days} days"
         print(f"  category {rule.name}: {policy.path}, keep {keep}, {len(rule.match)} rule(s)")
+    access = config.access_from_spans
+    print(f"  access records from HTTP server spans: "
+          f"{f'on, into {access.category}' if access.enabled else 'off'}")
     print(f"  masking: {'on' if config.masking.enabled else 'off'}")
     print(f"  syslog: {'on' if config.syslog.enabled else 'off'}")
     if config.query.enabled:

@@ -6,7 +6,8 @@ problem with its key path, the value found and what would be accepted. `${VAR}` 
 
 This module only assembles: each component parses its own section (`ReceiversConfig` the
 front doors, `IngestConfig` request size, queue and auth, `RoutingConfig` the categories' match
-rules, `FilesConfig` the files and the categories' file policy, and so on), and keys nobody read
+rules, `AccessFromSpansConfig` the access records derived from HTTP server spans, `FilesConfig`
+the files and the categories' file policy, and so on), and keys nobody read
 are reported as unknown at the end.
 """
 
@@ -25,6 +26,7 @@ import yaml
 from sluice_collector.configreader import Section
 from sluice_collector.errors import ConfigError, ConfigProblem
 from sluice_collector.ingest.core import IngestConfig
+from sluice_collector.processors.access import AccessFromSpansConfig
 from sluice_collector.processors.masking import MaskingConfig
 from sluice_collector.processors.routing import RoutingConfig
 from sluice_collector.query.config import QueryConfig
@@ -50,6 +52,7 @@ class ReceiverConfig:
     shutdown_timeout_s: float = 30.0
     files: FilesConfig = field(default_factory=FilesConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig.default)
+    access_from_spans: AccessFromSpansConfig = field(default_factory=AccessFromSpansConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     syslog: SyslogConfig = field(default_factory=SyslogConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
@@ -143,6 +146,7 @@ def _parse_root(root: Section, source: str) -> ReceiverConfig:
         shutdown_timeout_s=root.get_duration("shutdown_timeout_s", 30.0),
         files=FilesConfig.from_root(root),
         routing=routing,
+        access_from_spans=AccessFromSpansConfig.from_section(root.section("access_from_spans")),
         masking=MaskingConfig.from_section(root.section("masking")),
         syslog=SyslogConfig.from_section(root.section("syslog")),
         forward=ForwardConfig.from_section(root.section("forward")),

@@ -17,6 +17,7 @@ from sluice_collector import __version__
 from sluice_collector.errors import SluiceReceiverError
 from sluice_collector.ingest import IngestCore
 from sluice_collector.pipeline import Pipeline, Stage
+from sluice_collector.processors.access import AccessRecordDeriver
 from sluice_collector.processors.masking import SecretMasker
 from sluice_collector.processors.routing import CategoryRouter
 from sluice_collector.processors.validate import RecordValidator
@@ -108,6 +109,10 @@ class Receiver:
             stages.append(SecretMasker(config.masking, self.telemetry))
         stages.append(RecordValidator())
         stages.append(CategoryRouter(config.routing))
+        if config.access_from_spans.enabled:
+            # Last: it reads masked, validated spans and the router's access routes, and what
+            # it derives (a routed LOGS batch) needs no stage after it.
+            stages.append(AccessRecordDeriver(config.access_from_spans, self.telemetry))
         self.sinks = list(sinks) if sinks is not None else build_sinks(
             config, self.telemetry, worker_index=worker_index
         )

@@ -420,13 +420,24 @@ class RotatingFileSink:
 
     # -- ingest ----------------------------------------------------------------------------
     def consume(self, batch: Batch) -> None:
-        """Encode, group by file, write each group once; all or nothing (see module docs)."""
+        """Encode, group by file, write each group once; all or nothing (see module docs) — for
+        the batch and the batches derived from it (`Batch.family`) together."""
         cache = BatchCache()
         cache.trace_url = self.config.trace_url
         ts = TimestampFormatter()
         groups: dict[str, _Group] = {}
-        counts: dict[str, int] = {}
-        batch_values = {"signal": batch.signal.value, "tenant": batch.tenant or None}
+        counts: dict[tuple[str, str], int] = {}  # (signal, category) → records
+        for member in batch.family():
+            self._encode(member, groups, counts, cache, ts)
+        if not groups:
+            return
+        self._write_groups(groups, counts)
+
+    def _encode(self, batch: Batch, groups: dict[str, _Group], counts: dict[tuple[str, str], int],
+                cache: BatchCache, ts: TimestampFormatter) -> None:
+        """Encode one batch's routed records into `groups` (destination file → lines)."""
+        signal = batch.signal.value
+        batch_values = {"signal": signal, "tenant": batch.tenant or None}
         for category, refs in batch.routes.items():
             if not refs:
                 continue
@@ -440,7 +451,7 @@ class RotatingFileSink:
                 if group is None:
                     group = groups[rel] = _Group(cat)
                 group.chunks.extend(lines)
-                counts[category] = len(lines)
+                counts[signal, category] = counts.get((signal, category), 0) + len(lines)
                 continue
             # Templated: the JSON encoders hand back each record's attribute dict, so the
             # template's fields cost dict lookups, not a second pass over the protobuf.
@@ -449,7 +460,7 @@ class RotatingFileSink:
             record_attrs, cache.record_attrs = cache.record_attrs, None
             if record_attrs is not None and len(record_attrs) != len(refs):
                 record_attrs = None  # text format converts no attributes: look them up below
-            counts[category] = len(lines)
+            counts[signal, category] = counts.get((signal, category), 0) + len(lines)
             for index, ((rl, _sl, rec), line) in enumerate(zip(refs, lines, strict=True)):
                 if record_attrs is not None:
                     attrs = record_attrs[index]
@@ -471,8 +482,9 @@ class RotatingFileSink:
                 if group is None:
                     group = groups[dest] = _Group(cat)
                 group.chunks.append(line)
-        if not groups:
-            return
+
+    def _write_groups(self, groups: dict[str, _Group], counts: dict[tuple[str, str], int]) -> None:
+        """Write every group with one append each, under the lock; roll all back on failure."""
         bytes_by_category: dict[str, int] = {}
         with self._lock:
             if not self._started:
@@ -519,8 +531,7 @@ class RotatingFileSink:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             self._failing = False
         telemetry = self._telemetry
-        signal = batch.signal.value
-        for category, n in counts.items():
+        for (signal, category), n in counts.items():
             telemetry.written.labels(signal=signal, category=category, sink=self.name).inc(n)
         for category, n in bytes_by_category.items():
             telemetry.bytes_written.labels(sink=self.name, category=category).inc(n)
