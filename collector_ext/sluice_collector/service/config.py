@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from sluice_collector import DEFAULT_CONFIG_RESOURCE
 from sluice_collector.configreader import Section
 from sluice_collector.errors import ConfigError, ConfigProblem
 from sluice_collector.ingest.core import IngestConfig
@@ -36,7 +37,6 @@ from sluice_collector.sinks.forward.sink import ForwardConfig
 from sluice_collector.sinks.syslog.sink import SyslogConfig
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-DEFAULT_CONFIG_RESOURCE = "default.yaml"
 
 
 @dataclass(frozen=True, slots=True)
