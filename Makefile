@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The distribution was once called `sluice`: drop such an install so one dist owns the packages.
 	$(BIN)/python -m pip uninstall -q -y sluice 2>/dev/null || true
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[receiver,dev]'
 	touch $@
 
 install: $(STAMP)
@@ -75,7 +75,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m pip install -q -e '.[receiver,dev,bench]'
 	$(BIN)/python bench/receiver.py --load easy
 	$(BIN)/python bench/receiver.py --load pii --configs default,no-masking
 	$(BIN)/python bench/receiver.py --load pii --configs default --shared-connection

@@ -54,6 +54,7 @@ from sluice_collector.ingest import Caller, Encoding, IngestCore
 from sluice_collector.query.config import ApiKeyConfig, QueryConfig
 from sluice_collector.query.export import export_chunks
 from sluice_collector.query.store import (
+    READ_EVENT,
     AccessScope,
     IndexStore,
     InvalidFilter,
@@ -410,7 +411,7 @@ def audit_request(key: ApiKeyConfig, method: str, f: RecordFilter, peer: str, vi
     rec.severity_number = 9  # type: ignore[assignment]
     rec.severity_text = "INFO"
     rec.body.string_value = f"{key.name} read logs: LogQuery/{method}"
-    rec.event_name = "audit.logs.read"
+    rec.event_name = READ_EVENT
     attributes = [
         _kv("log.category", "audit"), _kv("audit.action", f"LogQuery.{method}"),
         _kv("audit.actor", key.name), _kv("audit.actor.role", key.role),

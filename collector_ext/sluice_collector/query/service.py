@@ -49,7 +49,7 @@ def filter_of(f: pb.Filter) -> RecordFilter:
         severity_at_least=f.severity_at_least, categories=tuple(f.categories),
         services=tuple(f.services), trace_id=f.trace_id.strip().lower(), user_id=f.user_id,
         event_type=f.event_type, attribute_equals=tuple(sorted(f.attribute_equals.items())),
-        text=f.text, regex=f.regex, tenant=f.tenant,
+        text=f.text, regex=f.regex, tenant=f.tenant, include_reads=f.include_reads,
     )
 
 

@@ -44,6 +44,12 @@ USER_KEYS = ("user.id", "enduser.id")
 STATUS_KEYS = ("event.status", "audit.status", "status", "http.response.status_code",
                "http.status_code", "event.outcome")
 DURATION_KEYS = ("event.duration_ms", "duration_ms")
+# The event of the audit record every LogQuery call writes before it reads (query/service.py).
+# Those records stay in the audit trail (files, index) but are not results of other queries,
+# so that a query never finds itself (a `text` filter is in the record's `audit.filter`) and
+# reads do not swell stats; `include_reads`, or asking for this event type, shows them.
+READ_EVENT = "audit.logs.read"
+_NOT_A_READ_SQL = f"NOT (category = 'audit' AND event_name = '{READ_EVENT}')"
 _CHAIN_FIELDS_RE = re.compile(rb'(?:,"audit\.(?:torn_prev|prev_hash|hash)":"[0-9a-f]*")+\}$')
 _ERROR_SQL = "(severity >= 17 OR status = 'error' OR status GLOB '5[0-9][0-9]')"
 _ATTRIBUTE_KEY_RE = re.compile(r'^[^"\\\x00-\x1f]{1,256}$')
@@ -124,6 +130,7 @@ class RecordFilter:
     text: str = ""
     regex: str = ""
     tenant: str = ""
+    include_reads: bool = False  # also the audit records of reads (READ_EVENT)
 
     def digest(self) -> str:
         """Ties a page token to the query it came from."""
@@ -280,6 +287,8 @@ def where_clause(f: RecordFilter, scope: AccessScope) -> tuple[str, list[Any]]:
         hidden = sorted(scope.hidden_categories)
         sql.append(f"category NOT IN ({', '.join('?' * len(hidden))})")
         params.extend(hidden)
+    if not f.include_reads and f.event_type != READ_EVENT and "audit" not in scope.hidden_categories:
+        sql.append(_NOT_A_READ_SQL)
     if f.since_ns:
         sql.append("time_ns >= ?")
         params.append(f.since_ns)

@@ -127,6 +127,7 @@ def filter_of_params(params: list[tuple[str, str]]) -> RecordFilter:
         trace_id=one.get("trace_id", "").strip().lower(), user_id=one.get("user", ""),
         event_type=one.get("event_type", ""), attribute_equals=tuple(sorted(attrs)),
         text=one.get("text", ""), regex=one.get("regex", ""), tenant=one.get("tenant", ""),
+        include_reads=one.get("include_reads", "") in ("1", "true"),
     )
 
 

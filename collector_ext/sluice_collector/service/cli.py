@@ -22,15 +22,14 @@ from collections.abc import Sequence
 from importlib import resources
 from types import FrameType
 
-from sluice_collector import __version__
+from sluice_collector import DEFAULT_CONFIG_RESOURCE, __version__
 from sluice_collector.errors import ConfigError, SluiceReceiverError
+from sluice_collector.extras import MissingExtra, require_receiver
 from sluice_collector.receivers.config import endpoint_problem
-from sluice_collector.service.config import (
-    DEFAULT_CONFIG_RESOURCE,
-    ReceiverConfig,
-    load_config,
-    with_endpoints,
-)
+
+# Only the standard library and sluice_collector's pure modules above: `sluice --help`,
+# `sluice version` and `sluice run` work with the SDK alone (no `receiver` extra installed);
+# every other command imports what it needs after `require_receiver` (see extras.py).
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -116,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     key = verify.add_mutually_exclusive_group()
     key.add_argument("--key-env", metavar="VAR", help="read the HMAC chain key from $VAR")
     key.add_argument("--key-file", metavar="FILE", help="read the HMAC chain key from FILE")
-    from sluice_collector.query.client import add_parser as add_logs_parser
+    from sluice_collector.query.arguments import add_parser as add_logs_parser
 
     add_logs_parser(commands)
     index = commands.add_parser("index", help="maintain the query index")
@@ -204,6 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run_program(args)
+    if args.command in ("receiver", "audit", "logs", "index") and not (
+            args.command == "receiver" and args.receiver_command in (None, "default-config")):
+        try:
+            require_receiver(f"{args.command} {getattr(args, f'{args.command}_command', '') or ''}".strip())
+        except MissingExtra as exc:
+            print(f"sluice: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
     if args.command == "audit":
         if args.audit_command == "verify":
             return _audit_verify(args)
@@ -317,6 +323,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _index_rebuild(args: argparse.Namespace) -> int:
     from sluice_collector.query.store import rebuild
+    from sluice_collector.service.config import load_config
 
     try:
         config = load_config(args.config)
@@ -342,6 +349,8 @@ def _index_rebuild(args: argparse.Namespace) -> int:
 
 
 def _check_config(path: str) -> int:
+    from sluice_collector.service.config import load_config
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -357,6 +366,9 @@ def _check_config(path: str) -> int:
         policy = config.files.categories.get(rule.name) or config.files.default_policy(rule.name)
         keep = "forever" if policy.retention_days is None else f"{policy.retention_days} days"
         print(f"  category {rule.name}: {policy.path}, keep {keep}, {len(rule.match)} rule(s)")
+    access = config.access_from_spans
+    print(f"  access records from HTTP server spans: "
+          f"{f'on, into {access.category}' if access.enabled else 'off'}")
     print(f"  masking: {'on' if config.masking.enabled else 'off'}")
     print(f"  syslog: {'on' if config.syslog.enabled else 'off'}")
     if config.query.enabled:
@@ -369,6 +381,8 @@ def _check_config(path: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sluice_collector.service.config import ReceiverConfig, load_config, with_endpoints
+
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

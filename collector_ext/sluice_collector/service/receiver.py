@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,13 +18,21 @@ from sluice_collector import __version__
 from sluice_collector.errors import SluiceReceiverError
 from sluice_collector.ingest import IngestCore
 from sluice_collector.pipeline import Pipeline, Stage
+from sluice_collector.processors.access import AccessRecordDeriver
 from sluice_collector.processors.masking import SecretMasker
 from sluice_collector.processors.routing import CategoryRouter
 from sluice_collector.processors.validate import RecordValidator
-from sluice_collector.receivers.otlp_grpc import OtlpGrpcHandlers, build_server, set_serving
+from sluice_collector.receivers.otlp_grpc import (
+    OtlpGrpcHandlers,
+    build_server,
+    listen_problem,
+    set_serving,
+)
 from sluice_collector.service.config import ReceiverConfig
 from sluice_collector.service.status import StatusServer
+from sluice_collector.service.summary import ActivityReporter
 from sluice_collector.sinks.base import Sink
+from sluice_collector.sinks.files.retention import disk_report, disk_usage
 from sluice_collector.telemetry import ReceiverTelemetry
 
 if TYPE_CHECKING:
@@ -115,6 +122,10 @@ class Receiver:
             stages.append(SecretMasker(config.masking, self.telemetry))
         stages.append(RecordValidator())
         stages.append(CategoryRouter(config.routing))
+        if config.access_from_spans.enabled:
+            # Last: it reads masked, validated spans and the router's access routes, and what
+            # it derives (a routed LOGS batch) needs no stage after it.
+            stages.append(AccessRecordDeriver(config.access_from_spans, self.telemetry))
         self.sinks = list(sinks) if sinks is not None else build_sinks(
             config, self.telemetry, worker_index=worker_index, alerts_clock=alerts_clock
         )
@@ -134,6 +145,9 @@ class Receiver:
                 chain_key=chain.key if chain.enabled else None,
             )
         self._reuse_port = worker_index is not None
+        self.activity = ActivityReporter(
+            self.telemetry, config.telemetry.summary_interval_s,
+            prefix="" if worker_index is None else f"worker {worker_index}: ")
         self._server: grpc.Server | None = None
         self._health: Any = None
         self._status: StatusServer | None = None
@@ -195,6 +209,7 @@ class Receiver:
             if self.config.receivers.grpc.endpoint:
                 self._start_grpc()
             self._started_at = time.time()
+            self.activity.start()
         except BaseException:
             for sink in reversed(started):
                 sink.shutdown()
@@ -215,6 +230,13 @@ class Receiver:
         """The OTLP/gRPC front door, the health service and (when on) the query API."""
         grpc_config = self.config.receivers.grpc
         queue = self.config.ingest.queue
+        # Checked before grpc tries: its own failure is a raw core log line on stderr.
+        problem = listen_problem(grpc_config.endpoint, reuse_port=self._reuse_port)
+        if problem:
+            raise ListenError(
+                f"receivers.otlp.protocols.grpc.endpoint: cannot listen on {grpc_config.endpoint}: "
+                f"{problem}; pick a free port (or stop what holds it)"
+            )
         server, port, self._health = build_server(
             grpc_config, self._grpc_handlers,
             max_request_bytes=self.config.ingest.max_request_bytes,
@@ -260,6 +282,7 @@ class Receiver:
                 clean = sink.force_flush(grace) and clean
             finally:
                 sink.shutdown()
+        self.activity.stop()  # the last line: what happened since the previous one
         if self._status is not None:
             self._status.stop()
         if self._viewer is not None:
@@ -280,17 +303,6 @@ class Receiver:
                 state = {"state": "down", "error": str(exc)}
             sinks[sink.name] = state
             healthy = healthy and state.get("state") != "down"
-        directory = Path(self.config.files.directory)
-        disk: dict[str, Any] = {}
-        try:
-            usage = shutil.disk_usage(directory if directory.exists() else Path.cwd())
-            disk = {
-                "path": str(directory.resolve()),
-                "used_percent": round(100 * usage.used / usage.total, 2),
-                "free_bytes": usage.free,
-            }
-        except OSError as exc:
-            disk = {"path": str(directory), "error": str(exc)}
         return healthy, {
             "status": "ok" if healthy else ("stopping" if self._stopping else "degraded"),
             "version": __version__,
@@ -298,5 +310,15 @@ class Receiver:
             "uptime_s": round(time.time() - self._started_at, 3) if self._started_at else 0,
             "listen": self.endpoint,
             "sinks": sinks,
-            "disk": disk,
+            "disk": self._disk_report(),
         }
+
+    def _disk_report(self) -> dict[str, Any]:
+        """One disk figure for `files.directory`: the file sink's own (its probe, its guard)
+        when it runs, else the same definition on the real file system (spools live there)."""
+        for sink in self.sinks:
+            report = getattr(sink, "disk_report", None)
+            if callable(report):
+                return dict(report())
+        return disk_report(disk_usage, self.config.files.directory,
+                           self.config.files.disk.max_used_percent)

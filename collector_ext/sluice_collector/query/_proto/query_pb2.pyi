@@ -33,7 +33,7 @@ GZIP: Compression
 ZIP: Compression
 
 class Filter(_message.Message):
-    __slots__ = ("since_unix_nano", "until_unix_nano", "severity_at_least", "categories", "services", "trace_id", "user_id", "event_type", "attribute_equals", "text", "regex", "tenant")
+    __slots__ = ("since_unix_nano", "until_unix_nano", "severity_at_least", "categories", "services", "trace_id", "user_id", "event_type", "attribute_equals", "text", "regex", "tenant", "include_reads")
     class AttributeEqualsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class Filter(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     REGEX_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_READS_FIELD_NUMBER: _ClassVar[int]
     since_unix_nano: int
     until_unix_nano: int
     severity_at_least: int
@@ -65,7 +66,8 @@ class Filter(_message.Message):
     text: str
     regex: str
     tenant: str
-    def __init__(self, since_unix_nano: _Optional[int] = ..., until_unix_nano: _Optional[int] = ..., severity_at_least: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., services: _Optional[_Iterable[str]] = ..., trace_id: _Optional[str] = ..., user_id: _Optional[str] = ..., event_type: _Optional[str] = ..., attribute_equals: _Optional[_Mapping[str, str]] = ..., text: _Optional[str] = ..., regex: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+    include_reads: bool
+    def __init__(self, since_unix_nano: _Optional[int] = ..., until_unix_nano: _Optional[int] = ..., severity_at_least: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., services: _Optional[_Iterable[str]] = ..., trace_id: _Optional[str] = ..., user_id: _Optional[str] = ..., event_type: _Optional[str] = ..., attribute_equals: _Optional[_Mapping[str, str]] = ..., text: _Optional[str] = ..., regex: _Optional[str] = ..., tenant: _Optional[str] = ..., include_reads: _Optional[bool] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
     __slots__ = ("filter", "limit", "page_token", "order")

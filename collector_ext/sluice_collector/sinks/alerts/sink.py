@@ -153,19 +153,23 @@ class AlertsSink:
     def consume(self, batch: Batch) -> None:
         if not self._started:
             raise SinkError("the alerts sink is not started")
-        if batch.signal is not Signal.LOGS:
-            return
-        tally = self.evaluator.scan(batch)
-        if tally.records:
-            self.metrics.evaluated.inc(tally.records)
-        for rule, n in tally.matched.items():
-            self.metrics.matched.labels(rule).inc(n)
-        if not tally.counts:
-            return
-        with self._lock:
-            events = self.evaluator.apply(tally, self._clock(), time.monotonic())
-            self._dispatch(events)
-        if events:
+        # Log records, including those derived from a trace batch (access records from spans).
+        changed = False
+        for member in batch.family():
+            if member.signal is not Signal.LOGS:
+                continue
+            tally = self.evaluator.scan(member)
+            if tally.records:
+                self.metrics.evaluated.inc(tally.records)
+            for rule, n in tally.matched.items():
+                self.metrics.matched.labels(rule).inc(n)
+            if not tally.counts:
+                continue
+            with self._lock:
+                events = self.evaluator.apply(tally, self._clock(), time.monotonic())
+                self._dispatch(events)
+            changed = changed or bool(events)
+        if changed:
             self._write_records()
 
     def force_flush(self, timeout_s: float | None = None) -> bool:

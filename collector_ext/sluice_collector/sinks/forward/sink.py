@@ -588,10 +588,16 @@ class ForwardSink:
         self._started = True
 
     def consume(self, batch: Batch) -> None:
+        if not self._started:
+            raise SinkError("the forward sink is not started")
+        # Derived batches (access records of HTTP server spans) are part of the stream too: a
+        # logs target gets them like any other log record.
+        for member in batch.family():
+            self._consume_one(member)
+
+    def _consume_one(self, batch: Batch) -> None:
         senders = self._by_signal.get(batch.signal)
         if not senders:
-            if not self._started:
-                raise SinkError("the forward sink is not started")
             return
         count = batch.record_count()
         if count == 0:

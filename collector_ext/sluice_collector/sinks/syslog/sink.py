@@ -418,7 +418,8 @@ class SyslogSink:
         self._thread.start()
 
     def consume(self, batch: Batch) -> None:
-        if batch.signal is not Signal.LOGS:
+        members = [m for m in batch.family() if m.signal is Signal.LOGS]
+        if not members:
             return
         spool = self._spool
         if spool is None:
@@ -426,7 +427,8 @@ class SyslogSink:
         messages: list[bytes] = []
         protected: list[bool] = []
         counts: dict[str, int] = {}
-        for category, refs in batch.routes.items():
+        routes = [item for member in members for item in member.routes.items()]
+        for category, refs in routes:
             if category not in self._categories or not refs:
                 continue
             is_protected = category in self._protected
@@ -438,7 +440,7 @@ class SyslogSink:
                 protected.append(is_protected)
                 truncated += formatted.truncated
                 size += len(formatted.data)
-            counts[category] = len(refs)
+            counts[category] = counts.get(category, 0) + len(refs)
             if truncated:
                 self.m_truncated.labels(category).inc(truncated)
             self.telemetry.bytes_written.labels("syslog", category).inc(size)
