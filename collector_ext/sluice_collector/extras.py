@@ -24,6 +24,8 @@ RECEIVER_MODULES: dict[str, str] = {
     "grpc_health": "grpcio-health-checking",
     "opentelemetry.proto": "opentelemetry-proto",
     "google.protobuf": "protobuf",
+    "tqdm": "tqdm",
+    "uvicorn": "uvicorn",
 }
 
 
