@@ -1,13 +1,19 @@
 """`sluice audit verify` against files written by a real `sluice receiver run` (OTLP over gRPC,
-restarts, `--workers 2`, tenants), with the real CLI in a subprocess."""
+restarts, `--workers 2`, tenants, SIGKILL), with the real CLI in a subprocess."""
 
 from __future__ import annotations
 
+import gzip
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -18,9 +24,13 @@ LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 TOKEN = "acme-token-0123456789abcdef"
 
 
-def send_audit(endpoint: str, *bodies: str, token: str | None = None) -> None:
+T = TypeVar("T")
+
+
+def send_audit(endpoint: str, *bodies: str, token: str | None = None, service: str = "svc") -> None:
     payload = logs_request(
-        *(log_record(b, attributes={"log.category": "audit", "actor": "u1"}) for b in bodies)
+        *(log_record(b, attributes={"log.category": "audit", "actor": "u1"}) for b in bodies),
+        service=service,
     ).SerializeToString()
     metadata = [("authorization", f"Bearer {token}")] if token else None
     with grpc.insecure_channel(endpoint) as channel:
@@ -85,3 +95,168 @@ def test_verify_refuses_a_directory_without_audit_files(tmp_path: Path) -> None:
     result = verify(tmp_path)
     assert result.returncode == 1
     assert "no audit files" in result.stderr
+
+
+# -- issue 13, items 7 and 9: sets verify cannot miss, tails that cannot be cut ----------------
+
+def edit_lines(path: Path, edit: Callable[[list[bytes]], list[bytes]]) -> None:
+    packed = path.name.endswith(".gz")
+    data = gzip.decompress(path.read_bytes()) if packed else path.read_bytes()
+    out = b"".join(edit(data.splitlines(keepends=True)))
+    path.write_bytes(gzip.compress(out) if packed else out)
+
+
+def test_verify_reports_a_tampered_templated_set(tmp_path: Path) -> None:
+    """With `categories.audit.path` templated, one junk first line used to make `verify` skip
+    the set and call the rest intact."""
+    settings = {"categories": {"audit": {"path": "audit/{service.name}.log"}}}
+    proc = ReceiverProcess(tmp_path, settings).start()
+    try:
+        send_audit(proc.endpoint, "s1", "s2", service="shop")
+        send_audit(proc.endpoint, "p1", "p2", service="pay")
+    finally:
+        assert proc.stop() == 0
+    logs = proc.logs_dir
+    ok = verify(logs)
+    assert ok.returncode == 0, ok.stderr
+    assert "intact: 4 audit records in 2 file set(s)" in ok.stdout
+    shop = logs / "audit" / "shop.log"
+    edit_lines(shop, lambda ls: [b'{"body":"nothing to see"}\n', *ls[1:]])
+    broken = verify(logs)
+    assert broken.returncode == 1, broken.stdout
+    assert f"BROKEN {shop}:1: not a chained audit record" in broken.stderr
+    assert "(set audit/shop.log)" in broken.stderr
+    assert f"ok {logs / 'audit' / 'pay.log'}: 2 records" in broken.stdout
+
+
+def test_verify_reports_swapped_tenant_sets(tmp_path: Path) -> None:
+    tokens = {"acme": TOKEN, "globex": "globex-token-0123456789abcdef"}
+    settings = {"auth": {"tenants": {t: {"token": tok} for t, tok in tokens.items()}}}
+    proc = ReceiverProcess(tmp_path, settings).start()
+    try:
+        send_audit(proc.endpoint, "a1", "a2", token=tokens["acme"])
+        send_audit(proc.endpoint, "g1", "g2", token=tokens["globex"])
+    finally:
+        assert proc.stop() == 0
+    tenants = proc.logs_dir / "tenants"
+    assert verify(proc.logs_dir).returncode == 0
+    (tenants / "acme").rename(tmp_path / "swap")
+    (tenants / "globex").rename(tenants / "acme")
+    (tmp_path / "swap").rename(tenants / "globex")
+    broken = verify(proc.logs_dir)
+    assert broken.returncode == 1
+    for tenant in tokens:
+        assert f"BROKEN {tenants / tenant / 'audit.log'}:1: audit.prev_hash is not the start of this " \
+               f"set's chain" in broken.stderr
+        assert f"(set tenants/{tenant}/audit.log)" in broken.stderr
+
+
+def test_verify_reports_an_edited_gz_beside_an_intact_plain_copy(tmp_path: Path) -> None:
+    settings: dict[str, Any] = {"files": {"rotation": {"max_bytes": "2KiB", "compress": True}}}
+    proc = ReceiverProcess(tmp_path, settings).start()
+    try:
+        for i in range(6):
+            send_audit(proc.endpoint, f"r{i}a", f"r{i}b")
+    finally:
+        assert proc.stop() == 0
+    logs = proc.logs_dir
+    packed = sorted(logs.glob("audit.log.*.gz"))[0]
+    plain = packed.with_name(packed.name.removesuffix(".gz"))
+    plain.write_bytes(gzip.decompress(packed.read_bytes()))  # an intact plain copy
+    assert verify(logs).returncode == 0
+    edit_lines(packed, lambda ls: [ls[0].replace(b'"actor":"u1"', b'"actor":"u9"'), *ls[1:]])
+    broken = verify(logs)
+    assert broken.returncode == 1
+    assert f"BROKEN {packed}:1: differs from the plain copy {plain.name}" in broken.stderr
+
+
+def test_verify_reports_the_newest_records_cut_off_with_the_receiver_stopped(tmp_path: Path) -> None:
+    proc = run_receiver(tmp_path, {}, send=[("a1", "a2"), ("a3",), ("a4", "a5")])
+    active = proc.logs_dir / "audit.log"
+    edit_lines(active, lambda ls: ls[:-2])
+    broken = verify(proc.logs_dir)
+    assert broken.returncode == 1
+    assert f"BROKEN {active}:4: the newest records were removed: the head file .audit.log.audit-head " \
+           "says record #5" in broken.stderr
+
+
+def test_cutting_the_newest_records_under_a_running_receiver_is_reported(tmp_path: Path) -> None:
+    """The gap docs/security.md used to document: the receiver chained on from a cut tail."""
+    proc = ReceiverProcess(tmp_path, {}).start()
+    active = proc.logs_dir / "audit.log"
+    try:
+        send_audit(proc.endpoint, "a1", "a2")
+        send_audit(proc.endpoint, "a3", "a4")
+        edit_lines(active, lambda ls: ls[:2])
+        running = verify(proc.logs_dir)
+        assert running.returncode == 1
+        assert f"BROKEN {active}:3: the newest records were removed" in running.stderr
+        send_audit(proc.endpoint, "a5")
+    finally:
+        assert proc.stop() == 0
+    stopped = verify(proc.logs_dir)
+    assert stopped.returncode == 1
+    assert f"BROKEN {active}:3: the receiver found the chain cut here: the set no longer holds its " \
+           "head record #4" in stopped.stderr
+    assert "files: audit chain of" in proc.stderr
+    assert "writing a gap record" in proc.stderr
+
+
+def wait_until(probe: Callable[[], T | None], what: str, timeout_s: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value is not None:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill_under_load(workdir: Path, settings: dict[str, Any], tag: str, batches: int) -> int:
+    """Start a receiver, keep sending it audit batches of 500 records (~1 MiB, one write each)
+    and SIGKILL it once `batches` were acknowledged; returns how many records were."""
+    proc = ReceiverProcess(workdir, settings).start()
+    stop = threading.Event()
+    acked = [0]
+
+    def load() -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                send_audit(proc.endpoint, *(f"{tag}-{n}-{i}-{'x' * 2000}" for i in range(500)))
+            except grpc.RpcError:
+                return
+            acked[0] += 500
+            n += 1
+
+    sender = threading.Thread(target=load, daemon=True)
+    sender.start()
+    try:
+        wait_until(lambda: acked[0] >= batches * 500 or None, f"{batches} batches acknowledged")
+    finally:
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGKILL)  # while the next batch is on its way
+        proc.proc.wait(10)
+        stop.set()
+        sender.join(15)
+    return acked[0]
+
+
+def test_sigkill_of_a_real_receiver_mid_write_never_reads_as_tampering(tmp_path: Path) -> None:
+    """Big audit batches keep a receiver busy writing; it is SIGKILLed three times. Wherever
+    each kill lands — inside a write, between the write and the head update, between batches —
+    `verify` passes with the receiver down and after the restart. (Where a kill lands is not
+    controlled here; tests/collector/test_auditchain.py kills a real process at chosen bytes.)"""
+    settings: dict[str, Any] = {"files": {"rotation": {"max_bytes": "4MiB", "compress": True}}}
+    acked = 0
+    for round_ in range(3):
+        acked += kill_under_load(tmp_path, settings, f"round{round_}", 3)
+        down = verify(tmp_path / "logs")
+        assert down.returncode == 0, down.stderr
+    proc = run_receiver(tmp_path, settings, send=[("after the crashes",)])
+    result = verify(proc.logs_dir)
+    assert result.returncode == 0, result.stderr
+    total = re.search(r"intact: (\d+) audit records", result.stdout)
+    assert total is not None
+    assert int(total.group(1)) >= acked + 1
+
