@@ -12,6 +12,7 @@ import gzip
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.errors import ConfigError
@@ -34,6 +36,7 @@ from sluice_collector.sinks.files.auditchain import (
     head_path,
     seal_lines,
 )
+from sluice_collector.sinks.files.auditmonitor import AuditChainMonitor
 from sluice_collector.sinks.files.auditverify import ChainReport, verify_directory
 from sluice_collector.sinks.files.config import AuditChainConfig, FilePolicy, FilesConfig, RotationConfig
 from sluice_collector.sinks.files.sink import RotatingFileSink, compress_file
@@ -349,6 +352,13 @@ def test_audit_chain_config_keys_and_errors(tmp_path: Path, monkeypatch: pytest.
     assert config.files.audit_chain.key == b"y" * 32
     assert "y" * 32 not in repr(config)
     assert parse_config("{}").files.audit_chain.enabled
+    assert parse_config("{}").files.audit_chain.verify_interval_s == 3600
+    interval = parse_config("files: {audit_chain: {verify_interval_s: 30m}}").files.audit_chain
+    assert interval.verify_interval_s == 1800
+    assert parse_config("files: {audit_chain: {verify_interval_s: 0}}").files.audit_chain.verify_interval_s == 0
+    with pytest.raises(ConfigError) as info:
+        parse_config("files: {audit_chain: {verify_interval_s: -5}}")
+    assert "files.audit_chain.verify_interval_s: got -5; expected a duration ≥ 0s" in str(info.value)
     monkeypatch.setenv("SHORT_KEY", "short")
     with pytest.raises(ConfigError) as info:
         parse_config(
@@ -703,3 +713,73 @@ def test_a_crash_inside_the_first_write_of_a_new_set_is_covered_by_its_first_hea
     report = only(verify_directory(logs, ChainHasher()))
     assert (report.broken, report.records, report.torn) == (None, 1, 1)
 
+
+# -- the receiver's own periodic check --------------------------------------------------------
+
+def test_the_periodic_check_reports_each_break_once_and_publishes_its_gauges(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    write_history(logs)
+    clock = Clock(DAY1 + 3 * DAY)
+    registry = CollectorRegistry()
+    calls: list[tuple[str, ChainBreak]] = []
+    monitor = AuditChainMonitor(logs, ChainHasher(), ["{category}.log"], registry, interval_s=3600,
+                                on_break=lambda rel, where: calls.append((rel, where)) is None, clock=clock)
+
+    def intact(rel: str = "audit.log") -> float | None:
+        return registry.get_sample_value("sluice_audit_chain_intact", {"set": rel})
+
+    monitor.run_once()
+    assert intact() == 1
+    assert registry.get_sample_value("sluice_audit_chain_last_verified_timestamp_seconds") == clock.now
+    # More records: the next run goes on from where the last one stopped.
+    sink = make_sink(logs, Clock(DAY1 + 2 * DAY))
+    sink.consume(audit_batch("r10"))
+    monitor.run_once()
+    assert (intact(), calls) == (1, [])
+    # An edit inside a rotated file verified long ago is still seen (its ctime moved).
+    packed = chain_files(logs / "audit.log")[1]
+    _edit_lines(packed, lambda ls: [ls[0], ls[1].replace(b'"r5"', b'"r0"')])
+    monitor.run_once()
+    assert intact() == 0
+    assert [(rel, where.path, where.line) for rel, where in calls] == [("audit.log", packed, 2)]
+    sink.consume(audit_batch("r11"))
+    monitor.run_once()  # still broken: not reported again
+    assert (intact(), len(calls)) == (0, 1)
+    sink.shutdown()
+
+
+def test_the_periodic_check_sees_the_newest_records_cut_off_and_a_set_removed(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    sink = make_sink(logs, Clock())
+    sink.consume(audit_batch("a1", tenant="acme"))
+    sink.consume(audit_batch("g1", "g2", tenant="globex"))
+    calls: list[str] = []
+    monitor = AuditChainMonitor(logs, ChainHasher(), sink.audit_templates(), CollectorRegistry(),
+                                interval_s=3600, on_break=lambda rel, where: calls.append(rel) is None)
+    assert [r.broken for r in monitor.run_once()] == [None, None]
+    _edit_lines(logs / "tenants/globex/audit.log", lambda ls: ls[:1])
+    monitor.run_once()
+    assert calls == ["tenants/globex/audit.log"]
+    shutil.rmtree(logs / "tenants" / "acme")
+    monitor.run_once()
+    assert calls == ["tenants/globex/audit.log", "tenants/acme/audit.log"]
+    sink.shutdown()
+
+
+def test_the_periodic_check_sees_an_edit_in_the_part_of_the_active_file_it_verified_before(
+    tmp_path: Path,
+) -> None:
+    """The active file's ctime moves with every append, so its verified part is hashed again."""
+    logs = tmp_path / "logs"
+    sink = make_sink(logs, Clock())
+    sink.consume(audit_batch("a", "b"))
+    calls: list[ChainBreak] = []
+    monitor = AuditChainMonitor(logs, ChainHasher(), sink.audit_templates(), CollectorRegistry(),
+                                interval_s=3600, on_break=lambda rel, where: calls.append(where) is None)
+    monitor.run_once()
+    active = logs / "audit.log"
+    _edit_lines(active, lambda ls: [ls[0].replace(b'"actor":"u1"', b'"actor":"u9"'), *ls[1:]])
+    sink.consume(audit_batch("c"))
+    monitor.run_once()
+    assert [(where.path, where.line) for where in calls] == [(active, 1)]
+    sink.shutdown()

@@ -1,5 +1,6 @@
 """`sluice audit verify` against files written by a real `sluice receiver run` (OTLP over gRPC,
-restarts, `--workers 2`, tenants, SIGKILL), with the real CLI in a subprocess."""
+restarts, `--workers 2`, tenants, SIGKILL), with the real CLI in a subprocess; and the running
+receiver's own periodic check (its /metrics and its `system` records)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -260,3 +262,43 @@ def test_sigkill_of_a_real_receiver_mid_write_never_reads_as_tampering(tmp_path:
     assert total is not None
     assert int(total.group(1)) >= acked + 1
 
+
+# -- the running receiver's own check --------------------------------------------------------------
+
+def metric(proc: ReceiverProcess, name: str, labels: str = "") -> float | None:
+    with urllib.request.urlopen(f"{proc.status_url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def test_the_running_receiver_reports_a_broken_chain_once_in_its_stream_and_on_its_metrics(
+    tmp_path: Path,
+) -> None:
+    settings = {"files": {"audit_chain": {"verify_interval_s": 1}}}
+    proc = ReceiverProcess(tmp_path, settings).start()
+    intact = 'sluice_audit_chain_intact{set="audit.log"}'
+    try:
+        send_audit(proc.endpoint, "a1", "a2")
+        assert wait_until(lambda: metric(proc, "sluice_audit_chain_intact", '{set="audit.log"}'),
+                          f"{intact} 1") == 1.0
+        active = proc.logs_dir / "audit.log"
+        edit_lines(active, lambda ls: [ls[0].replace(b'"actor":"u1"', b'"actor":"u9"'), *ls[1:]])
+        wait_until(lambda: metric(proc, "sluice_audit_chain_intact", '{set="audit.log"}') == 0.0 or None,
+                   f"{intact} 0")
+        # Three more runs: the break is still there, and still reported only once.
+        first = metric(proc, "sluice_audit_chain_last_verified_timestamp_seconds")
+        assert first is not None
+        wait_until(lambda: (metric(proc, "sluice_audit_chain_last_verified_timestamp_seconds") or 0)
+                   >= first + 3 or None, "three more checks")
+    finally:
+        assert proc.stop() == 0
+    events = [r for r in proc.read("system") if r.get("event_name") == "audit.chain.broken"]
+    assert len(events) == 1, events
+    attributes = events[0]["attributes"]
+    assert attributes["audit.chain.set"] == "audit.log"
+    assert attributes["audit.chain.file"] == str(active)
+    assert attributes["audit.chain.line"] == 1
+    assert attributes["audit.chain.reason"].startswith("audit.hash does not match")
+    assert events[0]["severity"] == "ERROR"
+    assert "audit chain of audit.log is broken" in proc.stderr
