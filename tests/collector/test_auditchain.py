@@ -783,3 +783,25 @@ def test_the_periodic_check_sees_an_edit_in_the_part_of_the_active_file_it_verif
     monitor.run_once()
     assert [(where.path, where.line) for where in calls] == [(active, 1)]
     sink.shutdown()
+
+
+def test_the_periodic_check_sees_a_set_and_its_head_put_back_to_an_older_copy(tmp_path: Path) -> None:
+    """Offline, a keyed set rolled back whole (records and head) is indistinguishable from the
+    older set (docs/security.md says so); a running receiver remembers how far its head got."""
+    logs = tmp_path / "logs"
+    sink = make_sink(logs, Clock(), key=KEY)
+    active = logs / "audit.log"
+    sink.consume(audit_batch("a"))
+    older = (active.read_bytes(), head_path(active).read_bytes())
+    sink.consume(audit_batch("b", "c"))
+    calls: list[ChainBreak] = []
+    monitor = AuditChainMonitor(logs, ChainHasher(KEY), sink.audit_templates(), CollectorRegistry(),
+                                interval_s=3600, on_break=lambda rel, where: calls.append(where) is None)
+    monitor.run_once()
+    active.write_bytes(older[0])
+    head_path(active).write_bytes(older[1])
+    assert only(verify_directory(logs, ChainHasher(KEY))).broken is None  # the offline limit
+    monitor.run_once()
+    assert [where.reason.split(":")[0] for where in calls] == [
+        "the head file went back from record #3 to #1"]
+    sink.shutdown()

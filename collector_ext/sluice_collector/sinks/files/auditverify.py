@@ -189,6 +189,7 @@ class _ActiveMark:
 class _Progress:
     marks: list[_Mark] = field(default_factory=list)
     active: _ActiveMark | None = None
+    head_seq: int = -1  # the highest head count seen: a head never goes back
 
 
 class _Changed(Exception):
@@ -259,8 +260,10 @@ class ChainVerifier:
         return reports
 
     def forget(self, active: Path) -> None:
-        """Verify `active` from its start next time."""
-        self._progress.pop(active, None)
+        """Verify `active` from its start next time (what its head was is still remembered)."""
+        progress = self._progress.get(active)
+        if progress is not None:
+            self._progress[active] = _Progress(head_seq=progress.head_seq)
 
     def verify(self, active: Path) -> ChainReport:
         """One set, resumed from its last verified point; read again when it changed meanwhile."""
@@ -337,6 +340,13 @@ class ChainVerifier:
         report.records, report.torn, report.legacy = walk.records, walk.torn, walk.legacy
         report.head = walk.prev or genesis(rel, self.hasher)
         report.broken = self._judge(report, walk, files, lines, head, head_problem)
+        if head is not None and report.broken is None:
+            if head.seq < progress.head_seq:
+                report.broken = ChainBreak(hpath, 0, (
+                    f"the head file went back from record #{progress.head_seq} to #{head.seq}: an "
+                    "older copy of the set and its head was put back"))
+            else:
+                progress.head_seq = head.seq
         return report
 
     def _walk_file(self, walk: ChainWalk, path: Path, index: int, report: ChainReport) -> int:
