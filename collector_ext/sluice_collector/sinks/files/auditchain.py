@@ -24,7 +24,7 @@ under another tenant's or path's name fails at its first record. Sets begun befo
 
 The head. Beside each set's active file, ``.<name>.audit-head`` records the newest record as
 the receiver wrote it: which file holds it (the set's rotation count then), the byte offset
-where its line ends, its hash and a running count — MAC'd like the records. It is rewritten
+where its line ends, its hash and a running count — MAC'd like the records. It is rewritten in place
 after every sealed batch, *after* the batch is on disk, so a crash can only leave the file ahead
 of its head (authentic records that chain from it), never behind. A set whose files no longer
 reach their head has lost its newest records: that is what closes the gap a chain alone has at
@@ -91,6 +91,8 @@ _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 _TAIL_BLOCK = 64 * 1024
 _RELIST_ATTEMPTS = 20
 _MAX_STATES = 65536
+_HEAD_BLOCK = 256
+_HEAD_REREAD_S = (0.001, 0.01, 0.1)
 # What sealing adds to a line: ``,"audit.prev_hash":"<64 hex>","audit.hash":"<64 hex>"``.
 SEAL_BYTES = len(',"audit.prev_hash":"","audit.hash":""') + 128
 
@@ -338,15 +340,29 @@ def head_path(active: Path) -> Path:
 
 
 def read_head(path: Path, hasher: ChainHasher) -> ChainHead | None:
-    """The head at `path`, None when there is none; `HeadError` when it cannot be trusted."""
+    """The head at `path`, None when there is none; `HeadError` when it cannot be trusted.
+
+    A head is rewritten in place while others read it: a read that catches a write half done
+    does not check out, so that is read again (a write takes microseconds) before it counts."""
+    for delay_s in _HEAD_REREAD_S:
+        try:
+            return _read_head_once(path, hasher)
+        except HeadError:
+            time.sleep(delay_s)
+    return _read_head_once(path, hasher)
+
+
+def _read_head_once(path: Path, hasher: ChainHasher) -> ChainHead | None:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise HeadError(f"cannot read it: {exc.strerror or exc}") from exc
+    if not data:
+        return None  # created, and the process died before its first write
     try:
-        obj = orjson.loads(data)
+        obj = orjson.loads(data.partition(b"\n")[0])
     except orjson.JSONDecodeError:
         obj = None
     fields = ("set", str), ("gen", int), ("size", int), ("hash", str), ("seq", int), ("mac", str)
@@ -384,7 +400,24 @@ def _replace_file(path: Path, data: bytes, *, fsync: bool) -> None:
 
 
 def write_head(active: Path, head: ChainHead, hasher: ChainHasher, *, fsync: bool = False) -> None:
-    _replace_file(head_path(active), head.encode(hasher), fsync=fsync)
+    """Overwrite the head in place with one write at offset 0.
+
+    Why not a temp file and a rename: ext4 starts writeback of the new file on every rename over
+    an existing one (its replace-via-rename heuristic), which costs milliseconds per batch. One
+    write of less than a page cannot be torn by a crash of the process (the kernel copies a page
+    whole before it looks at signals), and it stays within one 512-byte sector. The line is
+    padded with spaces to a multiple of 256 bytes; readers take the first line, so what a
+    shorter head leaves behind it is ignored."""
+    line = head.encode(hasher)
+    data = line[:-1] + b" " * (-len(line) % _HEAD_BLOCK) + b"\n"
+    fd = os.open(head_path(active), os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o640)
+    try:
+        if os.pwrite(fd, data, 0) != len(data):
+            raise OSError(errno.EIO, "short write")
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_manifest(root: Path, hasher: ChainHasher) -> list[str] | None:
@@ -600,8 +633,8 @@ class AuditChainWriter:
         key = _stat_key(active)
         if state is not None and key == state.key:
             sealed, last = seal_lines(lines, state.head.hash, self.hasher)
-            return SealedBatch(active, sealed, replace(state.head, hash=last,
-                                                       seq=state.head.seq + len(lines)))
+            head = state.head
+            return SealedBatch(active, sealed, ChainHead(head.set, head.gen, 0, last, head.seq + len(lines)))
         gen = max_seq(active)
         if state is not None and self._rotated_untouched(active, state, key):
             start = _Start(state.head.hash, state.head.seq)
@@ -629,7 +662,8 @@ class AuditChainWriter:
         if key is None:
             self._states.pop(batch.active, None)
             return
-        head = replace(batch.head, size=key[2])
+        head = batch.head
+        head = ChainHead(head.set, head.gen, key[2], head.hash, head.seq)
         if len(self._states) >= _MAX_STATES:
             self._states.clear()  # the head files hold the truth; this is only a cache
         self._states[batch.active] = _SetState(key, head)
@@ -837,6 +871,5 @@ def _read_tail(active: Path) -> _Tail:
 
 
 def is_temp_name(name: str) -> bool:
-    """Whether `name` is a head or manifest temp file (``<name>.tmp.<pid>``) a crash may leave."""
-    return name.startswith(".") and (f"{HEAD_SUFFIX}.tmp." in name
-                                     or name.startswith(f"{MANIFEST_NAME}.tmp."))
+    """Whether `name` is a manifest temp file (``<name>.tmp.<pid>``) a crash may leave."""
+    return name.startswith(f"{MANIFEST_NAME}.tmp.")

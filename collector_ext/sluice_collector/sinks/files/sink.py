@@ -772,13 +772,13 @@ class RotatingFileSink:
                 log.debug("files: removed %s (%s.%s) over max_backups", path, period, seq)
 
     def _recover(self) -> None:
-        """Remove half-written ``.gz.tmp`` files (and audit head temp files) and re-queue rotated
+        """Remove half-written ``.gz.tmp`` files (and audit manifest temp files) and re-queue rotated
         files whose gzip a crash or a shutdown interrupted."""
         for dirpath, dirnames, filenames in os.walk(self.directory):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for filename in filenames:
                 path = Path(dirpath, filename)
-                if is_temp_name(filename):  # an audit head or manifest a crash left half-written
+                if is_temp_name(filename):  # an audit manifest a crash left half-written
                     if not _temp_owner_alive(filename):
                         path.unlink(missing_ok=True)
                     continue
