@@ -214,34 +214,51 @@ def wait_until(probe: Callable[[], T | None], what: str, timeout_s: float = 60.0
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def kill_under_load(workdir: Path, settings: dict[str, Any], tag: str, batches: int) -> int:
-    """Start a receiver, keep sending it audit batches of 500 records (~1 MiB, one write each)
-    and SIGKILL it once `batches` were acknowledged; returns how many records were."""
-    proc = ReceiverProcess(workdir, settings).start()
-    stop = threading.Event()
-    acked = [0]
+class AuditLoad:
+    """A thread sending audit batches of 500 records (~1 MiB, one write each) until stopped;
+    `acked` counts the records acknowledged. With `retry`, a failed call is tried again (a
+    worker that died), else the thread ends at the first failure (the receiver is gone)."""
 
-    def load() -> None:
+    def __init__(self, endpoint: str, tag: str, *, retry: bool = False) -> None:
+        self.acked = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(endpoint, tag, retry), daemon=True)
+        self._thread.start()
+
+    def _run(self, endpoint: str, tag: str, retry: bool) -> None:
         n = 0
-        while not stop.is_set():
+        while not self._stop.is_set():
             try:
-                send_audit(proc.endpoint, *(f"{tag}-{n}-{i}-{'x' * 2000}" for i in range(500)))
+                send_audit(endpoint, *(f"{tag}-{n}-{i}-{'x' * 2000}" for i in range(500)))
             except grpc.RpcError:
-                return
-            acked[0] += 500
+                if not retry:
+                    return
+                time.sleep(0.05)
+                continue
+            self.acked += 500
             n += 1
 
-    sender = threading.Thread(target=load, daemon=True)
-    sender.start()
+    def wait_for(self, records: int) -> None:
+        wait_until(lambda: self.acked >= records or None, f"{records} records acknowledged")
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(30)
+        return self.acked
+
+
+def kill_under_load(workdir: Path, settings: dict[str, Any], tag: str, batches: int) -> int:
+    """Start a receiver, keep it busy with audit batches and SIGKILL it once `batches` were
+    acknowledged; returns how many records were."""
+    proc = ReceiverProcess(workdir, settings).start()
+    load = AuditLoad(proc.endpoint, tag)
     try:
-        wait_until(lambda: acked[0] >= batches * 500 or None, f"{batches} batches acknowledged")
+        load.wait_for(batches * 500)
     finally:
         assert proc.proc is not None
         proc.proc.send_signal(signal.SIGKILL)  # while the next batch is on its way
         proc.proc.wait(10)
-        stop.set()
-        sender.join(15)
-    return acked[0]
+    return load.stop()
 
 
 def test_sigkill_of_a_real_receiver_mid_write_never_reads_as_tampering(tmp_path: Path) -> None:
@@ -261,6 +278,50 @@ def test_sigkill_of_a_real_receiver_mid_write_never_reads_as_tampering(tmp_path:
     total = re.search(r"intact: (\d+) audit records", result.stdout)
     assert total is not None
     assert int(total.group(1)) >= acked + 1
+
+
+def restarted_and_ready(supervisor: int, before: list[str]) -> bool | None:
+    """A new worker is there and has installed its SIGTERM handler (it does once it is ready),
+    so stopping the supervisor now stops it cleanly."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    for pid in set(children) - set(before):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            continue
+        caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE).group(1), 16)  # type: ignore[union-attr]
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return True
+    return None
+
+
+def test_a_worker_killed_mid_write_leaves_a_chain_the_other_workers_continue(tmp_path: Path) -> None:
+    """`--workers 2` share one audit set under the flock. One worker is SIGKILLed while both
+    are busy (the supervisor restarts it); the survivor's next write continues from the head
+    file and acknowledges whatever the dead one tore. (Where the kill lands is not controlled.)"""
+    settings: dict[str, Any] = {"files": {"rotation": {"max_bytes": "4MiB", "compress": True}}}
+    proc = ReceiverProcess(tmp_path, settings, extra_args=["--workers", "2"]).start()
+    assert proc.proc is not None
+    loads = [AuditLoad(proc.endpoint, f"sender{i}", retry=True) for i in range(2)]
+    try:
+        loads[0].wait_for(1500)
+        children = Path(f"/proc/{proc.proc.pid}/task/{proc.proc.pid}/children").read_text().split()
+        assert len(children) == 2, children
+        os.kill(int(children[0]), signal.SIGKILL)
+        before = sum(load.acked for load in loads)
+        wait_until(lambda: sum(load.acked for load in loads) >= before + 3000 or None,
+                   "six more batches after the kill")
+        wait_until(lambda: restarted_and_ready(proc.proc.pid, children),  # type: ignore[union-attr]
+                   "the killed worker restarted and ready")
+    finally:
+        acked = sum(load.stop() for load in loads)
+        assert proc.stop() == 0
+    assert "exited with -9; restarting it" in proc.stderr
+    result = verify(proc.logs_dir)
+    assert result.returncode == 0, result.stderr
+    total = re.search(r"intact: (\d+) audit records", result.stdout)
+    assert total is not None
+    assert int(total.group(1)) >= acked
 
 
 # -- the running receiver's own check --------------------------------------------------------------
