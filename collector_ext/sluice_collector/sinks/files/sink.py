@@ -333,6 +333,7 @@ class RotatingFileSink:
         )
         self._started = False
         self._stopped = False
+        self._manifest_written = False
         self.last_error = ""
         self._failing = False
         # /healthz's disk_used_percent and the guard it is compared with, for alert rules
@@ -366,8 +367,6 @@ class RotatingFileSink:
         self._compressor.start()
         if self._primary:
             self._recover()
-            if self._chain is not None:
-                self._record_audit_templates()
             if background:
                 self.sweeper.start()
 
@@ -391,18 +390,15 @@ class RotatingFileSink:
         return list(dict.fromkeys([*templates, "{category}.log"]))
 
     def _record_audit_templates(self) -> None:
-        """Write the audit templates into the manifest `verify` finds sets by (under the flock:
-        a restarted worker 0 may meet the others writing)."""
+        """Write the audit templates into the manifest `verify` finds sets by: once per
+        process, at its first audit write (under the sink lock and the flock), so a directory
+        that never gets an audit record gets no manifest either."""
         assert self._chain is not None
-        if self._lock_fd >= 0:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._manifest_written = True
         try:
             record_templates(self._root, self.audit_templates(), self._chain.hasher)
         except OSError as exc:
             self._record_error(f"cannot write the audit manifest: {exc.strerror or exc}")
-        finally:
-            if self._lock_fd >= 0:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
         """fsync every open file (writes are already with the OS) and wait for pending gzips."""
@@ -526,6 +522,8 @@ class RotatingFileSink:
                         # tail) from the files as they are when this batch is appended.
                         chunks = group.chunks
                         self._rotate_if_due(fs, sum(map(len, chunks)) + len(chunks) * SEAL_BYTES, now)
+                        if not self._manifest_written:
+                            self._record_audit_templates()
                         # Under the flock: the head is the file's, whoever wrote it last.
                         sealed = self._chain.seal(fs.path, fs.path.relative_to(self._root).as_posix(),
                                                   chunks)
