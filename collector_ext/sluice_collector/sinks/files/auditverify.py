@@ -5,9 +5,9 @@ first line happens to hold (one junk line must not hide a set):
 
 - head files (``.<name>.audit-head``): every set a receiver of this version has written;
 - the path templates in the manifest (``.audit-manifest`` in `files.directory`, where the
-  receiver records `categories.audit.path` and the fallback path at start-up) and any given on
-  the command line (`--config`), with ``{category}`` as ``audit`` and any other field as one
-  path component, under ``tenants/<tenant>/`` or not;
+  receiver records `categories.audit.path` and the fallback path with its first audit record)
+  and any given on the command line (`--config`), with ``{category}`` as ``audit`` and any
+  other field as one path component, under ``tenants/<tenant>/`` or not;
 - file names starting with ``audit`` (the default ``audit.log``, the last-resort fallback);
 - sets whose first line is a chained record (sets written by older versions under a custom path).
 
