@@ -78,6 +78,9 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            # The final figures are shown once, however quick the work was (tqdm only redraws
+            # every `mininterval`, so a fast run would end on its first, empty frame).
+            self._bar.refresh()
             self._bar.close()
             self._bar = None
 

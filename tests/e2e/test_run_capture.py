@@ -373,20 +373,26 @@ def test_output_made_while_the_receiver_is_down_is_spilled_then_delivered(tmp_pa
          "--resource-attribute", "user.id=u-7", "--", "sh", "-c", script],
         cwd=tmp_path / "work", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env=env_for(tmp_path, SLUICE_EXPORT_TIMEOUT_S="0.5", SLUICE_EXIT_TIMEOUT_S="30"))
-    deadline = time.monotonic() + 60
-    while not list(spill.glob("*.spill")):
-        assert run.poll() is None
-        assert time.monotonic() < deadline, "nothing was spilled while the receiver was down"
-        time.sleep(0.05)
-    proc = ReceiverProcess(tmp_path, {"receivers": endpoints(f"127.0.0.1:{port}")}).start()
     try:
-        (tmp_path / "work" / "go").touch()
-        out, err = run.communicate(timeout=90)
-        assert run.returncode == 0, err
-        assert out == b"before-1\nbefore-2\nafter-1\n"
-        assert proc.stop(signal.SIGTERM) == 0
+        deadline = time.monotonic() + 60
+        while not list(spill.glob("*.spill")):
+            assert run.poll() is None
+            assert time.monotonic() < deadline, "nothing was spilled while the receiver was down"
+            time.sleep(0.05)
+        proc = ReceiverProcess(tmp_path, {"receivers": endpoints(f"127.0.0.1:{port}")}).start()
+        try:
+            (tmp_path / "work" / "go").touch()
+            out, err = run.communicate(timeout=90)
+            assert run.returncode == 0, err
+            assert out == b"before-1\nbefore-2\nafter-1\n"
+            assert proc.stop(signal.SIGTERM) == 0
+        finally:
+            proc.kill()
     finally:
-        proc.kill()
+        if run.poll() is None:  # a failed assertion must not leave the program waiting forever
+            (tmp_path / "work" / "go").touch()
+            run.kill()
+            run.wait(10)
     records = proc.read("app")
     assert sorted(r["body"] for r in records) == ["after-1", "before-1", "before-2"]
     assert {r["resource"]["user.id"] for r in records} == {"u-7"}
