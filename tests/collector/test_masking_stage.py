@@ -94,6 +94,14 @@ def test_resource_and_scope_strings_are_masked_and_marked_where_they_live() -> N
     assert masked_count(rl.scope_logs[0].log_records[0].attributes) is None
 
 
+def test_a_masked_value_keeps_its_closing_bracket_through_the_raw_scan_path() -> None:
+    request = logs_request(log_record(f"(password={PW})", attributes={"cfg": f"{{token={PW}}}"}))
+    run(request, Signal.LOGS)
+    rec = request.resource_logs[0].scope_logs[0].log_records[0]
+    assert rec.body.string_value == "(password=[REDACTED:kv_secret])"
+    assert attributes(rec.attributes)["cfg"] == "{token=[REDACTED:kv_secret]}"
+
+
 def test_unchanged_records_get_no_mark_and_keep_their_bytes() -> None:
     request = logs_request(log_record("GET /api/v1/orders 200 12ms",
                                       attributes={"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}))

@@ -435,6 +435,32 @@ def test_json_escaped_and_url_encoded_secrets_are_caught(text: str, secret: str)
     assert "[REDACTED:kv_secret]" in masked
 
 
+# -- a value ends where its context does ----------------------------------------------------------
+@pytest.mark.parametrize(("text", "expected"), [
+    ("(password=hunter2)", "(password=[REDACTED:kv_secret])"),
+    ("{password=hunter2}", "{password=[REDACTED:kv_secret]}"),
+    ("[password=hunter2]", "[password=[REDACTED:kv_secret]]"),
+    ("<password=hunter2>", "<password=[REDACTED:kv_secret]>"),
+    ("`password=hunter2`", "`password=[REDACTED:kv_secret]`"),
+    ("login(user=bob, token=abc123), retrying", "login(user=bob, token=[REDACTED:kv_secret]), retrying"),
+    ("{'cfg': {password=hunter2}}", "{'cfg': {password=[REDACTED:kv_secret]}}"),
+    ("(password=a(b))", "(password=[REDACTED:kv_secret])"),
+    ("password=hunter2)", "password=[REDACTED:kv_secret])"),
+    ("(Authorization: Bearer abc123xyz)", "(Authorization: Bearer [REDACTED:auth_header])"),
+    ("(url ?password=abc&x=1)", "(url ?password=[REDACTED:kv_secret]&x=1)"),
+])
+def test_a_masked_value_keeps_the_closing_bracket_it_did_not_open(text: str, expected: str) -> None:
+    assert Masker().mask(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "password=pa)ss(wo]rd",  # closers inside a value, followed by more of it
+    "password=f(a)b", "password=<hunter2>", "password=hun`ter2", "password={a:b}c",
+])
+def test_brackets_inside_a_value_stay_part_of_it(text: str) -> None:
+    assert Masker().mask(text) == "password=[REDACTED:kv_secret]"
+
+
 # -- long strings -----------------------------------------------------------------------------------
 CHUNKED = MaskerConfig(chunk_chars=1024, overlap_chars=256)
 

@@ -43,6 +43,27 @@ class Detector:
     description: str = ""
 
 
+# --- values that end where their context does -------------------------------------------------
+def _value(excluded: str, escape: str = "", *, angle: bool = True, min_units: int = 1) -> str:
+    """An unquoted value: characters outside the class body `excluded` (or an `escape` sequence
+    such as `%41`), which keeps the brackets it opens and stops before a closing bracket it did
+    not open, so `(password=x)` and `{token: x}` keep their `)` and `}`.
+
+    A value may open `(`, `[` and `{` (closed or not: `a(b)c`, `a(b`) and, with `angle`, start
+    with `<` (`password=<x>`). A closing bracket or backtick it did not open is part of it only
+    when more value follows (`pa)ss`): at the value's end it belongs to the surrounding text.
+    Nothing after a value can fail, so the regex engine never backtracks into one.
+    """
+    plain = f"[^{excluded}()\\[\\]{{}}<>`]"
+    if escape:
+        plain = f"(?:{plain}|{escape})"
+    groups = "|".join(f"[{o}]{plain}*[{c}]?" for o, c in (("(", ")"), ("\\[", "\\]"), ("{", "}")))
+    unit = f"(?:{plain}|{groups}|[)\\]}}>`]+{plain})"
+    if angle:
+        return f"(?:[<]{plain}*[>]?|{unit}){unit}{{{min_units - 1},}}"
+    return f"{unit}{{{min_units},}}"
+
+
 # --- key/value secrets ------------------------------------------------------------------------
 _KEYWORD = (
     r"(?:pass(?:word|wd|phrase)|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key"
@@ -56,8 +77,9 @@ _KV = (
     _KEY + _SEP + r"(?:"
     r"\\?\"(?P<dq>[^\"\\\r\n]{1,512})"  # "password": "x" and \"password\": \"x\"
     r"|'(?P<sq>[^'\\\r\n]{1,512})"  # 'password': 'x'
-    # password=x, token: x, ?token=x&..., password%3Dx (stops at %26 and %22, & and quotes)
-    r"|(?:%22)?(?P<bare>(?:[^\s\"'&,;\\%<>]|%(?:[013-9A-Fa-f][0-9A-Fa-f]|2[013-57-9A-Fa-f]))+)"
+    # password=x, token: x, ?token=x&..., password%3Dx (stops at %26 and %22, & and quotes, and
+    # before a closing bracket it did not open)
+    r"|(?:%22)?(?P<bare>" + _value(r"\s\"'&,;\\%", r"%(?:[013-9A-Fa-f][0-9A-Fa-f]|2[013-57-9A-Fa-f])") + r")"
     r")"
 )
 
@@ -71,6 +93,8 @@ _IPV6 = (
     r"(?:" + _H + r":){7}" + _H
     + r"|(?:" + _H + r"(?::" + _H + r"){0,6})?::(?:" + _H + r"(?::" + _H + r"){0,6})?"
 )
+# At least four value units (a unit is one character or a bracketed group).
+_AUTH_VALUE = _value(r"\s\"',;\\", angle=False, min_units=4)
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".ico")
 
 
@@ -219,7 +243,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     Detector(
         "auth_header",
         r"(?i:(?:proxy-)?authorization)(?:\\?[\"'])?\s*[:=]\s*(?:\\?[\"'])?"
-        r"(?:(?i:bearer|basic|token|digest|negotiate|ntlm|apikey)\s+)?(?P<cred>[^\s\"',;\\]{4,})"
+        r"(?:(?i:bearer|basic|token|digest|negotiate|ntlm|apikey)\s+)?(?P<cred>" + _AUTH_VALUE + r")"
         r"|(?i:(?:set-)?cookie)(?:\\?[\"'])?\s*:\s*(?:\\?[\"'])?(?P<cookie>[^\r\n\"\\]{1,4096})",
         r"(?i:authorization|cookie)(?:\\?[\"'])?\s*[:=]",
         secret_groups=("cred", "cookie"),
