@@ -102,6 +102,15 @@ def test_a_masked_value_keeps_its_closing_bracket_through_the_raw_scan_path() ->
     assert attributes(rec.attributes)["cfg"] == "{token=[REDACTED:kv_secret]}"
 
 
+def test_text_glued_to_a_literal_mask_token_is_masked_by_the_stage() -> None:
+    request = logs_request(log_record(f"password=[REDACTED:kv_secret]{PW}",
+                                      attributes={"note": f"token=[REDACTED:x]{PW}"}))
+    run(request, Signal.LOGS)
+    rec = request.resource_logs[0].scope_logs[0].log_records[0]
+    assert rec.body.string_value == "password=[REDACTED:kv_secret]"
+    assert attributes(rec.attributes)["note"] == "token=[REDACTED:kv_secret]"
+
+
 def test_unchanged_records_get_no_mark_and_keep_their_bytes() -> None:
     request = logs_request(log_record("GET /api/v1/orders 200 12ms",
                                       attributes={"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}))

@@ -461,6 +461,37 @@ def test_brackets_inside_a_value_stay_part_of_it(text: str) -> None:
     assert Masker().mask(text) == "password=[REDACTED:kv_secret]"
 
 
+# -- the mask token is no hiding place ------------------------------------------------------------
+@pytest.mark.parametrize(("text", "expected"), [
+    ("password=[REDACTED:kv_secret]Hunter2", "password=[REDACTED:kv_secret]"),
+    ("password=Hunter2[REDACTED:kv_secret]", "password=[REDACTED:kv_secret]"),
+    ("password=Hun[REDACTED:email]ter2", "password=[REDACTED:kv_secret]"),
+    ("password=[REDACTED:x]Hunter2", "password=[REDACTED:kv_secret]"),  # a look-alike token
+    ("secret=[HASH:kv_secret:0123456789ab]Hunter2", "secret=[REDACTED:kv_secret]"),
+    ("[HASH:kv_secret:0123456789ab]Hunter2", "[HASH:kv_secret:0123456789ab][REDACTED:kv_secret]"),
+    ("postgres://app:[REDACTED:url_credentials]Hunter2@db/x", "postgres://app:[REDACTED:url_credentials]@db/x"),
+    ("Authorization: [REDACTED:auth_header]Hunter2", "Authorization: [REDACTED:auth_header]"),
+    ("Bearer [REDACTED:bearer_token]abc123xyz", "Bearer [REDACTED:bearer_token]"),
+    ("[REDACTED:kv_secret]" + GHP + tok(36), "[REDACTED:kv_secret][REDACTED:github_token]"),
+    ("[REDACTED:x]bob@example.com", "[REDACTED:x][REDACTED:email]"),
+    ("[REDACTED:card]4111111111111111", "[REDACTED:card][REDACTED:card]"),
+])
+def test_text_glued_to_a_mask_token_is_still_masked(text: str, expected: str) -> None:
+    masked = Masker().mask(text)
+    assert masked == expected
+    assert Masker().mask(masked) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "password=[REDACTED:kv_secret]", "password=[REDACTED:kv_secret] [REDACTED:email]",
+    '{"password": "[REDACTED:kv_secret] "}', "Authorization: Bearer [REDACTED:jwt]",
+    "postgres://app:[REDACTED:url_credentials]@db/x", "Cookie: [REDACTED:auth_header]",
+    "secret=[HASH:kv_secret:0123456789ab]", "password=[REDACTED:kv_secret][REDACTED:kv_secret]",
+])
+def test_values_that_are_only_tokens_are_left_alone(text: str) -> None:
+    assert Masker().mask_many([text]).values[0] is None
+
+
 # -- long strings -----------------------------------------------------------------------------------
 CHUNKED = MaskerConfig(chunk_chars=1024, overlap_chars=256)
 

@@ -95,6 +95,49 @@ def test_scanning_in_windows_gives_the_same_result_as_one_pass(pieces: list[str]
     assert SMALL_CHUNKS.mask(text) == Masker(MaskerConfig(chunk_chars=1 << 20)).mask(text)
 
 
+# -- the mask token is no hiding place ------------------------------------------------------------
+# (A pseudonym, `pseu_<hex>`, is a word: glued to a word it hides a `\b` as any word would.)
+TOKENS = st.sampled_from([
+    "[REDACTED:kv_secret]", "[REDACTED:email]", "[REDACTED:x]", "[REDACTED:bearer_token]",
+    "[HASH:kv_secret:0123456789ab]", "[REDACTED:url_credentials]",
+])
+# (key, value) pairs whose value must vanish even when a token sits between them or inside it.
+KEYED = [
+    ("password=", "Canary5ecretValue"), ("Bearer ", "Canary5ecretToken1"),
+    ("postgres://app:", "Canary5ecret@db:5432/x"), ("Authorization: Bearer ", "Canary5ecretToken2"),
+    ('{"api_key": "', 'Canary5ecretKey"}'), ("Cookie: sid=", "Canary5ecretCookie"),
+    ("AccountKey=", "abcdefghijABCDEFGHIJ1234=="),
+]
+
+
+@FAST
+@given(st.lists(st.one_of(LOGGY, TOKENS, st.just("pseu_0123456789abcdef"), st.sampled_from(CANARIES),
+                          st.sampled_from([k for k, _ in KEYED])), max_size=8))
+def test_masking_text_with_tokens_in_it_twice_equals_once(pieces: list[str]) -> None:
+    """Glued together or apart, tokens, keys and secrets mask the same on a second pass."""
+    once = MASKER.mask("".join(pieces))
+    assert MASKER.mask(once) == once
+
+
+@FAST
+@given(LOGGY, TOKENS, st.sampled_from(range(len(KEYED))), st.sampled_from([" ", "\n"]))
+def test_a_secret_glued_to_a_token_is_still_masked(prefix: str, token: str, which: int, gap: str) -> None:
+    key, value = KEYED[which]
+    core = value.split("@")[0].rstrip('"}')
+    for text in (f"{prefix}{gap}{key}{token}{value}", f"{prefix}{gap}{token}{key}{value}",
+                 f"{prefix}{gap}{key}{value.replace(core, core[:6] + token + core[6:])}"):
+        masked = MASKER.mask(text)
+        assert core not in masked, (text, masked)
+        assert core[6:] not in masked, (text, masked)
+
+
+@FAST
+@given(LOGGY, TOKENS, st.sampled_from(range(len(CANARIES))), LOGGY)
+def test_a_canary_right_after_a_token_is_still_masked(prefix: str, token: str, which: int, suffix: str) -> None:
+    text = f"{prefix}{token}{CANARIES[which]}\n{suffix}"
+    assert CANARY_CORES[which] not in MASKER.mask(text)
+
+
 @pytest.mark.parametrize("space", [" ", "\t", "\x0b", "\x0c", "\r", "\n"])
 @pytest.mark.parametrize("template", [
     "password{s}={s}Canary5ecretValue", "Authorization:{s}Bearer{s}Canary5ecretToken1",

@@ -64,6 +64,19 @@ def _value(excluded: str, escape: str = "", *, angle: bool = True, min_units: in
     return f"{unit}{{{min_units},}}"
 
 
+# A mask token (default template) counts as part of a value around or after it, so text glued to
+# one (`Bearer [REDACTED:bearer_token]abc123`, `AccountKey=abc[REDACTED:x]def...`) is still a
+# value to mask: the token is no hiding place. The engine leaves a value that is nothing but
+# tokens alone, so masking stays idempotent.
+_MASK_TOKEN = r"\[(?:REDACTED|HASH):[a-z0-9_]{1,63}(?::[0-9a-f]{12})?\]"  # noqa: S105 (a pattern, not a password)
+
+
+def _or_token(char_class: str) -> str:
+    """One unit of a value: a character of `char_class`, or a whole mask token."""
+    return f"(?:{char_class}|{_MASK_TOKEN})"
+
+
+
 # --- key/value secrets ------------------------------------------------------------------------
 _KEYWORD = (
     r"(?:pass(?:word|wd|phrase)|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key"
@@ -176,7 +189,7 @@ def _keep_ipv6_network(secret: str, token: str) -> str:
 BUILTIN_DETECTORS: tuple[Detector, ...] = (
     Detector(
         "private_key",
-        r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----(?:[A-Za-z0-9+/=:,.\s\\]|-[A-Za-z0-9])*"
+        r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----(?:[A-Za-z0-9+/=:,.\s\\\[\]_]|-[A-Za-z0-9])*"
         r"(?:-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----)?",
         r"-----BEGIN[ A-Z0-9]*PRIVATE KEY",
         description="PEM private-key blocks, multi-line or JSON-escaped, with or without END",
@@ -203,7 +216,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     Detector(
         "aws_secret_key",
         r"(?i:aws)[\w.-]{0,20}(?i:secret)[\w.-]{0,20}(?:\\?[\"'])?\s*[:=]\s*(?:\\?[\"'])?"
-        r"(?P<key>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)",
+        r"(?P<key>" + _or_token("[A-Za-z0-9/+]") + r"{40})(?:[^A-Za-z0-9/+]|$)",
         r"(?i:aws)[\w.-]{0,20}(?i:secret)",
         secret_groups=("key",),
         description="AWS secret access keys next to a name that says so",
@@ -234,8 +247,9 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "azure_key",
-        r"(?i:AccountKey|SharedAccessKey|SharedSecret)\s*=\s*(?P<key>[A-Za-z0-9+/]{20,}={0,2})"
-        r"|\bsig=(?P<sig>[A-Za-z0-9%+/]{20,})",
+        r"(?i:AccountKey|SharedAccessKey|SharedSecret)\s*=\s*"
+        r"(?P<key>" + _or_token("[A-Za-z0-9+/]") + r"{20,}={0,2})"
+        r"|\bsig=(?P<sig>" + _or_token("[A-Za-z0-9%+/]") + r"{20,})",
         r"(?i:accountkey|sharedaccesskey|sharedsecret)\s*=|sig=",
         secret_groups=("key", "sig"),
         description="Azure storage AccountKey=, SharedAccessKey= and SAS sig= values in connection strings",
@@ -251,8 +265,9 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "bearer_token",
-        r"\b(?i:bearer|basic|token)\s+(?P<cred>[A-Za-z0-9._~+/-]{8,}=*)",
-        r"(?i:bearer|basic|token)\s+[A-Za-z0-9._~+/-]{8}",
+        r"\b(?i:bearer|basic|token)\s+(?P<cred>" + _or_token("[A-Za-z0-9._~+/-]") + r"{8,}=*)",
+        # Eight value characters, or fewer and then a token.
+        r"(?i:bearer|basic|token)\s+(?:[A-Za-z0-9._~+/-]{8}|[A-Za-z0-9._~+/-]{0,7}\[)",
         secret_groups=("cred",),
         check=_bearer,
         description="Bearer/Basic/Token credentials outside a header (values mixing digits or cases)",
