@@ -44,6 +44,7 @@ _PSEUDONYM_SHAPE = r"pseu_[0-9a-f]{16}"
 # once more then changes nothing. A token followed by a space, quote, `@`, delimiter or closing
 # bracket, the usual case, ends the work after one round.
 _MAX_ROUNDS = 4
+_SAFE_AFTER_TOKEN = "\"'`,;&@)]}>"  # noqa: S105 (characters, not a password)
 _GLUED_AFTER = r"[^\s\"'`,;&@)\]}>]"
 
 
@@ -113,6 +114,10 @@ class Masker:
         self._glued_re = re.compile(f"[A-Za-z0-9](?:{any_token})|(?:{any_token}){_GLUED_AFTER}")
         # How far before a secret a token overlapping it can start: longer than any token.
         self._token_reach = 200 + len(config.replacement)
+        # Text every token holds (the template's text before `{detector}`, `[HASH:`, `pseu_`):
+        # where none of it is near a match, no token can be, and the token regex need not run.
+        prefix = config.replacement.split("{detector}", 1)[0]
+        self._token_marks = ("[HASH:", "pseu_", prefix) if prefix else None
         self._replacers = [self._replacer(active) for active in self._active]
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -240,7 +245,7 @@ class Masker:
                     text = active.regex.sub(_keeping(replace), text)
                 else:
                     text, _ = substitute(active.regex, text, replace, chunk, overlap)
-            if text == before or not self._glued_re.search(text):
+            if text == before or not self._has_glued_token(text):
                 break
         return text
 
@@ -288,7 +293,7 @@ class Masker:
                     if active.action == "drop":
                         result.drop.add(index)
             total += changed
-            if not changed or not self._glued_re.search(text):
+            if not changed or not self._has_glued_token(text):
                 break
         if total:
             result.values[index] = text
@@ -317,11 +322,31 @@ class Masker:
 
         return replace
 
+    def _has_glued_token(self, text: str) -> bool:
+        """Whether a token in `text` touches text a value could continue into (see _MAX_ROUNDS)."""
+        if self._token_marks is None:
+            return self._glued_re.search(text) is not None
+        for mark in self._token_marks:
+            pos = text.find(mark)
+            while pos >= 0:
+                token = self._token_re.match(text, pos)
+                if token is not None:
+                    after = text[token.end():token.end() + 1]
+                    if (after and after not in _SAFE_AFTER_TOKEN and not after.isspace()) or (
+                            pos and text[pos - 1].isalnum() and text[pos - 1].isascii()):
+                        return True
+                pos = text.find(mark, pos + 1)
+        return False
+
     def _outside_tokens(self, text: str, start: int, end: int) -> tuple[int, int, bool]:
         """The secret span [start, end) cut short of any token reaching over its edges (that token
         belongs to the text around it), and whether the span holds anything but tokens and
         whitespace: `[REDACTED:kv_secret]` alone is done, `[REDACTED:kv_secret]Hunter2` is not."""
         reach = self._token_reach
+        if self._token_marks is not None:
+            near = text[max(0, start - reach):end + reach]
+            if not any(mark in near for mark in self._token_marks):
+                return start, end, True
         tokens = [
             token.span()
             for token in self._token_re.finditer(text, max(0, start - reach), min(len(text), end + reach))
