@@ -63,6 +63,7 @@ _B64_EC = b64_pem(f"EC {PRIV}")
 _B64_PKCS8 = b64_pem(PRIV, wrap=76)
 _B64_OPENSSH = b64_pem(f"OPENSSH {PRIV}", wrap=64)
 _SLACK = [_slack_hook() for _ in range(3)]
+_PPK = rand(40, ALNUM + "+/")
 _DISCORD = [discord_token() for _ in range(3)]
 
 POSITIVES: dict[str, list[tuple[str, str]]] = {
@@ -94,6 +95,7 @@ POSITIVES: dict[str, list[tuple[str, str]]] = {
         ("passcode=604913", "604913"),
         (f"Passwort: {PW[3]}", PW[3]),
         (f"(password={PW[4]})", PW[4]),
+        (f"Cookie-less PHPSESSID={rand(26, string.ascii_lowercase + string.digits)}; path=/", ""),
     ],
     "ssn": [
         (f"ssn={SSN_OK[0]}", SSN_OK[0]),
@@ -111,6 +113,8 @@ POSITIVES: dict[str, list[tuple[str, str]]] = {
         (f"PRIVATE_KEY_B64={_B64_PKCS8}", _B64_PKCS8[100:140]),
         (_B64_OPENSSH, _B64_OPENSSH[-40:]),
         (f"key={_B64_PKCS8.replace(chr(10), chr(92) + 'n')}", _B64_PKCS8[200:240]),
+        ("PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nPrivate-Lines: 1\n"
+         f"AAAAI{_PPK}\nPrivate-MAC: {rand(64, HEX)}", _PPK),
     ],
     "azure_key": [
         (f"client_secret {rand(3)}8Q~{rand(34, URLSAFE + '.~')}", ""),
@@ -160,6 +164,9 @@ POSITIVES: dict[str, list[tuple[str, str]]] = {
         (f"sqlcmd -S db01 -U sa -P {PW[2]} -Q 'SELECT 1'", PW[2]),
         (f"mongosh --username admin --password {PW[3]} mongodb://db/app", PW[3]),
         (f"machine api.example.com login deploy password {PW[4]}", PW[4]),
+        (f"CREATE USER 'app'@'%' IDENTIFIED BY '{PW[0]}';", PW[0]),
+        (f'ALTER ROLE reporting WITH LOGIN PASSWORD "{PW[1]}"', PW[1]),
+        (f"statement: ALTER USER svc IDENTIFIED BY PASSWORD '{PW[2]}'", PW[2]),
     ],
     "card_cvv": [
         ("card_cvv=123 exp=12/29", "=123"), ('{"cvc": "4821"}', "4821"), ("CVV2: 907", "907"),
@@ -256,7 +263,8 @@ NEGATIVES: dict[str, list[str]] = {
         "https://discord.com/developers/docs/resources/webhook",
     ],
     "cli_password": [
-        "mysql -u root -p", "mysql -h db -P 3306 -u app -p orders", "psql -p 5432 -U app",
+        "mysql -u root -p", "mysql -h db -P 3306 -u app -p orders", "invalid password for user bob",
+        "password reset requested", "CREATE USER app IDENTIFIED WITH caching_sha2_password", "psql -p 5432 -U app",
         "curl -s https://example.com/health", "User-Agent: curl/8.4.0", "redis-cli -h cache ping",
         "sshpass not installed", "mysql connection pool exhausted", "the machine is up",
     ],

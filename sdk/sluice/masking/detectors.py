@@ -105,7 +105,7 @@ def _by_first_letter(words: list[str]) -> str:
 
 _KEYWORD = _by_first_letter([
     "pass(?:word|wd|phrase|code|wort)", "pwd", "private[_-]?key", "kennwort",
-    "secret(?:[_-]?key)?", "session[_-]?(?:id|key|token)", "signature", "signing[_-]?key",
+    "secret(?:[_-]?key)?", "sess(?:ion)?[_-]?(?:id|key|token)", "signature", "signing[_-]?key",
     "token", "api[_-]?key", "access[_-]?key", "auth[_-]?key", "client[_-]?secret", "credentials?",
     "encryption[_-]?key", "master[_-]?key", "hmac[_-]?key",
 ])
@@ -376,11 +376,16 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         "private_key",
         r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----(?:[A-Za-z0-9+/=:,.\s\\\[\]_]|-[A-Za-z0-9])*"
         r"(?:-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----)?"
-        r"|\b" + _PEM_B64,
-        r"-----BEGIN[ A-Z0-9]*PRIVATE KEY|" + validators.PEM_B64_PREFIX,
+        r"|\b" + _PEM_B64
+        # PuTTY .ppk files: the base64 lines after `Private-Lines: N`
+        + r"|Private-Lines:\s*[0-9]+(?:\s|\\[rn])+(?P<ppk>[A-Za-z0-9+/=]+(?:" + _NL + r"[A-Za-z0-9+/=]+)*)"
+        + r"(?:" + _NL + r"|$)",
+        r"-----BEGIN[ A-Z0-9]*PRIVATE KEY|Private-Lines:|" + validators.PEM_B64_PREFIX,
+        secret_groups=("ppk",),
         check=_private_key,
         description="PEM private-key blocks, multi-line or JSON-escaped, with or without END, "
-                    "and base64-encoded (LS0tLS1CRUdJTi...) when the decoded BEGIN line names a private key",
+                    "and base64-encoded (LS0tLS1CRUdJTi...) when the decoded BEGIN line names a private key; "
+                    "the private lines of PuTTY .ppk files",
     ),
     Detector(
         "jwt",
@@ -471,11 +476,16 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         r"|\bldap(?:search|add|modify|delete|passwd|whoami|compare|modrdn|exop)\b[^\r\n]{0,256}?\s-w\s*"
         r"|\bcurl(?:\s[^\r\n]{0,512}?)?\s(?:-u|--user)[\s=]*[\"']?[^\s:'\"]{1,128}:"
         r"|\bmachine\s+\S+\s+login\s+\S+\s+password\s+)"
-        r"(?:'(?P<q1>[^'\r\n]{1,256})'|\"(?P<q2>[^\"\r\n\\]{1,256})\"|(?P<bare>[^\s'\"\\]{1,256}))",
-        r"mysql|mariadb|mongo|sshpass|redis-cli|sqlcmd|ldap|curl\s|machine\s+\S+\s+login\s",
-        secret_groups=("q1", "q2", "bare"),
+        r"(?:'(?P<q1>[^'\r\n]{1,256})'|\"(?P<q2>[^\"\r\n\\]{1,256})\"|(?P<bare>[^\s'\"\\]{1,256}))"
+        # SQL: CREATE USER ... IDENTIFIED BY 'pw', ALTER ROLE ... WITH PASSWORD 'pw' (quoted only)
+        r"|\b(?i:identified\s+by(?:\s+password)?|password)\s+(?:'(?P<sq1>[^'\r\n]{1,256})'"
+        r"|\"(?P<sq2>[^\"\r\n\\]{1,256})\")",
+        r"mysql|mariadb|mongo|sshpass|redis-cli|sqlcmd|ldap|curl\s|machine\s+\S+\s+login\s"
+        r"|(?i:identified\s+by|password)\s+[\"']",
+        secret_groups=("q1", "q2", "bare", "sq1", "sq2"),
         description="passwords on command lines: mysql/mariadb -p<pw>, mongo -p, sshpass -p, redis-cli -a, "
-                    "sqlcmd -P, ldapsearch -w, curl -u user:<pw>, .netrc lines",
+                    "sqlcmd -P, ldapsearch -w, curl -u user:<pw>, .netrc lines; in SQL: IDENTIFIED BY 'pw', "
+                    "PASSWORD 'pw'",
     ),
     Detector(
         "azure_key",
