@@ -45,7 +45,6 @@ _PSEUDONYM_SHAPE = r"pseu_[0-9a-f]{16}"
 # bracket, the usual case, ends the work after one round.
 _MAX_ROUNDS = 4
 _SAFE_AFTER_TOKEN = "\"'`,;&@)]}>"  # noqa: S105 (characters, not a password)
-_GLUED_AFTER = r"[^\s\"'`,;&@)\]}>]"
 
 
 @dataclass(slots=True)
@@ -110,14 +109,16 @@ class Masker:
             _HASH_SHAPE, _PSEUDONYM_SHAPE,
         ]
         self._token_re = re.compile("|".join(f"(?:{t})" for t in token_alternatives))
-        any_token = "|".join(f"(?:{t})" for t in token_alternatives)
-        self._glued_re = re.compile(f"[A-Za-z0-9](?:{any_token})|(?:{any_token}){_GLUED_AFTER}")
         # How far before a secret a token overlapping it can start: longer than any token.
         self._token_reach = 200 + len(config.replacement)
         # Text every token holds (the template's text before `{detector}`, `[HASH:`, `pseu_`):
         # where none of it is near a match, no token can be, and the token regex need not run.
         prefix = config.replacement.split("{detector}", 1)[0]
         self._token_marks = ("[HASH:", "pseu_", prefix) if prefix else None
+        self._tokens = {
+            name: config.replacement.format(detector=name)
+            for name in (*(a.name for a in self._active), "sensitive_key")
+        }
         self._replacers = [self._replacer(active) for active in self._active]
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -324,18 +325,13 @@ class Masker:
 
     def _has_glued_token(self, text: str) -> bool:
         """Whether a token in `text` touches text a value could continue into (see _MAX_ROUNDS)."""
-        if self._token_marks is None:
-            return self._glued_re.search(text) is not None
-        for mark in self._token_marks:
-            pos = text.find(mark)
-            while pos >= 0:
-                token = self._token_re.match(text, pos)
-                if token is not None:
-                    after = text[token.end():token.end() + 1]
-                    if (after and after not in _SAFE_AFTER_TOKEN and not after.isspace()) or (
-                            pos and text[pos - 1].isalnum() and text[pos - 1].isascii()):
-                        return True
-                pos = text.find(mark, pos + 1)
+        for token in self._token_re.finditer(text):
+            start, end = token.span()
+            after = text[end:end + 1]
+            if after and after not in _SAFE_AFTER_TOKEN and not after.isspace():
+                return True
+            if start and text[start - 1].isalnum() and text[start - 1].isascii():
+                return True
         return False
 
     def _outside_tokens(self, text: str, start: int, end: int) -> tuple[int, int, bool]:
@@ -377,7 +373,7 @@ class Masker:
                 hashlib.sha256,
             ).hexdigest()[:12]
             return f"[HASH:{detector}:{digest}]"
-        token = self.config.replacement.format(detector=detector)
+        token = self._tokens.get(detector) or self.config.replacement.format(detector=detector)
         if action == "partial" and partial is not None:
             return partial(secret, token)
         return token
