@@ -87,6 +87,7 @@ POSITIVES: dict[str, list[tuple[str, str]]] = {
         (f'{{"redis.pass": "{PW[2]}"}}', PW[2]),
         (f"APP_PASS={PW[3]}", PW[3]),
         (f"(rootpass={PW[4]})", PW[4]),
+        (f"body: pass={PW[0]}&user=alice&remember=1", PW[0]),
     ],
     "kv_secret": [
         (f"<soap:Body><Login><user>bob</user><password>{PW[2]}</password></Login>", PW[2]),

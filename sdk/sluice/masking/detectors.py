@@ -128,10 +128,11 @@ _KV = _KEY + r"(?:>(?P<xml>[^<\r\n]{1,512})</|" + _KV_VALUE + r")"
 
 # `pass` alone says "password" only where nothing else can be meant: after a word naming what
 # the password is for (`db_pass`, `SMTP_PASS`, `rootpass`, keytool's `storepass`), as an
-# upper-case environment variable (`APP_PASS`), or as a query parameter (`?user=bob&pass=x`,
-# also `pw`, `pswd`, `passw`, `pword`). `pass=12` in test output, `bypass=true` and
-# `first_pass=ok` are not keys of a secret. A detector of its own, so that its pattern only
-# runs where its pre-scan (`pass=`, `pw=`, ...) says it can match.
+# upper-case environment variable (`APP_PASS`), as a query parameter (`?user=bob&pass=x`, also
+# `pw`, `pswd`, `passw`, `pword`) or as the first field of a form body (`pass=x&user=bob`).
+# `pass=12` in test output, `bypass=true` and `first_pass=ok` are not keys of a secret. A
+# detector of its own, so that its pattern only runs where its pre-scan (`pass=`, `pw=`, ...)
+# says it can match.
 _OWNERS = _by_first_letter([
     "db", "database", "smtp", "mail", "email", "ftp", "sftp", "mysql", "mariadb", "pg", "postgres",
     "redis", "mongo", "mongodb", "admin", "root", "ldap", "bind", "proxy", "ssh", "vnc", "rdp",
@@ -527,8 +528,12 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
                     "(key kept)",
     ),
     Detector(
-        "kv_pass", _PASS_KEY + _KV_VALUE, r"(?i:pass|pw|pswd|passw|pword)" + _SEP,
-        secret_groups=("dq", "sq", "bare"),
+        "kv_pass",
+        _PASS_KEY + _KV_VALUE
+        # a form body that starts with it: pass=x&user=bob
+        + r"|\b(?i:pass|pw|pswd|passw|pword)(?:=|%3[Dd])(?P<form>[^\s&\"'<>,;]{1,256})&",
+        r"(?i:pass|pw|pswd|passw|pword)" + _SEP,
+        secret_groups=("dq", "sq", "bare", "form"),
         description="values of short password keys where nothing else is meant: db_pass=, APP_PASS=, "
                     "?pass=, &pw= (key kept)",
     ),
