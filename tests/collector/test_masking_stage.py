@@ -94,6 +94,23 @@ def test_resource_and_scope_strings_are_masked_and_marked_where_they_live() -> N
     assert masked_count(rl.scope_logs[0].log_records[0].attributes) is None
 
 
+def test_a_masked_value_keeps_its_closing_bracket_through_the_raw_scan_path() -> None:
+    request = logs_request(log_record(f"(password={PW})", attributes={"cfg": f"{{token={PW}}}"}))
+    run(request, Signal.LOGS)
+    rec = request.resource_logs[0].scope_logs[0].log_records[0]
+    assert rec.body.string_value == "(password=[REDACTED:kv_secret])"
+    assert attributes(rec.attributes)["cfg"] == "{token=[REDACTED:kv_secret]}"
+
+
+def test_text_glued_to_a_literal_mask_token_is_masked_by_the_stage() -> None:
+    request = logs_request(log_record(f"password=[REDACTED:kv_secret]{PW}",
+                                      attributes={"note": f"token=[REDACTED:x]{PW}"}))
+    run(request, Signal.LOGS)
+    rec = request.resource_logs[0].scope_logs[0].log_records[0]
+    assert rec.body.string_value == "password=[REDACTED:kv_secret]"
+    assert attributes(rec.attributes)["note"] == "token=[REDACTED:kv_secret]"
+
+
 def test_unchanged_records_get_no_mark_and_keep_their_bytes() -> None:
     request = logs_request(log_record("GET /api/v1/orders 200 12ms",
                                       attributes={"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}))
@@ -351,7 +368,8 @@ def test_hash_key_from_the_environment_variable_named_by_key_env(monkeypatch: py
 
 def test_unknown_detector_lists_the_known_ones() -> None:
     (problem,) = problems_of("masking:\n  detectors:\n    creditcard: {enabled: true}\n")
-    assert problem.startswith("masking.detectors.creditcard: unknown detector; known detectors: auth_header, ")
+    assert problem.startswith("masking.detectors.creditcard: unknown detector; known detectors: age_key, ")
+    assert "auth_header, " in problem
     assert "card, " in problem
 
 
@@ -359,7 +377,10 @@ def test_unknown_detector_lists_the_known_ones() -> None:
 _BENIGN = ["order 42 shipped", "GET /orders/{id}", "took 12.5 ms", "v1.4.2", "4bf92f3577b34da6a3ce929d0e0e4736",
            "550e8400-e29b-41d4-a716-446655440000", "SELECT * FROM t WHERE id = ?", "", "token_count=3"]
 _SECRETS = [f"password={PW}", EMAIL, GH, "card 4111 1111 1111 1111", "Bearer abcdefghijklmnop12345",
-            "postgres://app:s3cr3tpass@db:5432/x", "IBAN GB82 WEST 1234 5698 7654 32"]
+            "postgres://app:s3cr3tpass@db:5432/x", "IBAN GB82 WEST 1234 5698 7654 32",
+            "postgres://u:p#a/s@s@db/x", "ssn=536228874", "mysql -uroot -pS3cret db", "GET /?u=a&pass=x9y8z7",
+            "https://hooks.slack.com/services/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",
+            "password=[REDACTED:kv_secret]" + PW, "(token=abc123)"]
 _KEYS = ["msg", "user.email", "password", "http.route", "api-key", "note", "request.id", "Set-Cookie",
          "pass__word", "a--uth", "X-API- KEY", "Session..Id"]
 
@@ -435,3 +456,33 @@ def test_sensitive_and_pseudonymised_keys_with_repeated_separators_are_found_by_
     assert attrs["a--uth"] == "[REDACTED:sensitive_key]"
     assert attrs["X-API- KEY"] == "[REDACTED:sensitive_key]"
     assert attrs["user__id"].startswith("pseu_")
+
+
+# -- every detector kind through the stage's raw pre-scan ------------------------------------------
+def _corpus_cases() -> list[Any]:
+    from tests.sdk import masking_corpus
+
+    return [pytest.param(kind, cases, id=kind) for kind, cases in masking_corpus.POSITIVES.items()]
+
+
+@pytest.mark.parametrize(("kind", "cases"), _corpus_cases())
+def test_a_secret_of_each_kind_in_a_log_body_and_attribute_is_masked_by_the_raw_scan_path(
+    kind: str, cases: list[tuple[str, str]],
+) -> None:
+    """The raw pre-scan over the encoded request decides which records reach the engine; a
+    detector it cannot see would let its secrets through untouched. Each corpus secret goes in
+    as a log body and as an attribute value (under a key that is not sensitive itself)."""
+    from tests.sdk.test_masking_corpus import secret_of
+
+    records = [log_record(text, attributes={"note": f"ctx {text} end", "n": 1}) for text, _ in cases]
+    request = logs_request(log_record("nothing here"), *records)
+    batch = run(request, Signal.LOGS)
+    out = request.resource_logs[0].scope_logs[0].log_records
+    assert masked_count(out[0].attributes) is None
+    for (text, secret), rec in zip(cases, out[1:], strict=True):
+        hidden = secret_of(text, secret)
+        note = attributes(rec.attributes)["note"]
+        assert hidden not in rec.body.string_value, (kind, rec.body.string_value)
+        assert hidden not in note, (kind, note)
+        assert masked_count(rec.attributes) >= 2
+    assert batch.masked[kind] >= 2 * len(cases)

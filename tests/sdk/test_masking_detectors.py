@@ -370,9 +370,12 @@ def _params(table: dict[str, list[tuple[str, str]]] | dict[str, list[str]]) -> l
             for i, case in enumerate(cases)]
 
 
-def test_every_detector_has_ten_positives_and_ten_negatives() -> None:
-    for name in DETECTOR_NAMES:
-        assert len(POSITIVES[name]) >= 10, name
+def test_every_detector_in_this_table_has_ten_positives_and_ten_negatives() -> None:
+    """(Detectors added later have their cases in `masking_corpus.py`; `test_masking_corpus.py`
+    checks that every detector has cases in one or the other.)"""
+    assert set(POSITIVES) == set(NEGATIVES) <= set(DETECTOR_NAMES)
+    for name, cases in POSITIVES.items():
+        assert len(cases) >= 10, name
         assert len(NEGATIVES[name]) >= 10, name
 
 
@@ -433,6 +436,63 @@ def test_json_escaped_and_url_encoded_secrets_are_caught(text: str, secret: str)
     masked = Masker().mask(text)
     assert secret not in masked
     assert "[REDACTED:kv_secret]" in masked
+
+
+# -- a value ends where its context does ----------------------------------------------------------
+@pytest.mark.parametrize(("text", "expected"), [
+    ("(password=hunter2)", "(password=[REDACTED:kv_secret])"),
+    ("{password=hunter2}", "{password=[REDACTED:kv_secret]}"),
+    ("[password=hunter2]", "[password=[REDACTED:kv_secret]]"),
+    ("<password=hunter2>", "<password=[REDACTED:kv_secret]>"),
+    ("`password=hunter2`", "`password=[REDACTED:kv_secret]`"),
+    ("login(user=bob, token=abc123), retrying", "login(user=bob, token=[REDACTED:kv_secret]), retrying"),
+    ("{'cfg': {password=hunter2}}", "{'cfg': {password=[REDACTED:kv_secret]}}"),
+    ("(password=a(b))", "(password=[REDACTED:kv_secret])"),
+    ("password=hunter2)", "password=[REDACTED:kv_secret])"),
+    ("(Authorization: Bearer abc123xyz)", "(Authorization: Bearer [REDACTED:auth_header])"),
+    ("(url ?password=abc&x=1)", "(url ?password=[REDACTED:kv_secret]&x=1)"),
+])
+def test_a_masked_value_keeps_the_closing_bracket_it_did_not_open(text: str, expected: str) -> None:
+    assert Masker().mask(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "password=pa)ss(wo]rd",  # closers inside a value, followed by more of it
+    "password=f(a)b", "password=<hunter2>", "password=hun`ter2", "password={a:b}c",
+])
+def test_brackets_inside_a_value_stay_part_of_it(text: str) -> None:
+    assert Masker().mask(text) == "password=[REDACTED:kv_secret]"
+
+
+# -- the mask token is no hiding place ------------------------------------------------------------
+@pytest.mark.parametrize(("text", "expected"), [
+    ("password=[REDACTED:kv_secret]Hunter2", "password=[REDACTED:kv_secret]"),
+    ("password=Hunter2[REDACTED:kv_secret]", "password=[REDACTED:kv_secret]"),
+    ("password=Hun[REDACTED:email]ter2", "password=[REDACTED:kv_secret]"),
+    ("password=[REDACTED:x]Hunter2", "password=[REDACTED:kv_secret]"),  # a look-alike token
+    ("secret=[HASH:kv_secret:0123456789ab]Hunter2", "secret=[REDACTED:kv_secret]"),
+    ("[HASH:kv_secret:0123456789ab]Hunter2", "[HASH:kv_secret:0123456789ab][REDACTED:kv_secret]"),
+    ("postgres://app:[REDACTED:url_credentials]Hunter2@db/x", "postgres://app:[REDACTED:url_credentials]@db/x"),
+    ("Authorization: [REDACTED:auth_header]Hunter2", "Authorization: [REDACTED:auth_header]"),
+    ("Bearer [REDACTED:bearer_token]abc123xyz", "Bearer [REDACTED:bearer_token]"),
+    ("[REDACTED:kv_secret]" + GHP + tok(36), "[REDACTED:kv_secret][REDACTED:github_token]"),
+    ("[REDACTED:x]bob@example.com", "[REDACTED:x][REDACTED:email]"),
+    ("[REDACTED:card]4111111111111111", "[REDACTED:card][REDACTED:card]"),
+])
+def test_text_glued_to_a_mask_token_is_still_masked(text: str, expected: str) -> None:
+    masked = Masker().mask(text)
+    assert masked == expected
+    assert Masker().mask(masked) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "password=[REDACTED:kv_secret]", "password=[REDACTED:kv_secret] [REDACTED:email]",
+    '{"password": "[REDACTED:kv_secret] "}', "Authorization: Bearer [REDACTED:jwt]",
+    "postgres://app:[REDACTED:url_credentials]@db/x", "Cookie: [REDACTED:auth_header]",
+    "secret=[HASH:kv_secret:0123456789ab]", "password=[REDACTED:kv_secret][REDACTED:kv_secret]",
+])
+def test_values_that_are_only_tokens_are_left_alone(text: str) -> None:
+    assert Masker().mask_many([text]).values[0] is None
 
 
 # -- long strings -----------------------------------------------------------------------------------
@@ -553,7 +613,8 @@ def test_phone_detector_is_off_by_default() -> None:
 # -- keys -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("key", ["password", "DB_PASSWORD", "http.request.header.authorization",
                                  "X-Api-Key", "set-cookie", "user.session", "client.secret",
-                                 "private_key", "ConnectionString", "aws.access_key"])
+                                 "private_key", "ConnectionString", "aws.access_key", "user.ssn",
+                                 "customer.social_security_number", "card.cvv", "payment.cvc2", "door.passcode"])
 def test_sensitive_keys_mask_the_whole_value(key: str) -> None:
     result = Masker().mask_many(["plain words"], [key])
     assert result.values[0] == "[REDACTED:sensitive_key]"

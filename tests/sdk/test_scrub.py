@@ -55,6 +55,14 @@ def test_scrubber_leaves_unchanged_batches_identical() -> None:
     assert LogScrubber()(batch) is batch
 
 
+def test_scrubber_keeps_the_closing_bracket_after_a_masked_value() -> None:
+    item = (0.0, 30, "WARNING", "app", f"retry(password={PW})", "f.py", "f", 1, 0, 0, 0,
+            {"cfg": f"{{token={PW}}}"}, None)
+    (out,) = LogScrubber()([item])
+    assert out[4] == "retry(password=[REDACTED:kv_secret])"
+    assert out[11]["cfg"] == "{token=[REDACTED:kv_secret]}"
+
+
 def test_trace_url_prints_a_link_when_a_root_span_ends(sink: Sink, tmp_path: Path) -> None:
     result = run_script(f"""
         import sluice

@@ -38,6 +38,13 @@ __all__ = ["MaskedBatch", "Masker"]
 _ASSERTION_RE = re.compile(r"(?<!\[)\^|\$|\\[bBAzZ]")
 _HASH_SHAPE = r"\[HASH:[a-z0-9_]+:[0-9a-f]{12}\]"
 _PSEUDONYM_SHAPE = r"pseu_[0-9a-f]{16}"
+# A mask token is no hiding place for text glued to it, so when masking leaves a token touching
+# the text around it (`Bearer ab=` + `0cd` -> `Bearer [REDACTED:bearer_token]0cd`), the string
+# is scanned again (at most this often in all) and that text masked with it: masking the result
+# once more then changes nothing. A token followed by a space, quote, `@`, delimiter or closing
+# bracket, the usual case, ends the work after one round.
+_MAX_ROUNDS = 4
+_SAFE_AFTER_TOKEN = "\"'`,;&@)]}>"  # noqa: S105 (characters, not a password)
 
 
 @dataclass(slots=True)
@@ -102,6 +109,16 @@ class Masker:
             _HASH_SHAPE, _PSEUDONYM_SHAPE,
         ]
         self._token_re = re.compile("|".join(f"(?:{t})" for t in token_alternatives))
+        # How far before a secret a token overlapping it can start: longer than any token.
+        self._token_reach = 200 + len(config.replacement)
+        # Text every token holds (the template's text before `{detector}`, `[HASH:`, `pseu_`):
+        # where none of it is near a match, no token can be, and the token regex need not run.
+        prefix = config.replacement.split("{detector}", 1)[0]
+        self._token_marks = ("[HASH:", "pseu_", prefix) if prefix else None
+        self._tokens = {
+            name: config.replacement.format(detector=name)
+            for name in (*(a.name for a in self._active), "sensitive_key")
+        }
         self._replacers = [self._replacer(active) for active in self._active]
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -221,12 +238,16 @@ class Masker:
         For tests and benchmarks; `mask_many` gives the same output far faster.
         """
         chunk, overlap = self.config.chunk_chars, self.config.overlap_chars
-        for active, replace in zip(self._active, self._replacers, strict=True):
-            if len(text) <= chunk + overlap:
-                # Plain `sub`, the way a first implementation would do it (the benchmark's peer).
-                text = active.regex.sub(_keeping(replace), text)
-            else:
-                text, _ = substitute(active.regex, text, replace, chunk, overlap)
+        for _ in range(_MAX_ROUNDS):
+            before = text
+            for active, replace in zip(self._active, self._replacers, strict=True):
+                if len(text) <= chunk + overlap:
+                    # Plain `sub`, the way a first implementation would do it (the benchmark's peer).
+                    text = active.regex.sub(_keeping(replace), text)
+                else:
+                    text, _ = substitute(active.regex, text, replace, chunk, overlap)
+            if text == before or not self._has_glued_token(text):
+                break
         return text
 
     def mask_whole(self, text: str, rule: _keys.KeyRule) -> tuple[str | None, str, bool]:
@@ -261,22 +282,25 @@ class Masker:
     def _rewrite(self, index: int, text: str, result: MaskedBatch) -> None:
         chunk, overlap = self.config.chunk_chars, self.config.overlap_chars
         total = 0
-        # Detector order is kept: `which` answers in ascending order, the order they run in.
-        for position in self._prescan.which(text):
-            active = self._active[position]
-            text, count = substitute(active.regex, text, self._replacers[position], chunk, overlap)
-            if count:
-                total += count
-                result.counts[active.name] += count
-                if active.action == "drop":
-                    result.drop.add(index)
+        for _ in range(_MAX_ROUNDS):
+            changed = 0
+            # Detector order is kept: `which` answers in ascending order, the order they run in.
+            for position in self._prescan.which(text):
+                active = self._active[position]
+                text, count = substitute(active.regex, text, self._replacers[position], chunk, overlap)
+                if count:
+                    changed += count
+                    result.counts[active.name] += count
+                    if active.action == "drop":
+                        result.drop.add(index)
+            total += changed
+            if not changed or not self._has_glued_token(text):
+                break
         if total:
             result.values[index] = text
             result.hits[index] = total
 
     def _replacer(self, active: _Active) -> Callable[[Any], str | None]:
-        token_re = self._token_re
-
         def replace(match: Any) -> str | None:
             whole_start, whole_end = match.span()
             start, end = whole_start, whole_end
@@ -286,10 +310,11 @@ class Masker:
                     start, end = span
                     break
             text: str = match.string
-            # Touching a token written by an earlier pass: leave it, so masking is idempotent.
-            for token in token_re.finditer(text, max(0, start - 200), min(len(text), end + 200)):
-                if token.start() < end and token.end() > start:
-                    return None
+            # Tokens an earlier pass wrote are left as they are, so masking is idempotent; but
+            # they are no hiding place: text glued to one is still masked.
+            start, end, fresh = self._outside_tokens(text, start, end)
+            if not fresh:
+                return None
             if active.check is not None and not active.check(text, start, end):
                 return None
             secret = text[start:end]
@@ -298,6 +323,49 @@ class Masker:
 
         return replace
 
+    def _has_glued_token(self, text: str) -> bool:
+        """Whether a token in `text` touches text a value could continue into (see _MAX_ROUNDS)."""
+        for token in self._token_re.finditer(text):
+            start, end = token.span()
+            after = text[end:end + 1]
+            if after and after not in _SAFE_AFTER_TOKEN and not after.isspace():
+                return True
+            if start and text[start - 1].isalnum() and text[start - 1].isascii():
+                return True
+        return False
+
+    def _outside_tokens(self, text: str, start: int, end: int) -> tuple[int, int, bool]:
+        """The secret span [start, end) cut short of any token reaching over its edges (that token
+        belongs to the text around it), and whether the span holds anything but tokens and
+        whitespace: `[REDACTED:kv_secret]` alone is done, `[REDACTED:kv_secret]Hunter2` is not."""
+        reach = self._token_reach
+        if self._token_marks is not None:
+            near = text[max(0, start - reach):end + reach]
+            if not any(mark in near for mark in self._token_marks):
+                return start, end, True
+        tokens = [
+            token.span()
+            for token in self._token_re.finditer(text, max(0, start - reach), min(len(text), end + reach))
+            if token.start() < end and token.end() > start
+        ]
+        if not tokens:
+            return start, end, True
+        for t_start, t_end in tokens:
+            if t_start < start:
+                start = t_end
+            if t_end > end:
+                end = t_start
+        if start >= end:
+            return start, end, False
+        rest: list[str] = []
+        pos = start
+        for t_start, t_end in tokens:
+            if start <= t_start and t_end <= end:
+                rest.append(text[pos:t_start])
+                pos = t_end
+        rest.append(text[pos:end])
+        return start, end, bool("".join(rest).strip())
+
     def _render(self, detector: str, action: str, secret: str, partial: Partial | None) -> str:
         if action == "hash":
             digest = hmac.new(
@@ -305,7 +373,7 @@ class Masker:
                 hashlib.sha256,
             ).hexdigest()[:12]
             return f"[HASH:{detector}:{digest}]"
-        token = self.config.replacement.format(detector=detector)
+        token = self._tokens.get(detector) or self.config.replacement.format(detector=detector)
         if action == "partial" and partial is not None:
             return partial(secret, token)
         return token

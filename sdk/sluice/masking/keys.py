@@ -19,6 +19,7 @@ DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
     "password", "passwd", "pwd", "passphrase", "secret", "token", "authorization", "auth",
     "cookie", "setcookie", "apikey", "accesskey", "secretkey", "privatekey", "session",
     "sessionid", "credential", "credentials", "connectionstring", "connstr", "dsn", "signature",
+    "passcode", "ssn", "socialsecuritynumber", "cvv", "cvc", "cvv2", "cvc2",
 )
 # Keys never masked: ids and names that correlation and routing depend on (exact match).
 DEFAULT_ALLOW_KEYS: tuple[str, ...] = (

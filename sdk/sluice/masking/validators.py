@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["card_ok", "iban_ok", "ip_ok", "luhn_valid", "mod97_valid", "ssn_ok"]
+__all__ = [
+    "card_ok", "discord_token_ok", "iban_ok", "ip_ok", "luhn_valid", "mod97_valid", "network_ok", "phone_ok",
+    "private_key_b64_ok", "ssn_ok",
+]
 
 # Issuer prefixes start with 2-6 (Mastercard 2-series, Amex/JCB/Diners 3, Visa 4, Mastercard and
 # Maestro 5, Discover/UnionPay 6). Epoch timestamps (1...) and most internal ids do not.
@@ -31,7 +34,20 @@ def luhn_valid(digits: str) -> bool:
 
 
 def card_ok(text: str) -> bool:
-    """A payment card: 13-19 digits, an issuer prefix, Luhn, and not one repeated digit."""
+    """A payment card: 13-19 digits, an issuer prefix, Luhn, and not one repeated digit.
+
+    Written with separators, a card is grouped the way cards are printed: one kind of separator
+    and groups of four or more digits (the last may be shorter: `4111 1111 1111 1111`,
+    `3714 496353 98431`). Two dates side by side (`2000-01-03 1999-03-01`) are not a card, even
+    when their digits happen to pass Luhn.
+    """
+    separators = {c for c in text if not c.isdigit()}
+    if separators:
+        if len(separators) > 1:
+            return False
+        groups = text.split(separators.pop())
+        if any(len(group) < 4 for group in groups[:-1]):
+            return False
     digits = "".join(c for c in text if c.isdigit())
     if not 13 <= len(digits) <= 19 or digits[0] not in _CARD_FIRST_DIGITS:
         return False
@@ -76,3 +92,75 @@ def ip_ok(text: str) -> bool:
     except ValueError:
         return False
     return not (address.is_loopback or address.is_unspecified)
+
+
+def network_ok(address: str, prefix: str) -> bool:
+    """`address/prefix` is a network (every host bit zero, shorter than a host route), so it
+    names no host: `10.0.0.0/8` is; `192.168.1.23/24` (an interface address) is not."""
+    if not prefix.isdigit():
+        return False
+    try:
+        network = ipaddress.ip_network(f"{address}/{int(prefix)}", strict=True)
+    except ValueError:
+        return False
+    return network.prefixlen < network.max_prefixlen
+
+
+def phone_ok(text: str) -> bool:
+    """A phone number, not an id, range, date or SSN-shaped number with separators in it.
+
+    With a `+country` code or an `(area)` code any grouping of 9-15 digits is one. Without, only
+    the two shapes that numbers are actually written in: North American `NXX NXX XXXX` (area code
+    starting 2-9) and national numbers with a trunk `0` (`020 7946 0958`, `0151 234 5678`),
+    groups after the first of 3 digits or more, one kind of separator throughout. So
+    `000-12-3456`, `100-200-300`, `2024-0001-0002` and `123 456 7890` are not phones.
+    """
+    digits = sum(c.isdigit() for c in text)
+    if not 9 <= digits <= 15:
+        return False
+    if text.startswith(("+", "(")):
+        return True
+    separators = {c for c in text if not c.isdigit()}
+    if len(separators) != 1:
+        return False
+    groups = text.split(separators.pop())
+    sizes = [len(g) for g in groups]
+    if sizes == [3, 3, 4]:
+        return groups[0][0] in "23456789"
+    first = groups[0]
+    return (first[0] == "0" and not first.startswith("000") and len(first) <= 5
+            and all(size >= 3 for size in sizes[1:]))
+
+
+# Base64 of "-----BEGIN": how a PEM block starts once base64-encoded again (a Kubernetes secret,
+# an environment variable). Only its first line says whether it holds a private key.
+PEM_B64_PREFIX = "LS0tLS1CRUdJTi"
+
+
+def private_key_b64_ok(text: str) -> bool:
+    """Base64 of a PEM block whose BEGIN line names a private key (not a certificate)."""
+    import base64
+    import binascii
+
+    unwrapped = text[:200].replace("\\r", "").replace("\\n", "")  # JSON-escaped line breaks
+    compact = "".join(c for c in unwrapped if c.isalnum() or c in "+/")[:160]
+    compact = compact[: len(compact) // 4 * 4]
+    try:
+        head = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    first_line = head.split(b"\n", 1)[0]
+    return b"PRIVATE KEY" in first_line
+
+
+def discord_token_ok(text: str) -> bool:
+    """A Discord bot token: its first part is the bot's numeric user id (a snowflake), base64-encoded."""
+    import base64
+    import binascii
+
+    first = text.split(".", 1)[0]
+    try:
+        decoded = base64.urlsafe_b64decode(first + "=" * (-len(first) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return 17 <= len(decoded) <= 20 and decoded.isdigit()
