@@ -21,6 +21,7 @@ import orjson
 
 from sluice_collector.otlpvalues import SEVERITY_LEVELS
 from sluice_collector.query._proto import query_pb2 as pb
+from sluice_collector.redact import redact_text, url_password
 
 SERVICE = "/sluice.v1.LogQuery/"
 _RELATIVE_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
@@ -155,7 +156,13 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return _dispatch(args, channel, metadata, out)
     except grpc.RpcError as exc:
         code = exc.code() if hasattr(exc, "code") else None
-        details = exc.details() if hasattr(exc, "details") else str(exc)
+        details = str(exc.details() if hasattr(exc, "details") else exc)
+        # Never echo a credential: not the key (should anything quote it), not a URL password.
+        details = details.replace(args.api_key, "<api key>")
+        password = url_password(args.endpoint)
+        if password:
+            details = details.replace(password, "xxxxx")
+        details = redact_text(details)
         print(f"sluice logs: {getattr(code, 'name', code)}: {details}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from types import FrameType
 from sluice_collector import __version__
 from sluice_collector.errors import ConfigError, SluiceReceiverError
 from sluice_collector.receivers.config import endpoint_problem
+from sluice_collector.redact import redact_text
 from sluice_collector.service.config import (
     DEFAULT_CONFIG_RESOURCE,
     ReceiverConfig,
@@ -285,38 +286,56 @@ def _index_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class RedactingFormatter(logging.Formatter):
+    """The receiver's log lines (tracebacks included) with URL passwords replaced: a line may
+    quote a configured endpoint, and a log is read by more people than the config is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
 def _check_config(path: str) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"{path}: OK")
-    for name, proto in (("grpc", config.receivers.grpc), ("http", config.receivers.http)):
-        if proto.endpoint:
-            print(f"  otlp {name}: {proto.endpoint}{' (TLS)' if proto.tls else ''}")
-    print(f"  files: {config.files.directory} ({config.files.format})"
-          f"{'' if config.files.enabled else ' — disabled'}")
-    for rule in config.routing.categories:
-        policy = config.files.categories.get(rule.name) or config.files.default_policy(rule.name)
-        keep = "forever" if policy.retention_days is None else f"{policy.retention_days} days"
-        print(f"  category {rule.name}: {policy.path}, keep {keep}, {len(rule.match)} rule(s)")
-    print(f"  masking: {'on' if config.masking.enabled else 'off'}")
-    print(f"  syslog: {'on' if config.syslog.enabled else 'off'}")
-    if config.query.enabled:
-        roles = ", ".join(f"{k.name} ({k.role})" for k in config.query.api_keys)
-        indexed = ", ".join(config.query.index_categories) or "all log and span categories"
-        print(f"  query: on, keys {roles}; index: {indexed}")
-    else:
-        print("  query: off")
+    lines = _summary(path, config)
+    print("\n".join(redact_text(line) for line in lines))
     return EXIT_OK
 
 
+def _summary(path: str, config: ReceiverConfig) -> list[str]:
+    """What `check-config` prints for a valid config (shown with URL passwords replaced)."""
+    out = [f"{path}: OK"]
+    for name, proto in (("grpc", config.receivers.grpc), ("http", config.receivers.http)):
+        if proto.endpoint:
+            out.append(f"  otlp {name}: {proto.endpoint}{' (TLS)' if proto.tls else ''}")
+    out.append(f"  files: {config.files.directory} ({config.files.format})"
+               f"{'' if config.files.enabled else ' — disabled'}")
+    for rule in config.routing.categories:
+        policy = config.files.categories.get(rule.name) or config.files.default_policy(rule.name)
+        keep = "forever" if policy.retention_days is None else f"{policy.retention_days} days"
+        out.append(f"  category {rule.name}: {policy.path}, keep {keep}, {len(rule.match)} rule(s)")
+    out.append(f"  masking: {'on' if config.masking.enabled else 'off'}")
+    targets = ", ".join(t.url for t in config.syslog.targets)
+    out.append(f"  syslog: on, {targets}" if config.syslog.enabled else "  syslog: off")
+    for target in config.forward.targets:
+        signals = ", ".join(s.value for s in target.signals)
+        out.append(f"  forward {target.name}: {target.endpoint} ({target.protocol}; {signals})")
+    if config.query.enabled:
+        roles = ", ".join(f"{k.name} ({k.role})" for k in config.query.api_keys)
+        indexed = ", ".join(config.query.index_categories) or "all log and span categories"
+        out.append(f"  query: on, keys {roles}; index: {indexed}")
+    else:
+        out.append("  query: off")
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     try:
         config: ReceiverConfig = load_config(args.config)
         config = with_endpoints(config, grpc=args.listen, http=args.http_listen,
@@ -335,10 +354,10 @@ def _run(args: argparse.Namespace) -> int:
         receiver = Receiver(config, worker_index=args.worker_index)
         receiver.start()
     except SluiceReceiverError as exc:
-        print(f"sluice: {exc}", file=sys.stderr)
+        print(f"sluice: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_RUNTIME
     except OSError as exc:
-        print(f"sluice: cannot start: {exc}", file=sys.stderr)
+        print(f"sluice: cannot start: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_RUNTIME
 
     stop_requested = threading.Event()

@@ -54,6 +54,7 @@ from prometheus_client import Counter, Gauge
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
 from sluice_collector.errors import SinkError, SluiceReceiverError
+from sluice_collector.redact import redact_text, redact_url
 from sluice_collector.sinks._delivery.spool import DiskSpool
 from sluice_collector.telemetry import ReceiverTelemetry
 
@@ -559,7 +560,7 @@ class _Sender:
             if outcome.rejected:
                 self.metrics.rejected.labels(*self.labels).inc(outcome.rejected)
                 log.warning("forward %s/%s: target rejected %d records: %s", *self.labels,
-                            outcome.rejected, outcome.error)
+                            outcome.rejected, redact_text(outcome.error))
             self._succeeded()
         self.spool.ack(records[-1].seq)
         self._acked_seq = records[-1].seq
@@ -568,9 +569,9 @@ class _Sender:
         reason = outcome.error.split(":", 1)[0]
         self.metrics.dropped.labels(*self.labels, reason).inc(len(records))
         log.warning("forward %s/%s: dropped %d records the target refused (%s)",
-                    *self.labels, count, outcome.error)
+                    *self.labels, count, redact_text(outcome.error))
         with self.lock:  # the target is up, it only refused this data
-            self.last_error = outcome.error
+            self.last_error = redact_text(outcome.error)
         self.wake.wait(self.target.backoff_initial_s)  # never drain a spool at line rate
         self.wake.clear()
 
@@ -583,6 +584,7 @@ class _Sender:
                         *self.labels, was_failing)
 
     def _failed(self, error: str) -> int:
+        error = redact_text(error)  # an error may quote the URL it was sent to
         with self.lock:
             first = self.failures == 0
             self.failures += 1
@@ -721,7 +723,7 @@ class ForwardSink:
         order = {"ok": 0, "retrying": 1, "down": 2}
         for sender in list(self._senders):
             entry = targets.setdefault(sender.target.name, {
-                "state": "ok", "endpoint": sender.target.endpoint, "spool_bytes": 0,
+                "state": "ok", "endpoint": redact_url(sender.target.endpoint), "spool_bytes": 0,
                 "spool_requests": 0, "dropped": 0, "last_error": "",
             })
             state = sender.state()
