@@ -75,7 +75,8 @@ def test_healthz_metrics_and_log_never_show_a_url_password(tmp_path: Path) -> No
     assert health["sinks"]["forward"]["targets"]["tempo"]["endpoint"] == \
         "http://sluice:xxxxx@127.0.0.1:9"
     assert "ops:xxxxx@127.0.0.1:9" in metrics
-    assert "syslog" in receiver.stderr and "127.0.0.1:9" in receiver.stderr
+    assert "syslog" in receiver.stderr
+    assert "127.0.0.1:9" in receiver.stderr
     for output in (health_text, metrics, receiver.stderr):
         assert FORWARD_PASSWORD not in output
         assert SYSLOG_PASSWORD not in output
@@ -92,7 +93,8 @@ def test_a_config_error_never_echoes_a_value_from_the_environment() -> None:
         parse_config(text, env={"LEAK": ENV_SECRET, "LONG": long_secret})
     message = str(info.value)
     assert "telemetry.listen: got '${LEAK}'" in message
-    assert "files.directory" in message and "forward.targets[0].endpoint" in message
+    assert "files.directory" in message
+    assert "forward.targets[0].endpoint" in message
     assert ENV_SECRET not in message
     assert long_secret[:40] not in message
     assert FORWARD_PASSWORD not in message
