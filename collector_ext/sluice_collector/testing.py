@@ -3,6 +3,8 @@
 - `start_receiver(...)`: a real receiver in this process on a free 127.0.0.1 port, with real
   gRPC, optionally with in-memory sinks instead of files.
 - `InMemorySink`: the twin of every sink; keeps copies of what it was given, per category.
+- `FailingSink`, `BlockingSink`: destinations that refuse batches or hang, to put beside the
+  real sinks (`extra_sinks=`) and see what the receiver does about it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import yaml
 from sluice_collector.service.config import ReceiverConfig, parse_config, with_endpoints
 from sluice_collector.service.receiver import Receiver
 from sluice_collector.sinks.base import Sink
-from sluice_collector.sinks.memory import InMemorySink
+from sluice_collector.sinks.memory import BlockingSink, FailingSink, InMemorySink
 
-__all__ = ["InMemorySink", "config_from", "start_receiver"]
+__all__ = ["BlockingSink", "FailingSink", "InMemorySink", "config_from", "start_receiver"]
 
 
 def config_from(settings: Mapping[str, Any] | str | ReceiverConfig | None) -> ReceiverConfig:
@@ -40,8 +42,11 @@ def start_receiver(
     settings: Mapping[str, Any] | str | ReceiverConfig | None = None,
     *,
     sinks: Sequence[Sink] | None = None,
+    extra_sinks: Sequence[Sink] = (),
 ) -> Receiver:
-    """Start a receiver in this process; call `.stop()` when done (or use it as a fixture)."""
-    receiver = Receiver(config_from(settings), sinks=sinks)
+    """Start a receiver in this process; call `.stop()` when done (or use it as a fixture).
+
+    `sinks` replaces the sinks the config asks for; `extra_sinks` runs after them."""
+    receiver = Receiver(config_from(settings), sinks=sinks, extra_sinks=extra_sinks)
     receiver.start()
     return receiver

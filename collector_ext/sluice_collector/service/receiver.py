@@ -72,7 +72,8 @@ def build_sinks(
             spool_dir = spool_dir / f"worker-{worker_index}"
         sinks.append(ForwardSink(config.forward, telemetry, spool_dir))
     if config.query.enabled:
-        # After the file sink: the index is a copy of what the files hold, never ahead of them.
+        # Last: the index is a copy of what the files hold, never ahead of them; if it fails,
+        # the client's retry skips the sinks before it (Pipeline: nothing is stored twice).
         from sluice_collector.query.store import IndexStore
         from sluice_collector.sinks.index.sink import IndexSink
 
@@ -92,8 +93,11 @@ class Receiver:
         config: ReceiverConfig,
         *,
         sinks: Sequence[Sink] | None = None,
+        extra_sinks: Sequence[Sink] = (),
         worker_index: int | None = None,
     ) -> None:
+        """`sinks` replaces the sinks the config asks for (tests, embedding); `extra_sinks` run
+        after them, in order."""
         self.config = config
         self.telemetry = ReceiverTelemetry()
         # Masking comes first: it scans the request's encoded bytes, whose record positions
@@ -106,6 +110,7 @@ class Receiver:
         self.sinks = list(sinks) if sinks is not None else build_sinks(
             config, self.telemetry, worker_index=worker_index
         )
+        self.sinks.extend(extra_sinks)
         self.pipeline = Pipeline(stages, self.sinks, self.telemetry)
         self.ingest = IngestCore(self.pipeline, config.ingest, self.telemetry)
         self._grpc_handlers = OtlpGrpcHandlers(self.ingest)
