@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from sluice_collector.query._proto import query_pb2 as pb
 from sluice_collector.query.store import RecordFilter
 from sluice_collector.receivers.otlp_grpc import SERVICES
 from sluice_collector.service.receiver import Receiver
-from sluice_collector.testing import start_receiver
+from sluice_collector.testing import BlockingSink, start_receiver
 from tests.otlp_builders import log_record, logs_request
 
 ADMIN = "admin-key-0123456789abcdef"
@@ -82,3 +83,65 @@ def test_a_forged_page_token_is_invalid_argument_not_unknown(receiver: Receiver)
                       pb.QueryResponse, ADMIN)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "page_token" in (info.value.details() or "")
+
+
+def _tail(channel: grpc.Channel, key: str) -> Any:
+    stub = channel.unary_stream("/sluice.v1.LogQuery/Tail",
+                                request_serializer=pb.TailRequest.SerializeToString,
+                                response_deserializer=pb.TailResponse.FromString)
+    return stub(pb.TailRequest(), metadata=[("x-api-key", key)], timeout=60)
+
+
+def test_one_key_cannot_take_every_stream_slot(tmp_path: Path) -> None:
+    """A user key holds at most its share of the Export/Tail slots (by default a quarter of
+    `max_streams`: 2 of 8): with its share taken it is refused, and an admin still gets one."""
+    receiver = start_receiver(_settings(tmp_path))
+    try:
+        with grpc.insecure_channel(receiver.endpoint) as channel:
+            alice = [_tail(channel, ALICE) for _ in range(2)]
+            for stream in alice:
+                assert next(stream) == pb.TailResponse()  # subscribed: the slot is held
+            with pytest.raises(grpc.RpcError) as info:
+                next(_tail(channel, ALICE))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "share" in (info.value.details() or "")
+            admin = _tail(channel, ADMIN)
+            assert next(admin) == pb.TailResponse()
+            for stream in (*alice, admin):
+                stream.cancel()
+    finally:
+        receiver.stop(5)
+
+
+def test_query_and_stats_run_a_bounded_number_at_a_time(tmp_path: Path) -> None:
+    """Calls are held inside their audit by a sink that hangs (the shipped BlockingSink): past
+    a key's share and past `max_queries` they are refused at once; the admitted ones finish
+    once the sink lets go."""
+    blocking = BlockingSink()
+    receiver = start_receiver(_settings(tmp_path, max_queries=2, max_queries_per_key=1),
+                              extra_sinks=[blocking])
+    pool = ThreadPoolExecutor(4)
+    try:
+        with grpc.insecure_channel(receiver.endpoint) as channel:
+            held_alice = pool.submit(_call, channel, "Query", pb.QueryRequest(limit=1),
+                                     pb.QueryResponse, ALICE)
+            assert blocking.wait_for_waiting(1)
+            with pytest.raises(grpc.RpcError) as info:
+                _call(channel, "Stats", pb.StatsRequest(), pb.StatsResponse, ALICE)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # alice's share
+            held_admin = pool.submit(_call, channel, "Stats", pb.StatsRequest(),
+                                     pb.StatsResponse, ADMIN)
+            assert blocking.wait_for_waiting(2)
+            with pytest.raises(grpc.RpcError) as info:
+                _call(channel, "Query", pb.QueryRequest(limit=1), pb.QueryResponse, ADMIN)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # all places taken
+            blocking.release()
+            assert held_alice.result(timeout=30) is not None
+            assert held_admin.result(timeout=30).total >= 0
+            # Places are given back: both keys are served again.
+            _call(channel, "Query", pb.QueryRequest(limit=1), pb.QueryResponse, ALICE)
+            _call(channel, "Query", pb.QueryRequest(limit=1), pb.QueryResponse, ADMIN)
+    finally:
+        blocking.release()
+        pool.shutdown()
+        receiver.stop(5)

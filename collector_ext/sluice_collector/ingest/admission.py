@@ -56,8 +56,24 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _load_malloc_trim()
 
 
+class Slot:
+    """One admitted request's place in the in-flight set; `release` gives it back (once)."""
+
+    __slots__ = ("_admission", "nbytes")
+
+    def __init__(self, admission: Admission, nbytes: int) -> None:
+        self._admission: Admission | None = admission
+        self.nbytes = nbytes
+
+    def release(self) -> None:
+        admission, self._admission = self._admission, None
+        if admission is not None:
+            admission._release(self.nbytes)
+
+
 class Admission:
-    """The in-flight set. `admit` is a context manager held for the whole request."""
+    """The in-flight set. `admit` is a context manager held for the whole request; `reserve`
+    takes a place that the caller hands on (e.g. from an event loop to a worker thread)."""
 
     def __init__(self, queue: QueueConfig, telemetry: ReceiverTelemetry) -> None:
         self.queue = queue
@@ -71,6 +87,15 @@ class Admission:
     @contextlib.contextmanager
     def admit(self, nbytes: int) -> Iterator[None]:
         """Hold a place for one request of `nbytes` bytes; raise `Overloaded` when full."""
+        slot = self.reserve(nbytes)
+        try:
+            yield
+        finally:
+            slot.release()
+
+    def reserve(self, nbytes: int) -> Slot:
+        """Take a place for one request of `nbytes` bytes, at once or never: raise `Overloaded`
+        when full. Never blocks, so an event loop may call it."""
         with self._lock:
             if self._closed:
                 raise Overloaded("receiver is shutting down", self.queue.retry_after_s)
@@ -86,17 +111,17 @@ class Admission:
             self._requests += 1
             self._bytes += nbytes
             self._publish()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._requests -= 1
-                self._bytes -= nbytes
-                self._publish()
-                if not self._requests:
-                    self._idle.notify_all()
-            if nbytes >= TRIM_AFTER_BYTES and _malloc_trim is not None:
-                _malloc_trim(0)
+        return Slot(self, nbytes)
+
+    def _release(self, nbytes: int) -> None:
+        with self._lock:
+            self._requests -= 1
+            self._bytes -= nbytes
+            self._publish()
+            if not self._requests:
+                self._idle.notify_all()
+        if nbytes >= TRIM_AFTER_BYTES and _malloc_trim is not None:
+            _malloc_trim(0)
 
     def _publish(self) -> None:
         self.telemetry.inflight_batches.set(self._requests)

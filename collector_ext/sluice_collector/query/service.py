@@ -14,17 +14,28 @@ and stored like any other audit record. A call that cannot be audited is refused
 
 Handlers take and return raw bytes (as the OTLP handlers do) so a malformed request is answered
 with INVALID_ARGUMENT, not grpcio's INTERNAL.
+
+Capacity of its own. The handlers are async (they share the OTLP port's event loop, see
+`receivers/otlp_grpc.py`) and do their blocking work — the audit record, SQLite — on a pool of
+this service's own, sized for its limits, so readers and writers never wait for each other's
+threads. At most `query.max_queries` Query/Stats calls and `query.max_streams` Export/Tail
+streams run at once, and one API key holds at most its share of either
+(`max_queries_per_key`, `max_streams_per_key`): a user key cannot lock an admin out. Over a
+limit a call is refused with RESOURCE_EXHAUSTED at once, before it is audited or reads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import hashlib
 import hmac
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -37,6 +48,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from sluice_collector.batch import Signal
 from sluice_collector.errors import DecodeError, RequestTooLarge, Retryable
 from sluice_collector.ingest import Caller, Encoding, IngestCore
+from sluice_collector.loop import run_blocking
 from sluice_collector.query._proto import query_pb2 as pb
 from sluice_collector.query.config import ApiKeyConfig, QueryConfig
 from sluice_collector.query.export import export_chunks
@@ -59,6 +71,7 @@ TAIL_MAX_ROWS = 5000
 _FORMATS = {pb.JSONL: "jsonl", pb.CSV: "csv", pb.TXT: "txt"}
 _COMPRESSIONS = {pb.NONE: "none", pb.GZIP: "gzip", pb.ZIP: "zip"}
 _Req = TypeVar("_Req", bound=Message)
+_T = TypeVar("_T")
 
 
 class ApiKeyAuthenticator:
@@ -114,6 +127,35 @@ def _record(stored: StoredRow) -> pb.Record:
                      line=stored.row.line)
 
 
+class KeySlots:
+    """`total` places shared fairly: one API key holds at most `per_key` of them at a time."""
+
+    def __init__(self, total: int, per_key: int) -> None:
+        self.total = total
+        self.per_key = per_key
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> str:
+        """Take a place for `key`; "" when taken, else why not (for the client)."""
+        with self._lock:
+            mine = self._held.get(key, 0)
+            if mine >= self.per_key:
+                return f"this key already has {mine} running (its share is {self.per_key})"
+            if sum(self._held.values()) >= self.total:
+                return f"all {self.total} places are taken"
+            self._held[key] = mine + 1
+            return ""
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            left = self._held.get(key, 0) - 1
+            if left > 0:
+                self._held[key] = left
+            else:
+                self._held.pop(key, None)
+
+
 class LogQueryService:
     """The four RPCs, bound to one index store and the receiver's ingest core (for audit)."""
 
@@ -122,7 +164,12 @@ class LogQueryService:
         self._store = store
         self._ingest = ingest
         self._authenticate = ApiKeyAuthenticator(config)
-        self._streams = threading.BoundedSemaphore(config.max_streams)
+        self._queries = KeySlots(config.max_queries, config.max_queries_per_key)
+        self._streams = KeySlots(config.max_streams, config.max_streams_per_key)
+        # Every running call does its blocking work here, one job at a time: enough threads
+        # for every call the limits let run, so none waits for a thread.
+        self._executor = ThreadPoolExecutor(max_workers=config.max_queries + config.max_streams,
+                                            thread_name_prefix="sluice-query")
         self._closing = threading.Event()
 
     def open(self) -> None:
@@ -132,6 +179,11 @@ class LogQueryService:
     def close(self) -> None:
         """End running Tail streams, so the server's stop does not wait out its grace."""
         self._closing.set()
+
+    def shutdown(self) -> None:
+        """After the server stopped: release the pool and the store."""
+        self._closing.set()
+        self._executor.shutdown(wait=True)
         self._store.close()
 
     def generic_handler(self) -> grpc.GenericRpcHandler[Any, Any]:
@@ -143,18 +195,27 @@ class LogQueryService:
         })
 
     # -- RPCs ------------------------------------------------------------------------------
-    def query(self, data: bytes, context: grpc.ServicerContext) -> bytes:
-        request, scope, f = self._begin("Query", data, context, pb.QueryRequest)
-        limit = min(request.limit or DEFAULT_LIMIT, self._config.max_limit)
-        rows, token = self._run(context, lambda: self._store.query(
-            f, scope, limit=limit, newest_first=request.order == pb.NEWEST_FIRST,
-            page_token=request.page_token))
+    async def query(self, data: bytes, context: Any) -> bytes:
+        request, key, scope, f = await self._begin("Query", data, context, pb.QueryRequest,
+                                                   self._queries)
+        try:
+            limit = min(request.limit or DEFAULT_LIMIT, self._config.max_limit)
+            rows, token = await self._run(context, lambda: self._store.query(
+                f, scope, limit=limit, newest_first=request.order == pb.NEWEST_FIRST,
+                page_token=request.page_token))
+        finally:
+            self._queries.release(key.name)
         response = pb.QueryResponse(records=[_record(r) for r in rows], next_page_token=token)
         return response.SerializeToString()
 
-    def stats(self, data: bytes, context: grpc.ServicerContext) -> bytes:
-        request, scope, f = self._begin("Stats", data, context, pb.StatsRequest)
-        s = self._run(context, lambda: self._store.stats(f, scope, max(0, request.bucket_seconds)))
+    async def stats(self, data: bytes, context: Any) -> bytes:
+        request, key, scope, f = await self._begin("Stats", data, context, pb.StatsRequest,
+                                                   self._queries)
+        try:
+            s = await self._run(context, lambda: self._store.stats(
+                f, scope, max(0, request.bucket_seconds)))
+        finally:
+            self._queries.release(key.name)
         response = pb.StatsResponse(
             total=s.total, unique_users=s.unique_users,
             error_rate=s.errors / s.total if s.total else 0.0,
@@ -168,109 +229,122 @@ class LogQueryService:
         )
         return response.SerializeToString()
 
-    def export(self, data: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-        request, scope, f = self._begin("Export", data, context, pb.ExportRequest)
-        fmt = _FORMATS.get(request.format)
-        compression = _COMPRESSIONS.get(request.compression)
-        if fmt is None or compression is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown export format or compression")
-        with self._stream_slot(context):
+    async def export(self, data: bytes, context: Any) -> AsyncIterator[bytes]:
+        request, key, scope, f = await self._begin("Export", data, context, pb.ExportRequest,
+                                                   self._streams, check=_export_format)
+        try:
             rows = self._store.iterate(f, scope, newest_first=request.order == pb.NEWEST_FIRST,
                                        max_records=request.max_records)
-            for chunk in export_chunks(rows, fmt or "jsonl", compression or "none"):
-                if not context.is_active():
+            chunks = export_chunks(rows, _FORMATS[request.format],
+                                   _COMPRESSIONS[request.compression])
+            while not self._closing.is_set():
+                # One chunk at a time on the pool: the generator reads the index page by page.
+                chunk = await self._run(context, lambda: next(chunks, None))
+                if chunk is None:
                     return
                 yield pb.ExportChunk(data=chunk).SerializeToString()
+        finally:
+            self._streams.release(key.name)
 
-    def tail(self, data: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-        _request, scope, f = self._begin("Tail", data, context, pb.TailRequest)
-        with self._stream_slot(context):
-            last = self._store.last_id()
+    async def tail(self, data: bytes, context: Any) -> AsyncIterator[bytes]:
+        _request, key, scope, f = await self._begin("Tail", data, context, pb.TailRequest,
+                                                    self._streams)
+        try:
+            last = await self._run(context, self._store.last_id)
             # An empty first message confirms the subscription: records indexed from now on
             # will be sent.
             yield b""
-            while context.is_active() and not self._closing.is_set():
-                newest = self._store.last_id()
-                if newest > last:
-                    # Bounded by the id range, so rows the filter rejects are read once only;
-                    # and by TAIL_MAX_ROWS, so a burst is sent in parts rather than all at once.
-                    rows = self._store.after(f, scope, last, limit=TAIL_MAX_ROWS, until_id=newest)
-                    last = rows[-1].id if len(rows) == TAIL_MAX_ROWS else newest
-                    for start in range(0, len(rows), 500):
-                        yield pb.TailResponse(
-                            records=[_record(r) for r in rows[start:start + 500]]
-                        ).SerializeToString()
-                else:
-                    self._closing.wait(TAIL_POLL_S)
+            while not self._closing.is_set():
+                newest = await self._run(context, self._store.last_id)
+                if newest <= last:
+                    await asyncio.sleep(TAIL_POLL_S)
+                    continue
+                # Bounded by the id range, so rows the filter rejects are read once only; and
+                # by TAIL_MAX_ROWS, so a burst is sent in parts rather than all at once.
+                rows = await self._run(context, functools.partial(
+                    self._store.after, f, scope, last, limit=TAIL_MAX_ROWS, until_id=newest))
+                last = rows[-1].id if len(rows) == TAIL_MAX_ROWS else newest
+                for start in range(0, len(rows), 500):
+                    yield pb.TailResponse(
+                        records=[_record(r) for r in rows[start:start + 500]]
+                    ).SerializeToString()
+        finally:
+            self._streams.release(key.name)
 
     # -- plumbing --------------------------------------------------------------------------
-    def _begin(self, method: str, data: bytes, context: grpc.ServicerContext,
-               message: type[_Req]) -> tuple[_Req, AccessScope, RecordFilter]:
-        """Authenticate, parse, check and audit one call; aborts the call on any failure."""
+    async def _begin(self, method: str, data: bytes, context: Any, message: type[_Req],
+                     slots: KeySlots, check: Callable[[Any], str] | None = None,
+                     ) -> tuple[_Req, ApiKeyConfig, AccessScope, RecordFilter]:
+        """Authenticate, parse, check, take a place and audit one call; aborts the call on
+        any failure (and then holds no place). The caller releases the place."""
         key = self._authenticate(context.invocation_metadata())
         if key is None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                          "missing or unknown API key; send `x-api-key: <key>`")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "missing or unknown API key; send `x-api-key: <key>`")
         assert key is not None
         try:
             request = message.FromString(data)
         except ProtobufDecodeError:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a sluice.v1.{message.__name__}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"not a sluice.v1.{message.__name__}")
         f = filter_of(request.filter)  # type: ignore[attr-defined]
         scope = scope_of(key)
         try:
             check_filter(f)
         except InvalidFilter as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        problem = check(request) if check is not None else ""
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         denied = sorted(scope.hidden_categories & set(f.categories))
         if denied:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"categories {', '.join(denied)} need an admin key")
-        self._audit(key, method, f, context)
-        return request, scope, f
-
-    def _run(self, context: grpc.ServicerContext, work: Callable[[], Any]) -> Any:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"categories {', '.join(denied)} need an admin key")
+        refused = slots.acquire(key.name)
+        if refused:
+            what = "Export/Tail streams" if slots is self._streams else "Query/Stats calls"
+            limit = "max_streams" if slots is self._streams else "max_queries"
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"too many {what}: {refused} (query.{limit}, "
+                                f"query.{limit}_per_key); retry later")
         try:
-            return work()
+            await self._audit(key, method, f, context)
+        except BaseException:
+            slots.release(key.name)
+            raise
+        return request, key, scope, f
+
+    async def _run(self, context: Any, work: Callable[[], _T]) -> _T:
+        try:
+            return await run_blocking(self._executor, work)
         except InvalidFilter as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("unreachable: abort raises") from exc
 
-    def _stream_slot(self, context: grpc.ServicerContext) -> Any:
-        if not self._streams.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"too many Export/Tail streams (query.max_streams = "
-                          f"{self._config.max_streams}); retry later")
-        return _Release(self._streams)
-
-    def _audit(self, key: ApiKeyConfig, method: str, f: RecordFilter,
-               context: grpc.ServicerContext) -> None:
+    async def _audit(self, key: ApiKeyConfig, method: str, f: RecordFilter, context: Any) -> None:
         data = audit_request(key, method, f, context.peer()).SerializeToString()
         try:
             # In-process, past authentication: the reader was authenticated by its API key.
-            result = self._ingest.export(Signal.LOGS, data, Encoding.PROTOBUF, Caller())
+            result = await run_blocking(self._executor, self._ingest.export, Signal.LOGS, data,
+                                        Encoding.PROTOBUF, Caller())
         except (DecodeError, RequestTooLarge, Retryable) as exc:
             log.warning("query: cannot audit a %s call, refusing it: %s", method, exc)
-            context.abort(grpc.StatusCode.UNAVAILABLE,
-                          "the read could not be audited; retry later")
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                "the read could not be audited; retry later")
         # The audit record carries the caller's filter, which masking scans: a `drop` rule that
         # matches it (or validation) must not turn into an unaudited read.
         if result.dropped or result.rejected or not result.routed.get("audit"):
             log.warning("query: the audit record of a %s call was dropped or not routed to "
                         "audit; refusing the call", method)
-            context.abort(grpc.StatusCode.UNAVAILABLE,
-                          "the read could not be audited (its filter matched a masking drop "
-                          "rule?); change the filter or ask an admin")
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                "the read could not be audited (its filter matched a masking "
+                                "drop rule?); change the filter or ask an admin")
 
 
-class _Release:
-    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
-        self._semaphore = semaphore
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        self._semaphore.release()
+def _export_format(request: pb.ExportRequest) -> str:
+    if request.format not in _FORMATS or request.compression not in _COMPRESSIONS:
+        return "unknown export format or compression"
+    return ""
 
 
 def _kv(key: str, value: str) -> KeyValue:

@@ -13,8 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from sluice_collector import __version__
 from sluice_collector.errors import SluiceReceiverError
 from sluice_collector.ingest import IngestCore
@@ -22,7 +20,7 @@ from sluice_collector.pipeline import Pipeline, Stage
 from sluice_collector.processors.masking import SecretMasker
 from sluice_collector.processors.routing import CategoryRouter
 from sluice_collector.processors.validate import RecordValidator
-from sluice_collector.receivers.otlp_grpc import OtlpGrpcHandlers, build_server, set_serving
+from sluice_collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from sluice_collector.service.config import ReceiverConfig
 from sluice_collector.service.status import StatusServer
 from sluice_collector.sinks.base import Sink
@@ -113,7 +111,6 @@ class Receiver:
         self.sinks.extend(extra_sinks)
         self.pipeline = Pipeline(stages, self.sinks, self.telemetry)
         self.ingest = IngestCore(self.pipeline, config.ingest, self.telemetry)
-        self._grpc_handlers = OtlpGrpcHandlers(self.ingest)
         self._query: LogQueryService | None = None
         if config.query.enabled:
             from sluice_collector.query.service import LogQueryService
@@ -123,8 +120,7 @@ class Receiver:
                 config.query, IndexStore.for_directory(config.files.directory), self.ingest
             )
         self._reuse_port = worker_index is not None
-        self._server: grpc.Server | None = None
-        self._health: Any = None
+        self._grpc: OtlpGrpcReceiver | None = None
         self._status: StatusServer | None = None
         self.port = 0
         self.status_port = 0
@@ -180,27 +176,20 @@ class Receiver:
     def _start_grpc(self) -> None:
         """The OTLP/gRPC front door, the health service and (when on) the query API."""
         grpc_config = self.config.receivers.grpc
-        queue = self.config.ingest.queue
-        server, port, self._health = build_server(
-            grpc_config, self._grpc_handlers,
-            max_request_bytes=self.config.ingest.max_request_bytes,
-            # Query streams (Export/Tail) hold a thread for their whole life: they get
-            # their own share on top, so readers never starve ingest of threads.
-            max_workers=max(grpc_config.threads, queue.max_requests + 4)
-            + (self.config.query.max_streams + 8 if self.config.query.enabled else 0),
-            reuse_port=self._reuse_port,
+        if self._query is not None:
+            self._query.open()
+        front = OtlpGrpcReceiver(
+            grpc_config, self.ingest, max_request_bytes=self.config.ingest.max_request_bytes,
+            reuse_port=self._reuse_port, services=[self._query] if self._query else [],
         )
+        port = front.start()
         if port == 0:
+            front.stop(0)
             raise ListenError(
                 f"receivers.otlp.protocols.grpc.endpoint: cannot listen on "
                 f"{grpc_config.endpoint} (address in use or not available); pick a free port"
             )
-        self._server, self.port = server, port
-        if self._query is not None:
-            self._query.open()
-            server.add_generic_rpc_handlers((self._query.generic_handler(),))
-        server.start()
-        set_serving(self._health, True)
+        self._grpc, self.port = front, port
 
     def stop(self, timeout_s: float | None = None) -> bool:
         """Stop listening, finish in-flight batches, flush and close sinks. Idempotent."""
@@ -213,9 +202,11 @@ class Receiver:
         clean = True
         if self._query is not None:
             self._query.close()
-        if self._server is not None:
-            set_serving(self._health, False)
-            self._server.stop(grace).wait(grace + 1)
+        if self._grpc is not None:
+            self._grpc.set_serving(False)
+            self._grpc.stop(grace)
+        if self._query is not None:
+            self._query.shutdown()
         clean = self.ingest.close(grace) and clean
         for sink in self.sinks:
             try:
