@@ -10,21 +10,17 @@ first request is always admitted, whatever its size, so one request larger than
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from sluice_collector import memory
 from sluice_collector.configreader import Section
 from sluice_collector.errors import Overloaded
 from sluice_collector.telemetry import ReceiverTelemetry
 
 MiB = 1024 * 1024
-# After a request this big, hand freed memory back to the OS: glibc otherwise keeps the arenas
-# the request threads grew for it (measured: +35-40 MiB RSS after one 10 MB attribute value).
-TRIM_AFTER_BYTES = 4 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +38,6 @@ class QueueConfig:
             max_bytes=q.get_size("max_bytes", 256 * MiB, minimum=1024),
             retry_after_s=q.get_duration("retry_after_s", 1.0),
         )
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None  # not glibc: nothing to do
-    return trim
-
-
-_malloc_trim = _load_malloc_trim()
 
 
 class Slot:
@@ -82,6 +66,7 @@ class Admission:
         self._idle = threading.Condition(self._lock)
         self._requests = 0
         self._bytes = 0
+        self._since_trim = 0  # request bytes since memory was last handed back (memory.py)
         self._closed = False
 
     @contextlib.contextmanager
@@ -114,14 +99,20 @@ class Admission:
         return Slot(self, nbytes)
 
     def _release(self, nbytes: int) -> None:
+        trim = False
         with self._lock:
             self._requests -= 1
             self._bytes -= nbytes
+            self._since_trim += nbytes
             self._publish()
             if not self._requests:
                 self._idle.notify_all()
-        if nbytes >= TRIM_AFTER_BYTES and _malloc_trim is not None:
-            _malloc_trim(0)
+                # Idle again after big requests: give their memory back to the OS.
+                trim = self._since_trim >= memory.TRIM_AFTER_BYTES
+                if trim:
+                    self._since_trim = 0
+        if trim:
+            memory.trim_soon()
 
     def _publish(self) -> None:
         self.telemetry.inflight_batches.set(self._requests)

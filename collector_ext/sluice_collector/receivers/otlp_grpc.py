@@ -52,6 +52,7 @@ from grpc_health.v1 import _async as health_aio  # the package's asyncio service
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Gauge
 
+from sluice_collector import memory
 from sluice_collector.batch import Signal
 from sluice_collector.errors import DecodeError, RequestTooLarge, Retryable, Unauthenticated
 from sluice_collector.ingest import Encoding, IngestCore
@@ -303,6 +304,7 @@ class OtlpGrpcReceiver:
             # ended without a message (no OTLP exporter does that), so both are counted and
             # answered as the common case.
             status = grpc.StatusCode.RESOURCE_EXHAUSTED
+            memory.trim_soon()  # the transport's buffers of a too-big message were just freed
         except TimeoutError:
             status = grpc.StatusCode.DEADLINE_EXCEEDED
         finally:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sluice_collector import __version__
+from sluice_collector import __version__, memory
 from sluice_collector.errors import SluiceReceiverError
 from sluice_collector.ingest import IngestCore
 from sluice_collector.pipeline import Pipeline, Stage
@@ -97,6 +97,7 @@ class Receiver:
         """`sinks` replaces the sinks the config asks for (tests, embedding); `extra_sinks` run
         after them, in order."""
         self.config = config
+        memory.tune_malloc()  # big requests must not leave big buffers resident (memory.py)
         self.telemetry = ReceiverTelemetry()
         # Masking comes first: it scans the request's encoded bytes, whose record positions
         # must still match the decoded request (validation may remove records).
