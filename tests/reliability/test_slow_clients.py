@@ -229,3 +229,20 @@ def test_pending_streams_over_all_connections_are_bounded(start_receiver: Any) -
         assert _metric(receiver, "sluice_grpc_pending_streams") == 8
     finally:
         attacker.release()
+
+
+def test_sigterm_answers_idle_calls_at_once_instead_of_waiting_out_the_grace(
+        start_receiver: Any) -> None:
+    """A call still waiting for its message has nothing in flight: on SIGTERM it is answered
+    UNAVAILABLE with a retry delay, and the receiver does not wait its 60 s grace for it."""
+    receiver = start_receiver({"shutdown_timeout_s": 60, "receivers": {"otlp": {"protocols": {
+        "grpc": {"endpoint": "127.0.0.1:0", "receive_timeout": "120s"}}}}})
+    attacker = Slowloris(receiver.endpoint, 10)
+    try:
+        _wait_for(lambda: _metric(receiver, "sluice_grpc_pending_streams") == 10, "10 pending")
+        assert receiver.stop(timeout_s=30) == 0  # well inside the grace and the receive timeout
+        assert set(attacker.codes()) == {grpc.StatusCode.UNAVAILABLE}
+        assert all(retry_delay_s(call.exception()) is not None  # type: ignore[arg-type]
+                   for call in attacker.calls)
+    finally:
+        attacker.release()

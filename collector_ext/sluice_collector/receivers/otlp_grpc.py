@@ -159,6 +159,8 @@ class OtlpGrpcReceiver:
             thread_name_prefix="sluice-ingest",
         )
         self._pending = 0  # Export calls waiting for their message (touched on the loop only)
+        self._reading: set[asyncio.Future[object]] = set()  # their reads, ended by stop
+        self._closing = False
         self._reads = ReadSlots(config.max_receiving, config.max_receiving_per_connection) \
             if config.max_receiving else None
         self._pending_gauge = Gauge(
@@ -186,9 +188,11 @@ class OtlpGrpcReceiver:
             self._loop.call(self._set_serving(serving), timeout_s=5)
 
     def stop(self, grace_s: float) -> None:
-        """Stop accepting calls, give running ones `grace_s`, then stop the loop."""
+        """Stop accepting calls, give running ones `grace_s`, then stop the loop. A call still
+        waiting for its message is answered UNAVAILABLE at once: nothing of it was taken, and
+        an idle client must not hold up a SIGTERM for the whole grace."""
         if self._server is not None:
-            self._loop.call(self._server.stop(grace_s), timeout_s=grace_s + 5)
+            self._loop.call(self._stop(grace_s), timeout_s=grace_s + 5)
             self._server = None
         self._executor.shutdown(wait=True)
         self._loop.stop()
@@ -233,6 +237,13 @@ class OtlpGrpcReceiver:
             self._server = server
             await self._set_serving(True)
         return port
+
+    async def _stop(self, grace_s: float) -> None:
+        assert self._server is not None
+        self._closing = True
+        for read in list(self._reading):
+            read.cancel()
+        await self._server.stop(grace_s)
 
     async def _set_serving(self, serving: bool) -> None:
         assert self._health is not None
@@ -287,7 +298,7 @@ class OtlpGrpcReceiver:
         first message is never finalised, and grpc.aio then keeps every message it returned
         (measured: +10 MiB for every 10 MiB request, for good: tracemalloc showed 1 MiB blocks
         allocated on the loop thread, 100 MiB after ten requests, none with `context.read()`)."""
-        if self._pending >= self.config.max_pending_streams:
+        if self._closing or self._pending >= self.config.max_pending_streams:
             self.core.count(signal, "UNAVAILABLE")
             await self._abort_retryable(context, Retryable(
                 f"too many requests waiting for their message ({self._pending}); retry later",
@@ -295,8 +306,10 @@ class OtlpGrpcReceiver:
         self._pending += 1
         self._pending_gauge.set(self._pending)
         status: grpc.StatusCode | None = None
+        read = asyncio.ensure_future(self._read(context))
+        self._reading.add(read)
         try:
-            message = await asyncio.wait_for(self._read(context), self.config.receive_timeout_s)
+            message = await asyncio.wait_for(read, self.config.receive_timeout_s)
             if isinstance(message, bytes):
                 return message
             # grpc.aio.EOF. The transport drops a message over max_request_bytes (after gunzip)
@@ -307,10 +320,18 @@ class OtlpGrpcReceiver:
             memory.trim_soon()  # the transport's buffers of a too-big message were just freed
         except TimeoutError:
             status = grpc.StatusCode.DEADLINE_EXCEEDED
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise  # the client went away
+            status = grpc.StatusCode.UNAVAILABLE  # stopping: nothing of it is here yet
         finally:
+            self._reading.discard(read)
             self._pending -= 1
             self._pending_gauge.set(self._pending)
         self.core.count(signal, status.name)
+        if status is grpc.StatusCode.UNAVAILABLE:
+            await self._abort_retryable(context, Retryable(
+                "the receiver is stopping; retry later", self.core.config.queue.retry_after_s))
         if status is grpc.StatusCode.DEADLINE_EXCEEDED:
             await context.abort(status, f"the request message did not arrive within "
                                         f"{self.config.receive_timeout_s:g} s (receive_timeout)")
