@@ -51,6 +51,9 @@ class Batch:
     # The request as it arrived (after gRPC's gunzip): stages may scan it (one RE2 pass finds the
     # few records worth masking) but never re-parse it; `request` is the decoded truth.
     raw: bytes = b""
+    # The request body exactly as received, in any encoding: a retry sends the same bytes, so
+    # this is what tells a retry apart from new data (`Pipeline`, "refused means nothing kept").
+    body: bytes = b""
     routes: dict[str, list[RecordRef]] = field(default_factory=dict)
     # The router's reading of each routed log record's attributes (key → plain value), parallel
     # to `routes[category]`. Read-only for sinks: they serialise from it instead of walking the

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sluice_collector.errors import ConfigProblem
@@ -31,8 +31,9 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0, "d": 
 _MISSING = object()
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
+def _show(value: Any, redact: Callable[[str], str] | None = None) -> str:
+    # Redacted before it is shortened: a secret cut in half would no longer be recognised.
+    text = repr(value) if redact is None else redact(repr(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -40,10 +41,13 @@ class Section:
     """A view of one config mapping at `path` (e.g. ``categories.audit``)."""
 
     def __init__(
-        self, data: Any, path: str, problems: list[ConfigProblem], *, present: bool = True
+        self, data: Any, path: str, problems: list[ConfigProblem], *, present: bool = True,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.path = path
         self.problems = problems
+        # Applied to every value a message quotes (see `redact.Redactor`); children share it.
+        self.redact = redact
         self.present = present and data is not None
         self._seen: set[str] = set()
         self._children: list[Section] = []
@@ -53,7 +57,7 @@ class Section:
         if not isinstance(data, Mapping):
             self._data: Mapping[str, Any] = {}
             problems.append(
-                ConfigProblem(path or "(top level)", f"got {_show(data)}; expected a mapping")
+                ConfigProblem(path or "(top level)", f"got {_show(data, redact)}; expected a mapping")
             )
         else:
             self._data = data
@@ -66,7 +70,12 @@ class Section:
 
     def error(self, name: str, message: str) -> None:
         """Record a problem for key `name` of this section."""
+        if self.redact is not None:
+            message = self.redact(message)
         self.problems.append(ConfigProblem(self.key(name), message))
+
+    def _show(self, value: Any) -> str:
+        return _show(value, self.redact)
 
     def has(self, name: str) -> bool:
         # Asking about a key makes it a known key, so check_unknown() lists it as accepted.
@@ -93,13 +102,13 @@ class Section:
         if value is _MISSING or value is None:
             return default
         if not isinstance(value, str | int | float) or isinstance(value, bool):
-            self.error(name, f"got {_show(value)}; expected a string")
+            self.error(name, f"got {self._show(value)}; expected a string")
             return default
         text = str(value)
         if choices is not None:
             options = list(choices)
             if text not in options:
-                self.error(name, f"got {_show(value)}; expected one of: {', '.join(options)}")
+                self.error(name, f"got {self._show(value)}; expected one of: {', '.join(options)}")
                 return default
         if not allow_empty and not text.strip():
             self.error(name, "must not be empty")
@@ -111,7 +120,7 @@ class Section:
         if value is _MISSING or value is None:
             return None
         if not isinstance(value, str):
-            self.error(name, f"got {_show(value)}; expected a string")
+            self.error(name, f"got {self._show(value)}; expected a string")
             return None
         return value
 
@@ -120,7 +129,7 @@ class Section:
         if value is _MISSING or value is None:
             return default
         if not isinstance(value, bool):
-            self.error(name, f"got {_show(value)}; expected true or false")
+            self.error(name, f"got {self._show(value)}; expected true or false")
             return default
         return value
 
@@ -134,7 +143,8 @@ class Section:
             if isinstance(value, str) and value.strip().lstrip("-").isdigit():
                 value = int(value)
             else:
-                self.error(name, f"got {_show(value)}; expected a whole number{_range(minimum, maximum)}")
+                self.error(name, f"got {self._show(value)}; expected a whole number"
+                                 f"{_range(minimum, maximum)}")
                 return default
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             self.error(name, f"got {value}; expected a whole number{_range(minimum, maximum)}")
@@ -149,7 +159,7 @@ class Section:
         if value is _MISSING or value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(name, f"got {_show(value)}; expected a number{_range(minimum, maximum)}")
+            self.error(name, f"got {self._show(value)}; expected a number{_range(minimum, maximum)}")
             return default
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             self.error(name, f"got {value}; expected a number{_range(minimum, maximum)}")
@@ -165,7 +175,7 @@ class Section:
         if parsed is None or parsed < minimum:
             self.error(
                 name,
-                f"got {_show(value)}; expected a size in bytes ≥ {minimum}, e.g. 1048576, "
+                f"got {self._show(value)}; expected a size in bytes ≥ {minimum}, e.g. 1048576, "
                 '"64MiB", "500MB" or "512KiB"',
             )
             return default
@@ -180,7 +190,7 @@ class Section:
         if parsed is None or parsed < minimum:
             self.error(
                 name,
-                f"got {_show(value)}; expected a duration ≥ {minimum:g}s, e.g. 5, \"500ms\", "
+                f"got {self._show(value)}; expected a duration ≥ {minimum:g}s, e.g. 5, \"500ms\", "
                 '"30s", "5m", "1h" or "7d"',
             )
             return default
@@ -193,7 +203,7 @@ class Section:
         if isinstance(value, str):
             return [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.error(name, f"got {_show(value)}; expected a list of strings")
+            self.error(name, f"got {self._show(value)}; expected a list of strings")
             return list(default)
         return list(value)
 
@@ -206,7 +216,7 @@ class Section:
         value = self._get(name)
         child = Section(
             None if value is _MISSING else value, self.key(name), self.problems,
-            present=value is not _MISSING,
+            present=value is not _MISSING, redact=self.redact,
         )
         self._children.append(child)
         self._child_of[name] = child
@@ -222,10 +232,11 @@ class Section:
         if value is _MISSING or value is None:
             pass
         elif not isinstance(value, Mapping):
-            self.error(name, f"got {_show(value)}; expected a mapping of names to settings")
+            self.error(name, f"got {self._show(value)}; expected a mapping of names to settings")
         else:
             for sub_name, sub_value in value.items():
-                child = Section(sub_value, f"{self.key(name)}.{sub_name}", self.problems)
+                child = Section(sub_value, f"{self.key(name)}.{sub_name}", self.problems,
+                                redact=self.redact)
                 self._children.append(child)
                 out[str(sub_name)] = child
         self._child_of[name] = out
@@ -239,11 +250,11 @@ class Section:
         if isinstance(value, Mapping):
             value = [value]
         if not isinstance(value, list):
-            self.error(name, f"got {_show(value)}; expected a list of mappings")
+            self.error(name, f"got {self._show(value)}; expected a list of mappings")
             return []
         out: list[Section] = []
         for index, item in enumerate(value):
-            child = Section(item, f"{self.key(name)}[{index}]", self.problems)
+            child = Section(item, f"{self.key(name)}[{index}]", self.problems, redact=self.redact)
             self._children.append(child)
             out.append(child)
         return out

@@ -9,6 +9,11 @@ protobuf messages, where every attribute access allocates a Python object:
 - Attribute lists take a string fast path (`string_value or ...`) because most attribute values
   are strings, and `WhichOneof` costs as much as the rest of the loop body.
 - Timestamps are formatted from a per-second cache: records of a batch share their second.
+- A line is `orjson.dumps(obj) + b"\n"`, a copy of exactly the line's size. orjson's own result
+  keeps the capacity it grew while writing — at least 4 KiB, 64 KiB for a 5 KB line — for as long
+  as it lives, and a batch's lines all live until they are written: one 59 MiB request of 55,000
+  records held 853 MiB of lines (RSS peak 775 MiB; with the copy ~100 MiB). The copy costs
+  ~0.6 µs a record.
 
 Every function returns whole lines ending in ``\\n``; a line is never split across records,
 so a file holds exactly one record per line.
@@ -41,8 +46,7 @@ Encoder: TypeAlias = Callable[[Batch, str, list[RecordRef]], list[bytes]]
 
 _Fragment = orjson.Fragment
 _dumps = orjson.dumps
-_NL = orjson.OPT_APPEND_NEWLINE
-_OPTS = orjson.OPT_APPEND_NEWLINE
+_NEWLINE = b"\n"
 _EMPTY_OBJECT = _Fragment(b"{}")
 
 SPAN_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
@@ -153,7 +157,7 @@ def _log_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: B
     out: list[bytes] = []
     append = out.append
     dumps = _dumps
-    opts = _NL
+    newline = _NEWLINE
     received = batch.received_unix_nano
     sev_names = SEVERITY_NAMES
     n_sev = len(sev_names)
@@ -229,7 +233,7 @@ def _log_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: B
             obj["dropped_attributes_count"] = dropped
         if trace_url and obj["trace_id"]:
             obj["trace_url"] = trace_url.replace("{trace_id}", obj["trace_id"])
-        append(dumps(obj, option=opts))
+        append(dumps(obj) + newline)  # an exact-size copy: see the module docstring
     return out
 
 
@@ -287,7 +291,7 @@ def _span_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: 
                 obj[name] = count
         if shared.trace_url and obj["trace_id"]:
             obj["trace_url"] = shared.trace_url.replace("{trace_id}", obj["trace_id"])
-        out.append(_dumps(obj, option=_OPTS))
+        out.append(_dumps(obj) + _NEWLINE)
     return out
 
 
@@ -385,7 +389,7 @@ def _metric_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared
         obj["scope"] = scope
         if len(metric.metadata):
             obj["metadata"] = _attrs(metric.metadata)
-        out.append(_dumps(obj, option=_OPTS))
+        out.append(_dumps(obj) + _NEWLINE)
     return out
 
 

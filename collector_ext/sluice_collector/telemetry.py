@@ -53,8 +53,14 @@ class ReceiverTelemetry:
             buckets=WRITE_BUCKETS_S, registry=r,
         )
         self.sink_errors = Counter(
-            "sluice_sink_errors", "Batches a sink could not take, by kind (disk_full, unavailable).",
+            "sluice_sink_errors",
+            "Batches a sink could not take, by kind (disk_full, unavailable, error).",
             ["sink", "kind"], registry=r,
+        )
+        self.resumed = Counter(
+            "sluice_retries_resumed",
+            "Retried Export requests that some sinks had already stored before the request was "
+            "refused: those sinks were skipped, so nothing is stored twice.", ["signal"], registry=r,
         )
         self.rotations = Counter(
             "sluice_file_rotations", "Rotated files.", ["category"], registry=r,

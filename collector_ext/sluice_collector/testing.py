@@ -5,6 +5,8 @@
 - `InMemorySink`: the twin of every sink; keeps copies of what it was given, per category.
 - `ManualClock`: a clock that moves only when told, for the alert rules' windows
   (`start_receiver(..., alerts_clock=clock)`), so a test crosses a 5-minute window at once.
+- `FailingSink`, `BlockingSink`: destinations that refuse batches or hang, to put beside the
+  real sinks (`extra_sinks=`) and see what the receiver does about it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import yaml
 from sluice_collector.service.config import ReceiverConfig, parse_config, with_endpoints
 from sluice_collector.service.receiver import Receiver
 from sluice_collector.sinks.base import Sink
-from sluice_collector.sinks.memory import InMemorySink
+from sluice_collector.sinks.memory import BlockingSink, FailingSink, InMemorySink
 
-__all__ = ["InMemorySink", "ManualClock", "config_from", "start_receiver"]
+__all__ = ["BlockingSink", "FailingSink", "InMemorySink", "ManualClock", "config_from", "start_receiver"]
 
 
 def config_from(settings: Mapping[str, Any] | str | ReceiverConfig | None) -> ReceiverConfig:
@@ -62,9 +64,13 @@ def start_receiver(
     *,
     sinks: Sequence[Sink] | None = None,
     alerts_clock: Callable[[], float] = time.time,
+    extra_sinks: Sequence[Sink] = (),
 ) -> Receiver:
     """Start a receiver in this process; call `.stop()` when done (or use it as a fixture).
+
+    `sinks` replaces the sinks the config asks for; `extra_sinks` runs after them.
     `alerts_clock` drives the alert rules' windows and alert times (e.g. a `ManualClock`)."""
-    receiver = Receiver(config_from(settings), sinks=sinks, alerts_clock=alerts_clock)
+    receiver = Receiver(config_from(settings), sinks=sinks, extra_sinks=extra_sinks,
+                        alerts_clock=alerts_clock)
     receiver.start()
     return receiver

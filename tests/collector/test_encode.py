@@ -269,3 +269,22 @@ def test_trace_url_template_adds_a_clickable_link_to_records_with_a_trace() -> N
     lines = decode(json_lines(batch, "app", batch.routes["app"], cache=cache))
     assert lines[0]["trace_url"] == "http://localhost:16686/trace/" + "01" * 16
     assert "trace_url" not in lines[1]
+
+
+def test_lines_hold_no_more_memory_than_their_bytes() -> None:
+    """A batch's lines all live until they are written, so each must cost about its length:
+    orjson's own result kept ≥ 4 KiB of buffer per line (16 KiB for these), which made one
+    59 MiB request hold 853 MiB of lines."""
+    import tracemalloc
+
+    records = [log_record("x" * 300 + f" {i}", attributes={"seq": i}) for i in range(2000)]
+    batch = Batch(Signal.LOGS, logs_request(*records), time.time_ns())
+    batch.routes = {"app": batch.records()}
+    tracemalloc.start()
+    try:
+        lines = json_lines(batch, "app", batch.routes["app"])
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = sum(len(line) for line in lines)
+    assert held < 1.5 * size + 64 * 1024, (held, size)

@@ -609,3 +609,27 @@ def test_max_backups_never_prunes_a_category_kept_forever(tmp_path: Path) -> Non
     files = all_files(tmp_path / "logs")
     assert len([f for f in files if f.startswith("audit.log.")]) == 4
     assert len([f for f in files if f.startswith("app.log.")]) == 1
+
+
+def test_the_file_limit_is_per_category_and_tenant_and_a_templated_fallback_adds_none(
+        tmp_path: Path) -> None:
+    """Each tenant has its own max_files_per_template; past it records go to the fallback, and a
+    fallback that is itself a template over record fields would add files, so `<category>.log`
+    takes them instead."""
+    s = make_sink(tmp_path, path="users/{user.id}.log", max_files_per_template=2,
+                  fallback_path="by-service/{service.name}.log")
+    s.start(background=False)
+    try:
+        for tenant in ("acme", "globex"):
+            for user in ("a", "b", "c", "d"):
+                batch = batch_of(f"{tenant}-{user}", attributes={"user.id": user},
+                                 resource={"service.name": f"svc-{user}"})
+                batch.tenant = tenant
+                s.consume(batch)
+    finally:
+        s.shutdown()
+    assert all_files(tmp_path / "logs") == [
+        "tenants/acme/app.log", "tenants/acme/users/a.log", "tenants/acme/users/b.log",
+        "tenants/globex/app.log", "tenants/globex/users/a.log", "tenants/globex/users/b.log",
+    ]
+    assert bodies(tmp_path / "logs/tenants/acme/app.log") == ["acme-c", "acme-d"]

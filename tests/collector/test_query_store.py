@@ -247,3 +247,34 @@ def test_user_of_a_row_falls_back_to_the_resource() -> None:
     own = row_of_line(line.replace(b'"attributes":{}', b'"attributes":{"user.id":"u-8"}'))
     assert own is not None
     assert own.user_id == "u-8"
+
+
+def test_a_forged_page_token_outside_64_bits_is_an_invalid_filter(store: IndexStore) -> None:
+    """A token is only base64 JSON: one naming a time or row past what SQLite can hold must be
+    refused as the caller's mistake (INVALID_ARGUMENT), not fail inside SQLite (UNKNOWN)."""
+    import base64
+
+    import orjson
+
+    f = RecordFilter()
+    for time_ns, row_id in ((2**64 - 1, 1), (2**63, 1), (-1, 1), (T0, 2**63), (T0, -5)):
+        raw = orjson.dumps([time_ns, row_id, True, f.digest()]) if time_ns < 2**64 - 1 else (
+            b"[18446744073709551615,1,true,\"" + f.digest().encode() + b"\"]")
+        token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        with pytest.raises(InvalidFilter, match="page_token"):
+            store.query(f, AccessScope(), limit=1, page_token=token)
+
+
+def test_stats_never_returns_more_than_about_1000_buckets(store: IndexStore) -> None:
+    """Negative bounds are refused; the widest legal range still comes in ≤ 1001 buckets, for a
+    user scope as for an admin."""
+    for scope in (AccessScope(), AccessScope(user_id="u1")):
+        with pytest.raises(InvalidFilter, match="since_unix_nano"):
+            store.stats(RecordFilter(since_ns=-(2**63)), scope, 1)
+        with pytest.raises(InvalidFilter, match="until_unix_nano"):
+            store.stats(RecordFilter(until_ns=-1), scope, 1)
+        for since, until in ((1, 2**63 - 1), (1, 0), (0, 2**63 - 1)):
+            stats = store.stats(RecordFilter(since_ns=since, until_ns=until), scope, 1)
+            assert stats.total
+            assert 1 <= len(stats.buckets) <= 1001
+            assert sum(n for _b, n, _e in stats.buckets) == stats.total

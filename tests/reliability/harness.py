@@ -108,10 +108,12 @@ class Sender:
         self.channel = grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS, compression=compression)
         self.export = self.channel.unary_unary(LOGS_EXPORT)
 
-    def call(self, data: bytes, timeout_s: float = 10.0, *, wait_for_ready: bool = False) -> Outcome:
+    def call(self, data: bytes, timeout_s: float = 10.0, *, wait_for_ready: bool = False,
+             metadata: list[tuple[str, str]] | None = None) -> Outcome:
         started = time.perf_counter()
         try:
-            response = self.export(data, timeout=timeout_s, wait_for_ready=wait_for_ready)
+            response = self.export(data, timeout=timeout_s, wait_for_ready=wait_for_ready,
+                                   metadata=metadata)
         except grpc.RpcError as exc:
             return Outcome(exc.code(), time.perf_counter() - started, exc.details() or "",  # type: ignore[attr-defined]
                            retry_delay_s(exc))

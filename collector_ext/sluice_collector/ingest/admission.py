@@ -10,21 +10,17 @@ first request is always admitted, whatever its size, so one request larger than
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from sluice_collector import memory
 from sluice_collector.configreader import Section
 from sluice_collector.errors import Overloaded
 from sluice_collector.telemetry import ReceiverTelemetry
 
 MiB = 1024 * 1024
-# After a request this big, hand freed memory back to the OS: glibc otherwise keeps the arenas
-# the request threads grew for it (measured: +35-40 MiB RSS after one 10 MB attribute value).
-TRIM_AFTER_BYTES = 4 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +40,24 @@ class QueueConfig:
         )
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None  # not glibc: nothing to do
-    return trim
+class Slot:
+    """One admitted request's place in the in-flight set; `release` gives it back (once)."""
 
+    __slots__ = ("_admission", "nbytes")
 
-_malloc_trim = _load_malloc_trim()
+    def __init__(self, admission: Admission, nbytes: int) -> None:
+        self._admission: Admission | None = admission
+        self.nbytes = nbytes
+
+    def release(self) -> None:
+        admission, self._admission = self._admission, None
+        if admission is not None:
+            admission._release(self.nbytes)
 
 
 class Admission:
-    """The in-flight set. `admit` is a context manager held for the whole request."""
+    """The in-flight set. `admit` is a context manager held for the whole request; `reserve`
+    takes a place that the caller hands on (e.g. from an event loop to a worker thread)."""
 
     def __init__(self, queue: QueueConfig, telemetry: ReceiverTelemetry) -> None:
         self.queue = queue
@@ -66,11 +66,21 @@ class Admission:
         self._idle = threading.Condition(self._lock)
         self._requests = 0
         self._bytes = 0
+        self._since_trim = 0  # request bytes since memory was last handed back (memory.py)
         self._closed = False
 
     @contextlib.contextmanager
     def admit(self, nbytes: int) -> Iterator[None]:
         """Hold a place for one request of `nbytes` bytes; raise `Overloaded` when full."""
+        slot = self.reserve(nbytes)
+        try:
+            yield
+        finally:
+            slot.release()
+
+    def reserve(self, nbytes: int) -> Slot:
+        """Take a place for one request of `nbytes` bytes, at once or never: raise `Overloaded`
+        when full. Never blocks, so an event loop may call it."""
         with self._lock:
             if self._closed:
                 raise Overloaded("receiver is shutting down", self.queue.retry_after_s)
@@ -86,17 +96,23 @@ class Admission:
             self._requests += 1
             self._bytes += nbytes
             self._publish()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._requests -= 1
-                self._bytes -= nbytes
-                self._publish()
-                if not self._requests:
-                    self._idle.notify_all()
-            if nbytes >= TRIM_AFTER_BYTES and _malloc_trim is not None:
-                _malloc_trim(0)
+        return Slot(self, nbytes)
+
+    def _release(self, nbytes: int) -> None:
+        trim = False
+        with self._lock:
+            self._requests -= 1
+            self._bytes -= nbytes
+            self._since_trim += nbytes
+            self._publish()
+            if not self._requests:
+                self._idle.notify_all()
+                # Idle again after big requests: give their memory back to the OS.
+                trim = self._since_trim >= memory.TRIM_AFTER_BYTES
+                if trim:
+                    self._since_trim = 0
+        if trim:
+            memory.trim_soon()
 
     def _publish(self) -> None:
         self.telemetry.inflight_batches.set(self._requests)

@@ -8,6 +8,12 @@ Collector's otlpreceiver shares one `Export` between its gRPC and HTTP servers:
         admission → decode → pipeline (mask → validate → classify → sinks)
                                     → ExportResult  (partial success), or a typed error
 
+A front door that runs `export` on a worker thread (the gRPC one runs an event loop) takes the
+request's admission place first, with `reserve(signal, nbytes)` on its own thread — so a
+request over the bound is refused before it costs a thread or waits in a queue — and hands the
+`Slot` to `export`, which releases it. A request the front door answers itself, before
+`export` (its body never arrived, too many were waiting), is counted with `count`.
+
 The typed errors (see `errors.py`) are the whole contract with the front doors, which map them
 to status codes; this module counts every outcome once, in `sluice_requests_total` by signal and
 by the OTLP/gRPC status name (HTTP front doors map the same names to HTTP codes).
@@ -35,7 +41,7 @@ from sluice_collector.errors import (
     Retryable,
     Unauthenticated,
 )
-from sluice_collector.ingest.admission import Admission, QueueConfig
+from sluice_collector.ingest.admission import Admission, QueueConfig, Slot
 from sluice_collector.ingest.auth import AuthConfig, TokenAuthenticator
 from sluice_collector.ingest.decode import Encoding, decode_request
 from sluice_collector.pipeline import Pipeline
@@ -131,14 +137,34 @@ class IngestCore:
                 self._auth_failures.labels(signal.value, exc.reason).inc()
             raise
 
-    def export(self, signal: Signal, body: bytes, encoding: Encoding, caller: Caller) -> ExportResult:
-        """Take one Export request; raise DecodeError, RequestTooLarge or Retryable."""
+    def reserve(self, signal: Signal, nbytes: int) -> Slot:
+        """An admission place for a request of `nbytes` bytes, to pass to `export`; raises
+        `Overloaded` (counted) when the in-flight set is full. Never blocks."""
+        try:
+            return self.admission.reserve(nbytes)
+        except Retryable:
+            self.telemetry.requests.labels(signal.value, "UNAVAILABLE").inc()
+            raise
+
+    def count(self, signal: Signal, outcome: str) -> None:
+        """Count a request the front door answered itself (`outcome`: the OTLP/gRPC status
+        name), so `sluice_requests_total` sees every request once."""
+        self.telemetry.requests.labels(signal.value, outcome).inc()
+
+    def export(self, signal: Signal, body: bytes, encoding: Encoding, caller: Caller,
+               slot: Slot | None = None) -> ExportResult:
+        """Take one Export request; raise DecodeError, RequestTooLarge or Retryable. With a
+        `slot` from `reserve` the request is already admitted; the slot is released here."""
         requests = self.telemetry.requests
         try:
-            with self.admission.admit(len(body)):
+            if slot is None:
+                slot = self.admission.reserve(len(body))  # counted below when refused
+            try:
                 batch = decode_request(signal, body, max_bytes=self.config.max_request_bytes,
                                        tenant=caller.tenant, encoding=encoding)
                 batch = self.pipeline.process(batch)
+            finally:
+                slot.release()
         except DecodeError:
             requests.labels(signal.value, "INVALID_ARGUMENT").inc()
             raise

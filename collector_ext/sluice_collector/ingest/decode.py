@@ -76,7 +76,8 @@ def decode_request(
             ) from None
         raw = data
     return Batch(
-        signal=signal, request=request, received_unix_nano=time.time_ns(), tenant=tenant, raw=raw
+        signal=signal, request=request, received_unix_nano=time.time_ns(), tenant=tenant, raw=raw,
+        body=data,
     )
 
 

@@ -21,6 +21,7 @@ import orjson
 from sluice_collector.query._proto import query_pb2 as pb
 from sluice_collector.query.arguments import add_parser, parse_severity, parse_time
 from sluice_collector.query.printable import printable
+from sluice_collector.redact import redact_text, url_password
 
 __all__ = ["add_parser", "explain", "parse_severity", "parse_time", "run"]
 
@@ -87,7 +88,12 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     try:
         return _dispatch(args, channel, metadata, out)
     except grpc.RpcError as exc:
-        print(f"sluice logs: {explain(exc, args.endpoint)}", file=sys.stderr)
+        # Never echo a credential: not the key (should anything quote it), not a URL password.
+        message = explain(exc, args.endpoint).replace(args.api_key, "<api key>")
+        password = url_password(args.endpoint)
+        if password:
+            message = message.replace(password, "xxxxx")
+        print(f"sluice logs: {redact_text(message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

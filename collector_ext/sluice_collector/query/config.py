@@ -33,8 +33,13 @@ class QueryConfig:
     max_limit: int = DEFAULT_QUERY_MAX_LIMIT
     # Categories written to the index; empty = every log and span category.
     index_categories: tuple[str, ...] = ()
-    # Export and Tail hold a gRPC thread each for their whole run; beyond this they are refused.
+    # Export and Tail streams at once; beyond this they are refused (RESOURCE_EXHAUSTED).
     max_streams: int = 8
+    # One key's share of them: no key can lock the others (an admin) out.
+    max_streams_per_key: int = 2
+    # Query and Stats calls at once, and one key's share of them.
+    max_queries: int = 8
+    max_queries_per_key: int = 2
 
     @classmethod
     def from_section(cls, s: Section, categories: Sequence[str], auth: AuthConfig) -> QueryConfig:
@@ -83,9 +88,22 @@ def _parse_query(s: Section, categories: Sequence[str], auth: AuthConfig) -> Que
         if not CATEGORY_NAME_RE.match(name) or name == "metrics":
             s.error("index_categories", f"got {name!r}; expected log or span category names "
                                         f"such as {', '.join(c for c in categories if c != 'metrics')}")
+    max_streams = s.get_int("max_streams", 8, minimum=1, maximum=256)
+    max_queries = s.get_int("max_queries", 8, minimum=1, maximum=256)
     return QueryConfig(
         enabled=enabled, api_keys=tuple(keys),
         max_limit=s.get_int("max_limit", DEFAULT_QUERY_MAX_LIMIT, minimum=1, maximum=100_000),
         index_categories=tuple(indexed),
-        max_streams=s.get_int("max_streams", 8, minimum=1, maximum=256),
+        max_streams=max_streams,
+        max_streams_per_key=s.get_int("max_streams_per_key", fair_share(max_streams),
+                                      minimum=1, maximum=max_streams),
+        max_queries=max_queries,
+        max_queries_per_key=s.get_int("max_queries_per_key", fair_share(max_queries),
+                                      minimum=1, maximum=max_queries),
     )
+
+
+def fair_share(total: int) -> int:
+    """One key's default share of `total` places: a quarter, at least one — four keys can be
+    busy at once, and one key alone leaves most places to the others."""
+    return max(1, total // 4)

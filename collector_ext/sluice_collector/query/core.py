@@ -86,7 +86,8 @@ class ReadForbidden(ReadError):
 
 
 class TooManyStreams(ReadError):
-    """Every Export/Tail stream slot (`query.max_streams`) is taken."""
+    """No place for the read: every Export/Tail stream slot (`query.max_streams`) or Query/Stats
+    call slot (`query.max_queries`) is taken, or the key holds its fair share of them."""
 
 
 class NotAudited(ReadError):
@@ -273,6 +274,36 @@ class TailCursor:
         await self._follower.wait_async(self.last_id, timeout_s)
 
 
+class KeySlots:
+    """`total` places shared fairly: one API key holds at most `per_key` of them at a time, so
+    one user key cannot lock admins (or other users) out."""
+
+    def __init__(self, total: int, per_key: int) -> None:
+        self.total = total
+        self.per_key = per_key
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> str:
+        """Take a place for `key`; "" when taken, else why not (for the client)."""
+        with self._lock:
+            mine = self._held.get(key, 0)
+            if mine >= self.per_key:
+                return f"this key already has {mine} running (its share is {self.per_key})"
+            if sum(self._held.values()) >= self.total:
+                return f"all {self.total} places are taken"
+            self._held[key] = mine + 1
+            return ""
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            left = self._held.get(key, 0) - 1
+            if left > 0:
+                self._held[key] = left
+            else:
+                self._held.pop(key, None)
+
+
 # -- the core ----------------------------------------------------------------------------------
 
 class QueryCore:
@@ -285,7 +316,8 @@ class QueryCore:
         self.store = store
         self._ingest = ingest
         self._authenticate = ApiKeyAuthenticator(config)
-        self._streams = threading.BoundedSemaphore(config.max_streams)
+        self._queries = KeySlots(config.max_queries, config.max_queries_per_key)
+        self._streams = KeySlots(config.max_streams, config.max_streams_per_key)
         self.follower = IndexFollower(store)
         self.files_directory = files_directory
         self._chain_key = chain_key
@@ -322,31 +354,33 @@ class QueryCore:
     # -- reads -----------------------------------------------------------------------------
     def query(self, key: ApiKeyConfig, f: RecordFilter, *, limit: int = 0, newest_first: bool = True,
               page_token: str = "", peer: str, via: str) -> tuple[list[StoredRow], str]:
-        scope = self.authorize(key, "Query", f, peer=peer, via=via)
-        capped = min(limit or DEFAULT_LIMIT, self.config.max_limit)
-        return self.store.query(f, scope, limit=capped, newest_first=newest_first,
-                                page_token=page_token)
+        with self._slot(self._queries, key, "Query/Stats calls", "max_queries"):
+            scope = self.authorize(key, "Query", f, peer=peer, via=via)
+            capped = min(limit or DEFAULT_LIMIT, self.config.max_limit)
+            return self.store.query(f, scope, limit=capped, newest_first=newest_first,
+                                    page_token=page_token)
 
     def stats(self, key: ApiKeyConfig, f: RecordFilter, *, bucket_s: int = 0, peer: str,
               via: str) -> Stats:
-        scope = self.authorize(key, "Stats", f, peer=peer, via=via)
-        return self.store.stats(f, scope, max(0, bucket_s))
+        with self._slot(self._queries, key, "Query/Stats calls", "max_queries"):
+            scope = self.authorize(key, "Stats", f, peer=peer, via=via)
+            return self.store.stats(f, scope, max(0, bucket_s))
 
     @contextlib.contextmanager
     def export(self, key: ApiKeyConfig, f: RecordFilter, *, fmt: str, compression: str,
                newest_first: bool = False, max_records: int = 0, peer: str, via: str
                ) -> Iterator[Iterator[bytes]]:
         """The export's chunks, while holding a stream slot (the `with` block)."""
-        scope = self.authorize(key, "Export", f, peer=peer, via=via)
-        with self._stream_slot():
+        with self._slot(self._streams, key, "Export/Tail streams", "max_streams"):
+            scope = self.authorize(key, "Export", f, peer=peer, via=via)
             rows = self.store.iterate(f, scope, newest_first=newest_first, max_records=max_records)
             yield export_chunks(rows, fmt, compression)
 
     @contextlib.contextmanager
     def tail(self, key: ApiKeyConfig, f: RecordFilter, *, peer: str, via: str) -> Iterator[TailCursor]:
         """A cursor over records indexed from now on, while holding a stream slot."""
-        scope = self.authorize(key, "Tail", f, peer=peer, via=via)
-        with self._stream_slot():
+        with self._slot(self._streams, key, "Export/Tail streams", "max_streams"):
+            scope = self.authorize(key, "Tail", f, peer=peer, via=via)
             self.follower.subscribe()
             try:
                 yield TailCursor(self.store, self.follower, f, scope)
@@ -368,14 +402,16 @@ class QueryCore:
 
     # -- plumbing --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _stream_slot(self) -> Iterator[None]:
-        if not self._streams.acquire(blocking=False):
-            raise TooManyStreams(f"too many Export/Tail streams (query.max_streams = "
-                                 f"{self.config.max_streams}); retry later")
+    def _slot(self, slots: KeySlots, key: ApiKeyConfig, what: str, limit: str) -> Iterator[None]:
+        """A place for one read, taken before it is audited (a refused read leaves no record)."""
+        refused = slots.acquire(key.name)
+        if refused:
+            raise TooManyStreams(f"too many {what}: {refused} (query.{limit}, "
+                                 f"query.{limit}_per_key); retry later")
         try:
             yield
         finally:
-            self._streams.release()
+            slots.release(key.name)
 
     def _audit(self, key: ApiKeyConfig, method: str, f: RecordFilter, peer: str, via: str) -> None:
         data = audit_request(key, method, f, peer, via).SerializeToString()

@@ -1,9 +1,13 @@
 """The `sluice.v1.LogQuery` gRPC service: Query, Stats, Export and Tail over the index.
 
-A thin front door over the read core (`core.QueryCore`), which alone decides who may see what
-and audits every read — the viewer's JSON API (`web.py`) calls the very same core. This module
-only turns gRPC metadata and request bytes into core calls and the core's typed errors into
-status codes.
+A thin front door over the read core (`core.QueryCore`), which alone decides who may see what,
+shares the call and stream places fairly between API keys and audits every read — the viewer's
+JSON API (`web.py`) calls the very same core. This module only turns gRPC metadata and request
+bytes into core calls and the core's typed errors into status codes.
+
+It runs on the receiver's `grpc.aio` server: a handler never blocks the event loop, every core
+call runs on this service's own thread pool (sized so that each read the core's limits let run
+has a thread), and a Tail waiting for new records holds no thread between its polls.
 
 Handlers take and return raw bytes (as the OTLP handlers do) so a malformed request is answered
 with INVALID_ARGUMENT, not grpcio's INTERNAL.
@@ -12,13 +16,15 @@ with INVALID_ARGUMENT, not grpcio's INTERNAL.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
 
+from sluice_collector.loop import run_blocking
 from sluice_collector.query._proto import query_pb2 as pb
 from sluice_collector.query.config import ApiKeyConfig
 from sluice_collector.query.core import (
@@ -58,16 +64,26 @@ def _record(stored: StoredRow) -> pb.Record:
                      line=stored.row.line)
 
 
-def _abort(context: grpc.ServicerContext, exc: ReadError | InvalidFilter) -> NoReturn:
-    context.abort(getattr(grpc.StatusCode, error_name(exc)), str(exc))
-    raise AssertionError("unreachable")  # context.abort raises
-
-
 class LogQueryService:
     """The four RPCs over one read core."""
 
     def __init__(self, core: QueryCore) -> None:
         self._core = core
+        config = core.config
+        # Every running read does its blocking work here, one job at a time: enough threads
+        # for every read the core's limits let run, so none waits for a thread.
+        self._executor = ThreadPoolExecutor(max_workers=config.max_queries + config.max_streams,
+                                            thread_name_prefix="sluice-query")
+        self._closing = False
+
+    def close(self) -> None:
+        """End running streams at their next step, so the server's stop does not wait."""
+        self._closing = True
+
+    def shutdown(self) -> None:
+        """After the server stopped: release the pool."""
+        self._closing = True
+        self._executor.shutdown(wait=True)
 
     def generic_handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {
@@ -78,18 +94,18 @@ class LogQueryService:
         })
 
     # -- RPCs ------------------------------------------------------------------------------
-    def query(self, data: bytes, context: grpc.ServicerContext) -> bytes:
-        key, request = self._begin(data, context, pb.QueryRequest)
-        rows, token = self._call(context, lambda: self._core.query(
+    async def query(self, data: bytes, context: Any) -> bytes:
+        key, request = await self._begin(data, context, pb.QueryRequest)
+        rows, token = await self._call(context, lambda: self._core.query(
             key, filter_of(request.filter), limit=request.limit,
             newest_first=request.order == pb.NEWEST_FIRST, page_token=request.page_token,
             peer=context.peer(), via="grpc"))
         response = pb.QueryResponse(records=[_record(r) for r in rows], next_page_token=token)
         return response.SerializeToString()
 
-    def stats(self, data: bytes, context: grpc.ServicerContext) -> bytes:
-        key, request = self._begin(data, context, pb.StatsRequest)
-        s = self._call(context, lambda: self._core.stats(
+    async def stats(self, data: bytes, context: Any) -> bytes:
+        key, request = await self._begin(data, context, pb.StatsRequest)
+        s = await self._call(context, lambda: self._core.stats(
             key, filter_of(request.filter), bucket_s=request.bucket_seconds,
             peer=context.peer(), via="grpc"))
         response = pb.StatsResponse(
@@ -110,53 +126,61 @@ class LogQueryService:
         )
         return response.SerializeToString()
 
-    def export(self, data: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-        key, request = self._begin(data, context, pb.ExportRequest)
+    async def export(self, data: bytes, context: Any) -> AsyncIterator[bytes]:
+        key, request = await self._begin(data, context, pb.ExportRequest)
         fmt = _FORMATS.get(request.format)
         compression = _COMPRESSIONS.get(request.compression)
         if fmt is None or compression is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown export format or compression")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "unknown export format or compression")
         with contextlib.ExitStack() as stack:
-            chunks = self._call(context, lambda: stack.enter_context(self._core.export(
+            chunks = await self._call(context, lambda: stack.enter_context(self._core.export(
                 key, filter_of(request.filter), fmt=fmt or "jsonl",
                 compression=compression or "none", newest_first=request.order == pb.NEWEST_FIRST,
                 max_records=request.max_records, peer=context.peer(), via="grpc")))
-            for chunk in chunks:
-                if not context.is_active():
+            while not self._closing:
+                # One chunk at a time on the pool: the generator reads the index page by page.
+                chunk = await self._call(context, lambda: next(chunks, None))
+                if chunk is None:
                     return
                 yield pb.ExportChunk(data=chunk).SerializeToString()
 
-    def tail(self, data: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-        key, request = self._begin(data, context, pb.TailRequest)
+    async def tail(self, data: bytes, context: Any) -> AsyncIterator[bytes]:
+        key, request = await self._begin(data, context, pb.TailRequest)
         with contextlib.ExitStack() as stack:
-            cursor = self._call(context, lambda: stack.enter_context(self._core.tail(
+            cursor = await self._call(context, lambda: stack.enter_context(self._core.tail(
                 key, filter_of(request.filter), peer=context.peer(), via="grpc")))
             # An empty first message confirms the subscription: records indexed from now on
             # will be sent.
             yield b""
-            while context.is_active() and not cursor.closing:
-                rows = cursor.poll()
+            while not self._closing and not cursor.closing:
+                rows = await self._call(context, cursor.poll)
                 for start in range(0, len(rows), 500):
                     yield pb.TailResponse(
                         records=[_record(r) for r in rows[start:start + 500]]
                     ).SerializeToString()
                 if not rows:
-                    cursor.wait(TAIL_CHECK_S)
+                    await cursor.wait_async(TAIL_CHECK_S)  # on the loop: no thread held
 
     # -- plumbing --------------------------------------------------------------------------
-    def _begin(self, data: bytes, context: grpc.ServicerContext, message: type[_Req]
-               ) -> tuple[ApiKeyConfig, Any]:
+    async def _begin(self, data: bytes, context: Any, message: type[_Req]
+                     ) -> tuple[ApiKeyConfig, Any]:
         """The caller's key and the parsed request; aborts the call when either is bad."""
-        key = self._call(context, lambda: self._core.authenticate(context.invocation_metadata()))
+        key = await self._call(context, lambda: self._core.authenticate(context.invocation_metadata()))
         try:
             request = message.FromString(data)
         except ProtobufDecodeError:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a sluice.v1.{message.__name__}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"not a sluice.v1.{message.__name__}")
         return key, request
 
-    @staticmethod
-    def _call(context: grpc.ServicerContext, work: Callable[[], _T]) -> _T:
+    async def _call(self, context: Any, work: Callable[[], _T]) -> _T:
         try:
-            return work()
+            return await run_blocking(self._executor, work)
         except (ReadError, InvalidFilter) as exc:
-            _abort(context, exc)
+            await _abort(context, exc)
+
+
+async def _abort(context: Any, exc: ReadError | InvalidFilter) -> NoReturn:
+    await context.abort(getattr(grpc.StatusCode, error_name(exc)), str(exc))
+    raise AssertionError("unreachable")  # context.abort raises

@@ -54,6 +54,7 @@ _CHAIN_FIELDS_RE = re.compile(rb'(?:,"audit\.(?:torn_prev|prev_hash|hash)":"[0-9
 _ERROR_SQL = "(severity >= 17 OR status = 'error' OR status GLOB '5[0-9][0-9]')"
 _ATTRIBUTE_KEY_RE = re.compile(r'^[^"\\\x00-\x1f]{1,256}$')
 _HEX32_RE = re.compile(r"^[0-9a-f]{32}$")
+MAX_NS = 2**63 - 1  # the index holds times as SQLite's signed 64-bit integers
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -264,6 +265,12 @@ def check_filter(f: RecordFilter) -> None:
             raise InvalidFilter(f"filter.attribute_equals: key {key!r} is not an attribute name")
     if not 0 <= f.severity_at_least <= 24:
         raise InvalidFilter(f"filter.severity_at_least: got {f.severity_at_least}; expected 0-24")
+    # Stored times are never negative (validation refuses what SQLite cannot hold): a negative
+    # bound can only be a mistake, and made the time arithmetic of Stats overflow.
+    for name, value in (("since_unix_nano", f.since_ns), ("until_unix_nano", f.until_ns)):
+        if value < 0:
+            raise InvalidFilter(f"filter.{name}: got {value}; expected a time in Unix "
+                                "nanoseconds ≥ 0 (0 = unbounded)")
     if f.until_ns and f.since_ns and f.until_ns <= f.since_ns:
         raise InvalidFilter("filter: until must be after since")
 
@@ -330,6 +337,8 @@ def decode_token(token: str, newest_first: bool, f: RecordFilter) -> tuple[int, 
         time_ns, row_id, order, digest = orjson.loads(raw)
         if not isinstance(time_ns, int) or not isinstance(row_id, int):
             raise TypeError
+        if not (0 <= time_ns <= MAX_NS and 0 <= row_id <= MAX_NS):
+            raise ValueError  # forged: SQLite cannot even compare with it
     except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
         raise InvalidFilter("page_token: not a token this server issued") from exc
     if order != newest_first or digest != f.digest():

@@ -70,9 +70,23 @@ def endpoint_problem(value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class GrpcConfig:
+    """`receivers.otlp.protocols.grpc`: where OTLP/gRPC listens and how it treats slow clients.
+
+    A request holds no thread while its message is on the way (see receivers/otlp_grpc.py);
+    what it does hold is bounded here: HTTP/2 streams per connection, streams still waiting
+    for their message over all connections, and how long that wait may last.
+    """
+
     endpoint: str = DEFAULT_GRPC_ENDPOINT  # "" = off
     tls: TlsConfig | None = None
-    threads: int = 16  # request threads (at least queue.max_requests + 4 are started)
+    threads: int = 16  # ingest threads (at least queue.max_requests run)
+    max_concurrent_streams: int = 1000  # per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)
+    max_pending_streams: int = 256  # Export streams waiting for their message, in total
+    # Calls whose message is read at the same time (0 = no limit), and one connection's share:
+    # the transport then buffers at most max_receiving messages (each ≤ max_request_bytes).
+    max_receiving: int = 0
+    max_receiving_per_connection: int = 1
+    receive_timeout_s: float = 30.0  # a message not in by then: DEADLINE_EXCEEDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +127,16 @@ class ReceiversConfig:
                 endpoint=parse_endpoint(g, "endpoint", DEFAULT_GRPC_ENDPOINT, allow_empty=True),
                 tls=TlsConfig.from_section(g.section("tls")),
                 threads=g.get_int("threads", 16, minimum=1, maximum=1024),
+                max_concurrent_streams=g.get_int("max_concurrent_streams", 1000, minimum=1,
+                                                 maximum=1_000_000),
+                max_pending_streams=g.get_int("max_pending_streams", 256, minimum=1,
+                                              maximum=1_000_000),
+                max_receiving=(receiving := g.get_int("max_receiving", 0, minimum=0,
+                                                      maximum=100_000)),
+                max_receiving_per_connection=g.get_int(
+                    "max_receiving_per_connection", max(1, receiving // 4), minimum=1,
+                    maximum=max(1, receiving)),
+                receive_timeout_s=g.get_duration("receive_timeout", 30.0, minimum=0.1),
             )
         h = protocols.section("http")
         http = HttpConfig(endpoint="")

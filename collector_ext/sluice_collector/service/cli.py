@@ -21,6 +21,7 @@ import threading
 from collections.abc import Sequence
 from importlib import resources
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from sluice_collector import DEFAULT_CONFIG_RESOURCE, __version__
 from sluice_collector.errors import ConfigError, SluiceReceiverError
@@ -30,6 +31,10 @@ from sluice_collector.receivers.config import endpoint_problem
 # Only the standard library and sluice_collector's pure modules above: `sluice --help`,
 # `sluice version` and `sluice run` work with the SDK alone (no `receiver` extra installed);
 # every other command imports what it needs after `require_receiver` (see extras.py).
+from sluice_collector.redact import redact_text  # pure: the standard library only
+
+if TYPE_CHECKING:
+    from sluice_collector.service.config import ReceiverConfig
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -386,6 +391,14 @@ def _index_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class RedactingFormatter(logging.Formatter):
+    """The receiver's log lines (tracebacks included) with URL passwords replaced: a line may
+    quote a configured endpoint, and a log is read by more people than the config is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
 def _check_config(path: str) -> int:
     from sluice_collector.service.config import load_config
 
@@ -394,37 +407,47 @@ def _check_config(path: str) -> int:
     except ConfigError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"{path}: OK")
-    for name, proto in (("grpc", config.receivers.grpc), ("http", config.receivers.http)):
-        if proto.endpoint:
-            print(f"  otlp {name}: {proto.endpoint}{' (TLS)' if proto.tls else ''}")
-    print(f"  files: {config.files.directory} ({config.files.format})"
-          f"{'' if config.files.enabled else ' — disabled'}")
-    for rule in config.routing.categories:
-        policy = config.files.categories.get(rule.name) or config.files.default_policy(rule.name)
-        keep = "forever" if policy.retention_days is None else f"{policy.retention_days} days"
-        print(f"  category {rule.name}: {policy.path}, keep {keep}, {len(rule.match)} rule(s)")
-    access = config.access_from_spans
-    print(f"  access records from HTTP server spans: "
-          f"{f'on, into {access.category}' if access.enabled else 'off'}")
-    print(f"  masking: {'on' if config.masking.enabled else 'off'}")
-    print(f"  syslog: {'on' if config.syslog.enabled else 'off'}")
-    if config.query.enabled:
-        roles = ", ".join(f"{k.name} ({k.role})" for k in config.query.api_keys)
-        indexed = ", ".join(config.query.index_categories) or "all log and span categories"
-        print(f"  query: on, keys {roles}; index: {indexed}")
-    else:
-        print("  query: off")
+    lines = _summary(path, config)
+    print("\n".join(redact_text(line) for line in lines))
     return EXIT_OK
 
 
-def _run(args: argparse.Namespace) -> int:
-    from sluice_collector.service.config import ReceiverConfig, load_config, with_endpoints
+def _summary(path: str, config: ReceiverConfig) -> list[str]:
+    """What `check-config` prints for a valid config (shown with URL passwords replaced)."""
+    out = [f"{path}: OK"]
+    for name, proto in (("grpc", config.receivers.grpc), ("http", config.receivers.http)):
+        if proto.endpoint:
+            out.append(f"  otlp {name}: {proto.endpoint}{' (TLS)' if proto.tls else ''}")
+    out.append(f"  files: {config.files.directory} ({config.files.format})"
+               f"{'' if config.files.enabled else ' — disabled'}")
+    for rule in config.routing.categories:
+        policy = config.files.categories.get(rule.name) or config.files.default_policy(rule.name)
+        keep = "forever" if policy.retention_days is None else f"{policy.retention_days} days"
+        out.append(f"  category {rule.name}: {policy.path}, keep {keep}, {len(rule.match)} rule(s)")
+    access = config.access_from_spans
+    out.append(f"  access records from HTTP server spans: "
+               f"{f'on, into {access.category}' if access.enabled else 'off'}")
+    out.append(f"  masking: {'on' if config.masking.enabled else 'off'}")
+    targets = ", ".join(t.url for t in config.syslog.targets)
+    out.append(f"  syslog: on, {targets}" if config.syslog.enabled else "  syslog: off")
+    for target in config.forward.targets:
+        signals = ", ".join(s.value for s in target.signals)
+        out.append(f"  forward {target.name}: {target.endpoint} ({target.protocol}; {signals})")
+    if config.query.enabled:
+        roles = ", ".join(f"{k.name} ({k.role})" for k in config.query.api_keys)
+        indexed = ", ".join(config.query.index_categories) or "all log and span categories"
+        out.append(f"  query: on, keys {roles}; index: {indexed}")
+    else:
+        out.append("  query: off")
+    return out
 
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+
+def _run(args: argparse.Namespace) -> int:
+    from sluice_collector.service.config import load_config, with_endpoints
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     try:
         config: ReceiverConfig = load_config(args.config)
         config = with_endpoints(config, grpc=args.listen, http=args.http_listen,
@@ -443,10 +466,10 @@ def _run(args: argparse.Namespace) -> int:
         receiver = Receiver(config, worker_index=args.worker_index)
         receiver.start()
     except SluiceReceiverError as exc:
-        print(f"sluice: {exc}", file=sys.stderr)
+        print(f"sluice: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_RUNTIME
     except OSError as exc:
-        print(f"sluice: cannot start: {exc}", file=sys.stderr)
+        print(f"sluice: cannot start: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_RUNTIME
 
     stop_requested = threading.Event()

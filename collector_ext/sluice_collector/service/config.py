@@ -33,6 +33,7 @@ from sluice_collector.processors.masking import MaskingConfig
 from sluice_collector.processors.routing import RoutingConfig
 from sluice_collector.query.config import QueryConfig
 from sluice_collector.receivers.config import ReceiversConfig, parse_endpoint
+from sluice_collector.redact import Redactor, redact_text
 from sluice_collector.sinks.alerts.config import AlertsConfig
 from sluice_collector.sinks.files.config import FilesConfig
 from sluice_collector.sinks.forward.sink import ForwardConfig
@@ -102,22 +103,27 @@ def parse_config(text: str, source: str = "<string>", env: dict[str, str] | None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigProblem("", f"not valid YAML{where}: {reason}")], source) from exc
-    data = _substitute_env(data, "", os.environ if env is None else env, problems)
-    root = Section(data, "", problems)
+        reason = redact_text(str(getattr(exc, "problem", None) or exc))
+        raise ConfigError([ConfigProblem("", f"not valid YAML{where}: {reason}")], source) from None
+    redactor = Redactor()
+    data = _substitute_env(data, "", os.environ if env is None else env, problems, redactor)
+    root = Section(data, "", problems, redact=redactor)
     config = _parse_root(root, source)
     root.check_unknown()
     if problems:
-        raise ConfigError(problems, source)
+        # Every message, whoever wrote it: none may quote a value the environment supplied
+        # (a secret given to the wrong key) or a URL's password.
+        raise ConfigError([ConfigProblem(p.key, redactor(p.message)) for p in problems], source)
     return config
 
 
-def _substitute_env(value: Any, path: str, env: Any, problems: list[ConfigProblem]) -> Any:
+def _substitute_env(value: Any, path: str, env: Any, problems: list[ConfigProblem],
+                    redactor: Redactor) -> Any:
     if isinstance(value, str):
         def replace(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in env:
+                redactor.add(name, str(env[name]))
                 return str(env[name])
             if default is not None:
                 return default
@@ -127,10 +133,11 @@ def _substitute_env(value: Any, path: str, env: Any, problems: list[ConfigProble
             return ""
         return _ENV_RE.sub(replace, value)
     if isinstance(value, dict):
-        return {k: _substitute_env(v, f"{path}.{k}" if path else str(k), env, problems)
+        return {k: _substitute_env(v, f"{path}.{k}" if path else str(k), env, problems, redactor)
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute_env(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
+        return [_substitute_env(v, f"{path}[{i}]", env, problems, redactor)
+                for i, v in enumerate(value)]
     return value
 
 

@@ -12,11 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from sluice_collector import __version__
+from sluice_collector import __version__, memory
 from sluice_collector.batch import Signal
 from sluice_collector.errors import SluiceReceiverError
 from sluice_collector.ingest import Caller, Encoding, IngestCore
@@ -25,12 +24,7 @@ from sluice_collector.processors.access import AccessRecordDeriver
 from sluice_collector.processors.masking import SecretMasker
 from sluice_collector.processors.routing import CategoryRouter
 from sluice_collector.processors.validate import RecordValidator
-from sluice_collector.receivers.otlp_grpc import (
-    OtlpGrpcHandlers,
-    build_server,
-    listen_problem,
-    set_serving,
-)
+from sluice_collector.receivers.otlp_grpc import OtlpGrpcReceiver, listen_problem
 from sluice_collector.service.config import ReceiverConfig
 from sluice_collector.service.status import StatusServer
 from sluice_collector.service.summary import ActivityReporter
@@ -40,6 +34,7 @@ from sluice_collector.telemetry import ReceiverTelemetry
 
 if TYPE_CHECKING:
     from sluice_collector.query.core import QueryCore
+    from sluice_collector.query.service import LogQueryService
     from sluice_collector.sinks.files.auditchain import ChainBreak
     from sluice_collector.sinks.files.auditmonitor import AuditChainMonitor
     from sluice_collector.sinks.files.config import FilePolicy
@@ -87,7 +82,8 @@ def build_sinks(
             spool_dir = spool_dir / f"worker-{worker_index}"
         sinks.append(ForwardSink(config.forward, telemetry, spool_dir))
     if config.query.enabled:
-        # After the file sink: the index is a copy of what the files hold, never ahead of them.
+        # Last: the index is a copy of what the files hold, never ahead of them; if it fails,
+        # the client's retry skips the sinks before it (Pipeline: nothing is stored twice).
         from sluice_collector.query.store import IndexStore
         from sluice_collector.sinks.index.sink import IndexSink
 
@@ -115,10 +111,14 @@ class Receiver:
         config: ReceiverConfig,
         *,
         sinks: Sequence[Sink] | None = None,
+        extra_sinks: Sequence[Sink] = (),
         worker_index: int | None = None,
         alerts_clock: Callable[[], float] = time.time,
     ) -> None:
+        """`sinks` replaces the sinks the config asks for (tests, embedding); `extra_sinks` run
+        after them, in order."""
         self.config = config
+        memory.tune_malloc()  # big requests must not leave big buffers resident (memory.py)
         self.telemetry = ReceiverTelemetry()
         # Masking comes first: it scans the request's encoded bytes, whose record positions
         # must still match the decoded request (validation may remove records).
@@ -134,11 +134,12 @@ class Receiver:
         self.sinks = list(sinks) if sinks is not None else build_sinks(
             config, self.telemetry, worker_index=worker_index, alerts_clock=alerts_clock
         )
+        self.sinks.extend(extra_sinks)
         self.pipeline = Pipeline(stages, self.sinks, self.telemetry)
         self.ingest = IngestCore(self.pipeline, config.ingest, self.telemetry)
-        self._grpc_handlers = OtlpGrpcHandlers(self.ingest)
         # The read core: the gRPC LogQuery service and the viewer's JSON API both call it.
         self._query: QueryCore | None = None
+        self._query_service: LogQueryService | None = None
         if config.query.enabled:
             from sluice_collector.query.core import QueryCore
             from sluice_collector.query.store import IndexStore
@@ -156,8 +157,7 @@ class Receiver:
             self.telemetry, config.telemetry.summary_interval_s,
             prefix="" if worker_index is None else f"worker {worker_index}: ")
         self._chain_monitor: AuditChainMonitor | None = None
-        self._server: grpc.Server | None = None
-        self._health: Any = None
+        self._grpc: OtlpGrpcReceiver | None = None
         self._status: StatusServer | None = None
         self._viewer: Any = None
         self.port = 0
@@ -267,7 +267,6 @@ class Receiver:
     def _start_grpc(self) -> None:
         """The OTLP/gRPC front door, the health service and (when on) the query API."""
         grpc_config = self.config.receivers.grpc
-        queue = self.config.ingest.queue
         # Checked before grpc tries: its own failure is a raw core log line on stderr.
         problem = listen_problem(grpc_config.endpoint, reuse_port=self._reuse_port)
         if problem:
@@ -275,27 +274,23 @@ class Receiver:
                 f"receivers.otlp.protocols.grpc.endpoint: cannot listen on {grpc_config.endpoint}: "
                 f"{problem}; pick a free port (or stop what holds it)"
             )
-        server, port, self._health = build_server(
-            grpc_config, self._grpc_handlers,
-            max_request_bytes=self.config.ingest.max_request_bytes,
-            # Query streams (Export/Tail) hold a thread for their whole life: they get
-            # their own share on top, so readers never starve ingest of threads.
-            max_workers=max(grpc_config.threads, queue.max_requests + 4)
-            + (self.config.query.max_streams + 8 if self.config.query.enabled else 0),
+        if self._query is not None:
+            from sluice_collector.query.service import LogQueryService
+
+            self._query_service = LogQueryService(self._query)
+        front = OtlpGrpcReceiver(
+            grpc_config, self.ingest, max_request_bytes=self.config.ingest.max_request_bytes,
             reuse_port=self._reuse_port,
+            services=[self._query_service] if self._query_service else [],
         )
+        port = front.start()
         if port == 0:
+            front.stop(0)
             raise ListenError(
                 f"receivers.otlp.protocols.grpc.endpoint: cannot listen on "
                 f"{grpc_config.endpoint} (address in use or not available); pick a free port"
             )
-        self._server, self.port = server, port
-        if self._query is not None:
-            from sluice_collector.query.service import LogQueryService
-
-            server.add_generic_rpc_handlers((LogQueryService(self._query).generic_handler(),))
-        server.start()
-        set_serving(self._health, True)
+        self._grpc, self.port = front, port
 
     def stop(self, timeout_s: float | None = None) -> bool:
         """Stop listening, finish in-flight batches, flush and close sinks. Idempotent."""
@@ -308,11 +303,15 @@ class Receiver:
         clean = True
         if self._chain_monitor is not None:
             self._chain_monitor.stop()
+        if self._query_service is not None:
+            self._query_service.close()
         if self._query is not None:
-            self._query.close()
-        if self._server is not None:
-            set_serving(self._health, False)
-            self._server.stop(grace).wait(grace + 1)
+            self._query.close()  # ends tails (gRPC's and the viewer's) and closes the index
+        if self._grpc is not None:
+            self._grpc.set_serving(False)
+            self._grpc.stop(grace)
+        if self._query_service is not None:
+            self._query_service.shutdown()
         clean = self.ingest.close(grace) and clean
         # Last sink first: a later sink may still hand records to earlier ones (the alert
         # sink writes its `alerts` records to files, syslog, forward, index), so each is

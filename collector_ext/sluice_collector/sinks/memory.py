@@ -1,4 +1,8 @@
-"""`InMemorySink`: the test twin of every sink; keeps what it was given, per category."""
+"""`InMemorySink`: the test twin of every sink; keeps what it was given, per category.
+
+Its variants stand in for destinations that misbehave, without mocks: `FailingSink` refuses
+batches (a destination that is down), `BlockingSink` holds them until released (one that hangs).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from sluice_collector.batch import Batch, RecordRef
+from sluice_collector.errors import SinkError
 
 
 class InMemorySink:
@@ -46,3 +51,66 @@ def _copy(message: Message) -> Message:
     clone = type(message)()
     clone.CopyFrom(message)
     return clone
+
+
+class FailingSink(InMemorySink):
+    """A destination that is down: refuses the first `times` batches (every batch when `times`
+    is None) with `SinkError`, as a sink that cannot take data does, then keeps what it is
+    given like `InMemorySink`. Put it after the file sink to see what a refused-but-partly-
+    stored batch does (`Receiver(extra_sinks=...)`, `testing.start_receiver(extra_sinks=...)`).
+    """
+
+    def __init__(self, name: str = "failing", *, times: int | None = None,
+                 retry_after_s: float = 1.0) -> None:
+        super().__init__(name)
+        self.times = times
+        self.retry_after_s = retry_after_s
+        self.refused = 0
+
+    def refuse_next(self, n: int) -> None:
+        """Refuse the next `n` batches (after those it was already going to refuse)."""
+        with self._lock:
+            self.times = max(self.times or 0, self.refused) + n
+
+    def consume(self, batch: Batch) -> None:
+        with self._lock:
+            failing = self.times is None or self.refused < self.times
+            if failing:
+                self.refused += 1
+        if failing:
+            raise SinkError(f"{self.name}: refusing a batch on purpose", self.retry_after_s)
+        super().consume(batch)
+
+
+class BlockingSink(InMemorySink):
+    """A destination that hangs: `consume` waits until `release()` is called, so a test can hold
+    requests in flight for as long as it needs, deterministically. `wait_for_waiting(n)` returns
+    once `n` batches are held."""
+
+    def __init__(self, name: str = "blocking") -> None:
+        super().__init__(name)
+        self._released = threading.Event()
+        self._changed = threading.Condition(self._lock)
+        self.waiting = 0
+
+    def consume(self, batch: Batch) -> None:
+        with self._changed:
+            self.waiting += 1
+            self._changed.notify_all()
+        try:
+            self._released.wait()
+        finally:
+            with self._changed:
+                self.waiting -= 1
+        super().consume(batch)
+
+    def wait_for_waiting(self, n: int, timeout_s: float = 10.0) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.waiting >= n, timeout_s)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def shutdown(self) -> None:
+        self._released.set()  # never hold up a receiver's stop
+        super().shutdown()

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sluice_collector.redact import redact_text
 from sluice_collector.sinks._delivery.spool import DiskSpool
 
 # A sender whose last five attempts failed reports `down` (retrying before that).
@@ -103,6 +104,7 @@ class SpoolSender:
 
     def failed(self, error: str) -> int:
         """Count a failed attempt; returns how many failed in a row (the backoff attempt)."""
+        error = redact_text(error)  # an error may quote the URL it was sent to
         with self.lock:
             first = self.failures == 0
             self.failures += 1

@@ -83,6 +83,10 @@ class FilesConfig:
     # Bound on open descriptors; templated paths (one file per user) would otherwise grow it
     # without limit. Idle files beyond it are closed least-recently-used first.
     max_open_files: int = 256
+    # Bound on the distinct files (file sets) one category's templated path may name, per
+    # tenant: 20,000 user ids must not become 20,000 files. Past it, records go to the
+    # fallback path (counted). An inode exhaustion is a disk-full by other means.
+    max_files_per_template: int = 1000
     audit_chain: AuditChainConfig = field(default_factory=AuditChainConfig)
     # e.g. "http://localhost:16686/trace/{trace_id}" (Jaeger) or a Grafana Explore URL: every
     # JSON line with a trace id then carries a clickable `trace_url`. "" = no such field.
@@ -129,6 +133,8 @@ class FilesConfig:
                 check_interval_s=disk.get_duration("check_interval_s", 30.0, minimum=0.1),
             ),
             max_open_files=s.get_int("max_open_files", 256, minimum=1, maximum=65536),
+            max_files_per_template=s.get_int("max_files_per_template", 1000, minimum=1,
+                                             maximum=10_000_000),
             audit_chain=parse_audit_chain(s.section("audit_chain"), fmt),
             trace_url=_parse_trace_url(s),
         )

@@ -12,6 +12,9 @@ Why it is shaped the way it is (docs/files.md has the user-facing description):
 - Paths may be templates over record and resource fields (per-user isolation). Every field is
   made a safe single path component (see `safe_component`) and the result must resolve inside
   `files.directory`; anything missing or refused goes to `files.fallback_path` — never dropped.
+  A templated path names at most `files.max_files_per_template` files per category and tenant
+  (those found at start count); records that would open one more go to the fallback path and
+  are counted, because every new value (a user id) is a new inode, and inodes run out too.
 - Rotation (size or clock-aligned period, whichever first) is checked before each write, so it
   costs nothing extra; gzip runs in a background thread and writes ``.gz.tmp`` then renames, so
   a crash never leaves a truncated ``.gz`` under a final name, and leftovers are finished on the
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.encode import BatchCache, TimestampFormatter, json_lines, text_lines
@@ -64,6 +67,7 @@ from sluice_collector.sinks.files.retention import (
     RetentionSweeper,
     disk_report,
     disk_usage,
+    template_regex,
     used_percent,
 )
 from sluice_collector.telemetry import ReceiverTelemetry
@@ -320,7 +324,12 @@ class RotatingFileSink:
         self._open: OrderedDict[str, _FileSet] = OrderedDict()  # LRU of open file sets
         self._templates: dict[str, _Template] = {}
         self._resolved: dict[str, Path | None] = {}  # rel path → confined absolute path
-        self._rendered: dict[tuple[str, str, str, tuple[Any, ...]], str] = {}  # → rel path
+        # → (rel path, whether it is there because the template was at its file limit)
+        self._rendered: dict[tuple[str, str, str, tuple[Any, ...]], tuple[str, bool]] = {}
+        # (category, tenant) → the files its templated path names: bounded by
+        # max_files_per_template, seeded from the directory at start
+        self._named: dict[tuple[str, str], set[str]] = {}
+        self._over_limit_logged: set[tuple[str, str]] = set()
         self._root = self.directory
         self._compressor = _Compressor(self._record_error)
         # The clock mtimes come from, and how far ours is ahead of it (re-probed each minute):
@@ -346,6 +355,10 @@ class RotatingFileSink:
         Gauge("sluice_files_disk_max_used_percent",
               "files.disk.max_used_percent: above it retention removes rotated files.",
               registry=r).set(config.disk.max_used_percent)
+        self._over_limit = Counter(
+            "sluice_files_over_limit_records",
+            "Records written to the fallback path because their category's templated path "
+            "already names files.max_files_per_template files.", ["category"], registry=r)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, *, background: bool = True) -> None:
@@ -366,10 +379,9 @@ class RotatingFileSink:
         self._started = True
         self._stopped = False
         self._compressor.start()
-        if self._primary:
-            self._recover()
-            if background:
-                self.sweeper.start()
+        self._scan(recover=self._primary)
+        if self._primary and background:
+            self.sweeper.start()
 
     @property
     def primary(self) -> bool:
@@ -465,14 +477,15 @@ class RotatingFileSink:
         ts = TimestampFormatter()
         groups: dict[str, _Group] = {}
         counts: dict[tuple[str, str], int] = {}  # (signal, category) → records
+        over: dict[str, int] = {}  # category → records sent to the fallback by the file limit
         for member in batch.family():
-            self._encode(member, groups, counts, cache, ts)
+            self._encode(member, groups, counts, over, cache, ts)
         if not groups:
             return
-        self._write_groups(groups, counts)
+        self._write_groups(groups, counts, over)
 
     def _encode(self, batch: Batch, groups: dict[str, _Group], counts: dict[tuple[str, str], int],
-                cache: BatchCache, ts: TimestampFormatter) -> None:
+                over: dict[str, int], cache: BatchCache, ts: TimestampFormatter) -> None:
         """Encode one batch's routed records into `groups` (destination file → lines)."""
         signal = batch.signal.value
         batch_values = {"signal": signal, "tenant": batch.tenant or None}
@@ -509,19 +522,23 @@ class RotatingFileSink:
                 key = _field_key(template, batch_values, attrs, cache.resource_attributes(rl))
                 # The fallback path may name the category: it is part of the cache key.
                 cache_key = (template.text, category, batch.tenant, key)
-                dest = self._rendered.get(cache_key)
-                if dest is None:
+                known = self._rendered.get(cache_key)
+                if known is None:
                     values = {**batch_values, **dict(zip(template.fields, key, strict=True))}
-                    dest = self._destination(template, values)
+                    known = self._limited_destination(template, values)
                     if len(self._rendered) > 65536:
                         self._rendered.clear()
-                    self._rendered[cache_key] = dest
+                    self._rendered[cache_key] = known
+                dest, over_limit = known
+                if over_limit:
+                    over[category] = over.get(category, 0) + 1
                 group = groups.get(dest)
                 if group is None:
                     group = groups[dest] = _Group(cat)
                 group.chunks.append(line)
 
-    def _write_groups(self, groups: dict[str, _Group], counts: dict[tuple[str, str], int]) -> None:
+    def _write_groups(self, groups: dict[str, _Group], counts: dict[tuple[str, str], int],
+                      over: dict[str, int]) -> None:
         """Write every group with one append each, under the lock; roll all back on failure."""
         bytes_by_category: dict[str, int] = {}
         with self._lock:
@@ -574,6 +591,8 @@ class RotatingFileSink:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             self._failing = False
         telemetry = self._telemetry
+        for category, n in over.items():
+            self._over_limit.labels(category=category).inc(n)
         for (signal, category), n in counts.items():
             telemetry.written.labels(signal=signal, category=category, sink=self.name).inc(n)
         for category, n in bytes_by_category.items():
@@ -608,6 +627,39 @@ class RotatingFileSink:
         if rel is not None and self._confined(prefix + rel) is not None:
             return prefix + rel
         return f"{prefix}{safe_component(values['category']) or 'app'}.log"
+
+    def _limited_destination(self, template: _Template, values: Mapping[str, Any]
+                             ) -> tuple[str, bool]:
+        """`_destination`, within the category's file limit: a path the template has not named
+        yet is taken only while the (category, tenant) names fewer than max_files_per_template
+        files (or when the file is already there); otherwise the fallback path when it names
+        no record field, else ``<category>.log``. Returns (path, whether limited)."""
+        category = str(values["category"])
+        tenant = str(values.get("tenant") or "")
+        named = self._named.setdefault((category, tenant), set())
+        limit = self.config.max_files_per_template
+        rel = self._destination(template, values)
+        if rel in named:
+            return rel, False
+        if len(named) < limit or os.path.exists(self.directory / rel):
+            named.add(rel)
+            return rel, False
+        # Over the limit: the fallback, itself counted when it is a template.
+        prefix = f"{TENANTS_DIR}/{safe_component(tenant)}/" if tenant else ""
+        last_resort = f"{prefix}{safe_component(category) or 'app'}.log"
+        fallback = self._template(self.config.fallback_path)
+        shown = fallback.render(values)
+        rel = last_resort
+        if shown is not None and self._confined(prefix + shown) is not None and (
+                fallback.static or prefix + shown in named):  # never one more file
+            rel = prefix + shown
+        if (category, tenant) not in self._over_limit_logged:
+            self._over_limit_logged.add((category, tenant))
+            log.warning("files: category %r%s names %d files, files.max_files_per_template; "
+                        "further new paths go to %s (counted in "
+                        "sluice_files_over_limit_records_total)", category,
+                        f" of tenant {tenant!r}" if tenant else "", len(named), rel)
+        return rel, True
 
     def _confined(self, rel: str) -> Path | None:
         if rel in self._resolved:
@@ -786,13 +838,23 @@ class RotatingFileSink:
                 self._telemetry.retention_removed.labels(category=fs.category, reason="max_backups").inc()
                 log.debug("files: removed %s (%s.%s) over max_backups", path, period, seq)
 
-    def _recover(self) -> None:
-        """Remove half-written ``.gz.tmp`` files (and audit manifest temp files) and re-queue rotated
-        files whose gzip a crash or a shutdown interrupted."""
+    def _scan(self, *, recover: bool) -> None:
+        """One walk of the directory at start: count the files each templated category path
+        already names (they count against max_files_per_template), and, when `recover`,
+        remove half-written ``.gz.tmp`` files (and audit manifest temp files) and re-queue
+        rotated files whose gzip a crash or a shutdown interrupted."""
+        templated = [(name, template_regex(p.path, name)) for name, p in self.policies.items()
+                     if not self._template(p.path).static]
+        if not templated and not recover:
+            return
         for dirpath, dirnames, filenames in os.walk(self.directory):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for filename in filenames:
                 path = Path(dirpath, filename)
+                if templated and ROTATED_RE.match(filename) is None:
+                    self._count_existing(path.relative_to(self.directory).as_posix(), templated)
+                if not recover:
+                    continue
                 if is_temp_name(filename):  # an audit manifest a crash left half-written
                     if not _temp_owner_alive(filename):
                         path.unlink(missing_ok=True)
@@ -810,6 +872,15 @@ class RotatingFileSink:
                 rotation = cat.rotation if cat else self.config.rotation
                 if rotation.compress:
                     self._compressor.submit(path, rotation.compress_level)
+
+    def _count_existing(self, rel: str, templated: list[tuple[str, re.Pattern[str]]]) -> None:
+        tenant, rest = "", rel
+        parts = rel.split("/", 2)
+        if len(parts) == 3 and parts[0] == TENANTS_DIR:
+            tenant, rest = parts[1], parts[2]
+        for category, regex in templated:
+            if regex.fullmatch(rest):
+                self._named.setdefault((category, tenant), set()).add(rel)
 
     def _record_error(self, message: str) -> None:
         if message != self.last_error:

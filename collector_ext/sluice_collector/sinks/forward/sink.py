@@ -52,6 +52,7 @@ from prometheus_client import Counter, Gauge
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
 from sluice_collector.errors import SinkError, SluiceReceiverError
+from sluice_collector.redact import redact_text, redact_url
 from sluice_collector.sinks._delivery.sender import Backoff, SpoolSender, flush_senders
 from sluice_collector.sinks._delivery.spool import DiskSpool
 from sluice_collector.telemetry import ReceiverTelemetry
@@ -536,7 +537,7 @@ class _Sender(SpoolSender):
             if outcome.rejected:
                 self.metrics.rejected.labels(*self.labels).inc(outcome.rejected)
                 log.warning("forward %s/%s: target rejected %d records: %s", *self.labels,
-                            outcome.rejected, outcome.error)
+                            outcome.rejected, redact_text(outcome.error))
             self.succeeded()
         self.spool.ack(records[-1].seq)
         self._acked_seq = records[-1].seq
@@ -545,9 +546,9 @@ class _Sender(SpoolSender):
         reason = outcome.error.split(":", 1)[0]
         self.metrics.dropped.labels(*self.labels, reason).inc(len(records))
         log.warning("forward %s/%s: dropped %d records the target refused (%s)",
-                    *self.labels, count, outcome.error)
+                    *self.labels, count, redact_text(outcome.error))
         with self.lock:  # the target is up, it only refused this data
-            self.last_error = outcome.error
+            self.last_error = redact_text(outcome.error)
         self.pause(self.target.backoff_initial_s)  # never drain a spool at line rate
 
 
@@ -645,7 +646,7 @@ class ForwardSink:
         order = {"ok": 0, "retrying": 1, "down": 2}
         for sender in list(self._senders):
             entry = targets.setdefault(sender.target.name, {
-                "state": "ok", "endpoint": sender.target.endpoint, "spool_bytes": 0,
+                "state": "ok", "endpoint": redact_url(sender.target.endpoint), "spool_bytes": 0,
                 "spool_requests": 0, "dropped": 0, "last_error": "",
             })
             state = sender.state()

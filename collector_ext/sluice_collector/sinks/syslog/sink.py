@@ -33,6 +33,7 @@ from prometheus_client import Counter, Gauge
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
 from sluice_collector.errors import SinkError, SluiceReceiverError
+from sluice_collector.redact import redact_url
 from sluice_collector.sinks._delivery.sender import Backoff
 from sluice_collector.sinks._delivery.spool import DiskSpool, SpoolFull
 from sluice_collector.sinks.syslog.format import (
@@ -60,7 +61,7 @@ _TARGET_FORMS = "unix:///path/to/socket, udp://HOST:PORT, tcp://HOST:PORT or tls
 class SyslogTarget:
     """One parsed `syslog.target` entry."""
 
-    url: str
+    url: str  # as shown (health, metric labels, logs): a password in it is replaced
     scheme: str  # unix | udp | tcp | tls
     host: str = ""
     port: int = 0
@@ -79,11 +80,11 @@ class SyslogTarget:
             path = (parts.netloc + parts.path) if parts.netloc else parts.path
             if not path.startswith("/") or parts.query or parts.fragment:
                 return None
-            return cls(url, scheme, path=path)
+            return cls(redact_url(url), scheme, path=path)
         if scheme in ("udp", "tcp", "tls"):
             if not parts.hostname or port is None or not 0 < port <= 65535 or parts.path not in ("", "/"):
                 return None
-            return cls(url, scheme, host=parts.hostname, port=port)
+            return cls(redact_url(url), scheme, host=parts.hostname, port=port)
         return None
 
 
