@@ -263,6 +263,7 @@ class AsgiServer:
             lifespan="off",
             log_config=None,
             access_log=False,
+            proxy_headers=False,  # nothing here reads the client address; skip the middleware
             server_header=False,
             timeout_keep_alive=max(1, round(self.limits.idle_timeout_s)),
             ssl_certfile=str(tls.cert_file) if tls else None,

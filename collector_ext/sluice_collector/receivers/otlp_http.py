@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import zlib
 from collections.abc import Iterable
@@ -60,6 +61,7 @@ CONTENT_TYPES: dict[str, Encoding] = {
     "application/x-protobuf": Encoding.PROTOBUF,
     "application/json": Encoding.JSON,
 }
+log = logging.getLogger("sluice.receiver")
 _MEDIA_TYPE = {Encoding.PROTOBUF: b"application/x-protobuf", Encoding.JSON: b"application/json"}
 # HTTP "deflate" is the zlib format (RFC 9110 §8.4.1.2); the Python exporter can send it.
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -165,6 +167,7 @@ class OtlpHttpApp:
         self._pending_bytes = 0  # what those requests have buffered so far
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._logged_unexpected: set[str] = set()
         allow = "POST, OPTIONS" if cors.enabled else "POST"
         self._allow = allow.encode("ascii")
 
@@ -196,7 +199,8 @@ class OtlpHttpApp:
         encoding = CONTENT_TYPES.get(self._media_type(headers))
         try:
             status, body, extra = await self._handle(scope, headers, receive, encoding)
-        except _Refusal as refusal:
+        except Exception as exc:
+            refusal = exc if isinstance(exc, _Refusal) else self._internal_error(exc)
             status = refusal.status
             body = _status_body(refusal.code, str(refusal), encoding, refusal.retry_after_s)
             extra = list(refusal.headers)
@@ -329,6 +333,16 @@ class OtlpHttpApp:
             self._pending_bytes -= sum(map(len, chunks))
 
     # -- helpers -----------------------------------------------------------------------------
+    def _internal_error(self, exc: Exception) -> _Refusal:
+        """A bug of ours in this module, not the client's: ask for a retry (nothing was stored)
+        and log the first occurrence of each kind, as the core does for its own."""
+        kind = type(exc).__name__
+        if kind not in self._logged_unexpected:
+            self._logged_unexpected.add(kind)
+            log.error("unexpected error in the OTLP/HTTP front door", exc_info=exc)
+        return _Refusal(503, code_pb2.UNAVAILABLE, f"receiver error ({kind}); retry later",
+                        retry_after_s=self.limits.retry_after_s)
+
     def _retry_later(self, message: str, reason: str, signal: Signal | None = None) -> _Refusal:
         self.metrics.refused.labels(reason).inc()
         if signal is not None:
