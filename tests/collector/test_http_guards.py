@@ -101,6 +101,17 @@ def test_a_body_that_does_not_arrive_gets_408_and_no_pool_thread(short_timeouts:
     assert registry.get_sample_value("sluice_requests_total", {"signal": "logs", "outcome": "OK"}) is None
 
 
+def test_a_keep_alive_connection_cannot_stay_open_by_sending_line_breaks(short_timeouts: Receiver) -> None:
+    with connect(short_timeouts) as sock:
+        body = logs_request(log_record()).SerializeToString()
+        sock.sendall(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.3)
+        sock.sendall(b"\r\n")  # starts no request, but stops the keep-alive timer
+        reply = read_until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 200 ")
+
+
 def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(short_timeouts: Receiver) -> None:
     with connect(short_timeouts) as sock:
         body = logs_request(log_record()).SerializeToString()

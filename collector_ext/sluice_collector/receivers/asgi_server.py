@@ -132,6 +132,10 @@ def _guarded_protocol(limits: ConnectionLimits, metrics: HttpMetrics) -> type[Ht
             self._seen_bytes = True
             if self._in_headers:
                 self._header_bytes += len(data)
+                if self._header_timer is None:
+                    # Bytes between requests (even a bare CRLF, which starts no message) stop
+                    # uvicorn's keep-alive timer: from here the header timeout runs instead.
+                    self._arm_header_timer()
             super().data_received(data)
             # Headers still incomplete after this chunk: the parser buffers them, so stop here.
             if (self._in_headers and self._header_bytes > limits.max_header_bytes
