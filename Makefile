@@ -1,20 +1,22 @@
 # Every target sets itself up from nothing: a .venv with the project installed editable, and for
 # `test` the Debian packages the suite runs against (rsyslog for the syslog sink, prometheus
-# and prometheus-alertmanager for the alert rules and the deploy stack).
+# and prometheus-alertmanager for the alert rules and the deploy stack, chromium for the viewer's
+# browser tests, driven by Playwright: nothing downloads a browser).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus prometheus-alertmanager faketime
+DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus prometheus-alertmanager faketime chromium
 
-.PHONY: help install system-deps node-deps lint typecheck unit test test-dates demo bench soak proto clean
+.PHONY: help install system-deps node-deps lint typecheck unit test test-dates demo bench soak proto screenshots clean
 
 help:
 	@echo "make demo   start a receiver on its embedded default, run an example app, show where every record went"
 	@echo "make test   install everything needed, then lint, type-check and run the whole suite"
 	@echo "make test-dates  the whole suite under faked dates (faketime): +30 days, month end, year end, DST"
 	@echo "make bench  benchmarks, printed as ratios against named peers measured in the same run"
+	@echo "make screenshots  regenerate the viewer's pictures in docs/ (headless chromium)"
 	@echo "make soak   the long reliability runs (10 min steady load, overload, SIGKILL, fuzzing); ~15 minutes"
 
 $(STAMP): pyproject.toml
@@ -22,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The distribution was once called `sluice`: drop such an install so one dist owns the packages.
 	$(BIN)/python -m pip uninstall -q -y sluice 2>/dev/null || true
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[receiver,dev]'
 	touch $@
 
 install: $(STAMP)
@@ -88,16 +90,26 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
-	$(BIN)/python bench/receiver.py
+	$(BIN)/python -m pip install -q -e '.[receiver,dev,bench]'
+	$(BIN)/python bench/receiver.py --load easy
+	$(BIN)/python bench/receiver.py --load pii --configs default,no-masking
+	$(BIN)/python bench/receiver.py --load pii --configs default --shared-connection
+	$(BIN)/python bench/receiver_cpu.py --load pii
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/sdk_logging.py
+	$(BIN)/python bench/run_capture.py
+	$(BIN)/python bench/viewer.py
 
 # Regenerate collector_ext/sluice_collector/query/_proto/ from proto/sluice/v1/query.proto; the
 # result is committed, and tests/collector/test_query_proto.py fails when it is stale.
 proto: $(STAMP)
 	$(BIN)/python -m pip install -q 'grpcio-tools==1.85.1'
 	$(BIN)/python -m sluice_collector.query.codegen
+
+# Pictures of each viewer page for docs/viewer.md: a real receiver fed by the OTel SDK, shot in
+# Debian's headless chromium (tests/e2e/viewer_harness.py). The viewer itself has no build step.
+screenshots: $(STAMP) system-deps
+	$(BIN)/python -m tests.e2e.viewer_harness screenshots docs
 
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py all --duration 600

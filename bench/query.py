@@ -56,9 +56,9 @@ def fill(store: IndexStore, n: int, start_ns: int) -> None:
         assert row is not None
         batch.append(row)
         if len(batch) == 50_000:
-            store.insert(batch)
+            store.insert(batch, time.time_ns())
             batch = []
-    store.insert(batch)
+    store.insert(batch, time.time_ns())
 
 
 def main() -> None:

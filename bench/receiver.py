@@ -1,9 +1,11 @@
 """Receiver throughput against rotel (a native Rust OTel collector with its blackhole exporter).
 
-    python bench/receiver.py [--requests 400] [--threads 4] [--records 1000] [--configs default,no-masking]
+    python bench/receiver.py [--requests 400] [--threads 4] [--records 1000] [--load easy|pii]
+                             [--configs default,no-masking] [--shared-connection]
                              [--protocols grpc,http-protobuf,http-json] [--http-configs default]
 
-A fixed load of pre-encoded 1000-record OTLP log requests is sent from 4 client threads, over
+A fixed load (`--load`: the easy one, or the PII-dense one of bench/loads.py) of pre-encoded
+1000-record OTLP log requests is sent from 4 client threads, over
 each protocol in turn: OTLP/gRPC (raw bytes on a gRPC channel each), OTLP/HTTP protobuf and
 OTLP/HTTP JSON (a keep-alive HTTP/1.1 connection each; the JSON bodies are the same requests in
 the OTLP JSON mapping), so client-side encoding costs nothing. For every receiver we report
@@ -21,7 +23,6 @@ import gzip
 import http.client
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -37,7 +38,9 @@ import grpc
 import yaml
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loads import LOADS
 
 LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,56 +56,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def make_requests(count: int, records: int, seed: int = 7) -> list[bytes]:
-    """Distinct, realistic requests: service resource, a scope, records with 8 attributes,
-    trace context, a mix of levels and HTTP records; about 1% carry something to mask."""
-    rnd = random.Random(seed)
-    routes = ["/orders/{id}", "/users/{id}", "/cart", "/checkout", "/health"]
-    out = []
-    for n in range(count):
-        req = ExportLogsServiceRequest()
-        rl = req.resource_logs.add()
-        for k, v in (("service.name", f"shop-{n % 3}"), ("service.version", "1.4.2"),
-                     ("deployment.environment", "prod"), ("host.name", "web-7")):
-            rl.resource.attributes.append(KeyValue(key=k, value=AnyValue(string_value=v)))
-        sl = rl.scope_logs.add()
-        sl.scope.name = "shop.api"
-        for i in range(records):
-            rec = sl.log_records.add()
-            rec.time_unix_nano = 1_763_900_000_000_000_000 + n * records + i
-            rec.observed_time_unix_nano = rec.time_unix_nano
-            rec.severity_number = rnd.choice((9, 9, 9, 9, 13, 17))  # type: ignore[assignment]
-            rec.severity_text = {9: "INFO", 13: "WARN", 17: "ERROR"}[rec.severity_number]
-            rec.trace_id = rnd.randbytes(16)
-            rec.span_id = rnd.randbytes(8)
-            secret = rnd.random() < 0.01
-            body = (f"order {rnd.randint(1, 10**6)} placed by user u-{rnd.randint(1, 5000)} "
-                    f"in {rnd.random() * 100:.2f} ms")
-            if secret:
-                body += " password=hunter2 card=4111 1111 1111 1111"
-            rec.body.string_value = body
-            attrs = {
-                "code.function.name": "place_order", "code.file.path": "/app/shop/orders.py",
-                "code.line.number": 120 + i % 50, "user.id": f"u-{rnd.randint(1, 5000)}",
-                "request.id": f"{rnd.getrandbits(64):016x}", "order.total": rnd.random() * 500,
-            }
-            if i % 4 == 0:
-                attrs.update({"http.request.method": "GET", "http.route": rnd.choice(routes)})
-            else:
-                attrs.update({"shop.region": "eu-west", "retry": i % 3})
-            for k, v in attrs.items():
-                kv = rec.attributes.add()
-                kv.key = k
-                if isinstance(v, str):
-                    kv.value.string_value = v
-                elif isinstance(v, float):
-                    kv.value.double_value = v
-                else:
-                    kv.value.int_value = v
-        out.append(req.SerializeToString())
-    return out
 
 
 def to_otlp_json(payload: bytes) -> bytes:
@@ -317,6 +270,8 @@ def main() -> int:
     parser.add_argument("--configs", default="default,no-masking,workers-2",
                         help="sluice configs to run over OTLP/gRPC: default, no-masking, no-sinks, "
                         "workers-2 (comma-separated; default: default,no-masking,workers-2)")
+    parser.add_argument("--load", choices=sorted(LOADS), default="easy",
+                        help="the data: easy (about 1%% to mask) or pii (one record in three); default easy")
     parser.add_argument("--http-configs", default="default",
                         help="sluice configs to run over each OTLP/HTTP encoding (default: default)")
     parser.add_argument("--protocols", default=",".join(PROTOCOLS),
@@ -339,7 +294,8 @@ def main() -> int:
     }
     print(f"receiver throughput: {args.requests} requests x {args.records} records, "
           f"{args.threads} client threads, {os.cpu_count()} cores")
-    payloads = make_requests(20, args.records)
+    payloads = LOADS[args.load](20, args.records)
+    print(f"  load: {args.load}")
     bodies = {"grpc": payloads, "http-protobuf": payloads, "http-json": [to_otlp_json(p) for p in payloads]}
     print(f"  request size: {sum(map(len, payloads)) // len(payloads):,} bytes as protobuf, "
           f"{sum(map(len, bodies['http-json'])) // len(payloads):,} bytes as OTLP JSON")

@@ -53,6 +53,7 @@ class ReceiverProcess:
         self.endpoint = ""  # OTLP/gRPC host:port
         self.http_endpoint = ""  # OTLP/HTTP host:port
         self.status_url = ""
+        self._stderr_done = threading.Event()
 
     def start(self, timeout_s: float = 20.0) -> ReceiverProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -62,18 +63,22 @@ class ReceiverProcess:
             cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
         )
         ready = threading.Event()
+        self._stderr_done = threading.Event()
 
         def pump() -> None:
             assert self.proc is not None
             assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                self.stderr_lines.append(line)
-                match = READY_RE.search(line)
-                if match:
-                    self.endpoint = match.group("otlp") or ""
-                    self.http_endpoint = match.group("http") or ""
-                    self.status_url = match.group("status") or ""
-                    ready.set()
+            try:
+                for line in self.proc.stderr:
+                    self.stderr_lines.append(line)
+                    match = READY_RE.search(line)
+                    if match:
+                        self.endpoint = match.group("otlp") or ""
+                        self.http_endpoint = match.group("http") or ""
+                        self.status_url = match.group("status") or ""
+                        ready.set()
+            finally:
+                self._stderr_done.set()
 
         threading.Thread(target=pump, daemon=True).start()
         deadline = time.monotonic() + timeout_s
@@ -88,10 +93,13 @@ class ReceiverProcess:
         return "".join(self.stderr_lines)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        """Signal the receiver and wait for it to exit; `stderr` then holds all it wrote."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout_s)
+        code = self.proc.wait(timeout_s)
+        self._stderr_done.wait(timeout_s)  # the pump has read everything up to EOF
+        return code
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

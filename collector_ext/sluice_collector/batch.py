@@ -64,6 +64,10 @@ class Batch:
     dropped: int = 0
     # Masked values per detector name, for /metrics.
     masked: Counter[str] = field(default_factory=Counter)
+    # Batches a stage derived from this one (the access records of HTTP server spans, a LOGS
+    # batch born from a TRACES one), already routed. They flow on with this batch: every sink
+    # takes the whole `family()` in one `consume`, and they are acknowledged or refused with it.
+    derived: list[Batch] = field(default_factory=list)
 
     def records(self) -> list[RecordRef]:
         """Every record of the request as a reference triple, in request order."""
@@ -71,6 +75,10 @@ class Batch:
 
     def record_count(self) -> int:
         return count_records(self.signal, self.request)
+
+    def family(self) -> list[Batch]:
+        """This batch, then the batches derived from it: what a sink's `consume` stores."""
+        return [self, *self.derived] if self.derived else [self]
 
 
 def iter_records(signal: Signal, request: Request) -> Any:

@@ -35,6 +35,12 @@ class ReceiverTelemetry:
             "sluice_records_dropped", "Records removed on purpose (e.g. masking action drop).",
             ["signal", "reason"], registry=r,
         )
+        self.accepted = Counter(
+            "sluice_records_accepted",
+            "Records acknowledged to the client (every sink took them), by signal and the "
+            "category routing gave them (metrics: data points).",
+            ["signal", "category"], registry=r,
+        )
         self.written = Counter(
             "sluice_records_written", "Records a sink took durably.",
             ["signal", "category", "sink"], registry=r,

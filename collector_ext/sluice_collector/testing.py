@@ -3,11 +3,15 @@
 - `start_receiver(...)`: a real receiver in this process on a free 127.0.0.1 port, with real
   gRPC, optionally with in-memory sinks instead of files.
 - `InMemorySink`: the twin of every sink; keeps copies of what it was given, per category.
+- `ManualClock`: a clock that moves only when told, for the alert rules' windows
+  (`start_receiver(..., alerts_clock=clock)`), so a test crosses a 5-minute window at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -17,7 +21,7 @@ from sluice_collector.service.receiver import Receiver
 from sluice_collector.sinks.base import Sink
 from sluice_collector.sinks.memory import InMemorySink
 
-__all__ = ["InMemorySink", "config_from", "start_receiver"]
+__all__ = ["InMemorySink", "ManualClock", "config_from", "start_receiver"]
 
 
 def config_from(settings: Mapping[str, Any] | str | ReceiverConfig | None) -> ReceiverConfig:
@@ -36,12 +40,31 @@ def config_from(settings: Mapping[str, Any] | str | ReceiverConfig | None) -> Re
     )
 
 
+class ManualClock:
+    """`time.time`'s shape, standing still until `advance`d (thread-safe)."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self._now = time.time() if start is None else start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> float:
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+
 def start_receiver(
     settings: Mapping[str, Any] | str | ReceiverConfig | None = None,
     *,
     sinks: Sequence[Sink] | None = None,
+    alerts_clock: Callable[[], float] = time.time,
 ) -> Receiver:
-    """Start a receiver in this process; call `.stop()` when done (or use it as a fixture)."""
-    receiver = Receiver(config_from(settings), sinks=sinks)
+    """Start a receiver in this process; call `.stop()` when done (or use it as a fixture).
+    `alerts_clock` drives the alert rules' windows and alert times (e.g. a `ManualClock`)."""
+    receiver = Receiver(config_from(settings), sinks=sinks, alerts_clock=alerts_clock)
     receiver.start()
     return receiver

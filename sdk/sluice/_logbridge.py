@@ -273,6 +273,16 @@ def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
             bridge.handle(record)
 
 
+def ships(record: logging.LogRecord) -> bool:
+    """Whether the active bridge ships `record` (its level, not internal, and it reaches the
+    root logger from the logger that made it). `sluice run` asks, to ship such a record once."""
+    bridge = _active
+    if bridge is None or record.levelno < bridge.level or record.name.startswith(INTERNAL_PREFIXES):
+        return False
+    logger = logging.root if record.name == "root" else logging.getLogger(record.name)
+    return _reaches_root(logger)
+
+
 def _is_enabled_for(self: logging.Logger, level: int) -> bool:
     if self.disabled:
         return False

@@ -83,7 +83,7 @@ from sluice._logbridge import (
 from sluice._shipper import GrpcTransport, HttpTransport, LogShipper
 from sluice._spill import SpillQueue
 
-__all__ = ["Sluice", "current", "init", "shutdown"]
+__all__ = ["Sluice", "build_log_shipper", "current", "init", "shutdown"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -257,6 +257,27 @@ def build_resource(settings: Settings) -> Resource:
     return Resource.create(attrs)
 
 
+def build_log_shipper(
+    settings: Settings, resource_attributes: Mapping[str, Any], *, spill_all: bool = False
+) -> LogShipper:
+    """The OTLP log shipper `settings` describe (endpoint, protocol, headers, spill, batching,
+    scrub); shared by `init()` and `sluice run`'s output capture, so both follow one set of rules."""
+    transport: GrpcTransport | HttpTransport
+    if settings.protocol == "grpc":
+        transport = GrpcTransport(settings.endpoint, insecure=settings.insecure, headers=settings.headers)
+    else:
+        transport = HttpTransport(settings.endpoint, headers=settings.headers)
+    return LogShipper(
+        transport, resource_attributes,
+        spill=SpillQueue(settings.spill_dir, settings.spill_max_bytes) if settings.spill_dir else None,
+        max_queue_size=settings.max_queue_size, max_batch_size=settings.max_batch_size,
+        schedule_delay_s=settings.schedule_delay_s, export_timeout_s=settings.export_timeout_s,
+        scope_version=_SDK_VERSION,
+        scrub=_scrubber() if settings.scrub else None,
+        spill_all=spill_all,
+    )
+
+
 class Sluice:
     """What `init()` returns: the providers, the log bridge, and flush/shutdown for them all."""
 
@@ -294,21 +315,7 @@ class Sluice:
                 export_interval_millis=settings.metric_interval_s * 1000,
                 export_timeout_millis=settings.export_timeout_s * 1000,
             ))
-            transport: GrpcTransport | HttpTransport
-            if settings.protocol == "grpc":
-                transport = GrpcTransport(
-                    settings.endpoint, insecure=settings.insecure, headers=settings.headers)
-            else:
-                transport = HttpTransport(settings.endpoint, headers=settings.headers)
-            self.shipper = LogShipper(
-                transport, dict(self.resource.attributes),
-                spill=(SpillQueue(settings.spill_dir, settings.spill_max_bytes)
-                       if settings.spill_dir else None),
-                max_queue_size=settings.max_queue_size, max_batch_size=settings.max_batch_size,
-                schedule_delay_s=settings.schedule_delay_s, export_timeout_s=settings.export_timeout_s,
-                scope_version=_SDK_VERSION,
-                scrub=_scrubber() if settings.scrub else None,
-            )
+            self.shipper = build_log_shipper(settings, dict(self.resource.attributes))
         self.log_handler = SluiceHandler(self.shipper, level=settings.log_level)
 
         if settings.trace_url:

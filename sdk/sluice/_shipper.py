@@ -3,7 +3,10 @@
 The app thread only appends a tuple to a deque (atomic under the GIL, no lock); everything costly —
 encoding to OTLP wire bytes, grouping by logger (instrumentation scope), the network — happens here,
 once per batch. Audit and security records are never dropped: when the queue is full or the
-receiver does not answer they go to the on-disk `SpillQueue` and are replayed later.
+receiver does not answer they go to the on-disk `SpillQueue` and are replayed later. A shipper made
+with `spill_all=True` (`sluice run`'s, whose records are a program's output that exists nowhere
+else once the process has gone) spills every record the receiver did not take, within the same
+bound; queue overflow still drops ordinary records, so a flood costs counted drops, not disk.
 """
 
 from __future__ import annotations
@@ -239,8 +242,10 @@ class LogShipper:
         export_timeout_s: float = 10.0,
         scope_version: str | None = None,
         scrub: Callable[[list[Item]], list[Item]] | None = None,
+        spill_all: bool = False,
     ) -> None:
         self.transport = transport
+        self._spill_all = spill_all
         self._scrub = scrub
         self.spill = spill
         self._resource_attributes = dict(resource_attributes)
@@ -254,6 +259,7 @@ class LogShipper:
         self._attr_cache: dict[tuple[str, str], bytes] = {}
         self.dropped = 0
         self.exported = 0
+        self._inflight: list[Item] = []
         self._start()
         weak = weakref.WeakMethod(self._after_fork_in_child)
 
@@ -326,12 +332,13 @@ class LogShipper:
         if head is None:
             if len(self._heads) >= _CACHE_LIMIT:
                 self._heads.clear()
-            head = (
-                _wire.severity(severity_number(levelno), _SEVERITY_TEXT.get(levelname, levelname))
-                + _wire.attribute("code.file.path", path)
-                + _wire.attribute("code.function.name", func)
-                + _wire.attribute("code.line.number", line)
-            )
+            head = _wire.severity(severity_number(levelno), _SEVERITY_TEXT.get(levelname, levelname))
+            if path:  # a record with no source location (a captured line) gets no code.* attributes
+                head += (
+                    _wire.attribute("code.file.path", path)
+                    + _wire.attribute("code.function.name", func)
+                    + _wire.attribute("code.line.number", line)
+                )
             self._heads[key] = head
         return head
 
@@ -390,12 +397,12 @@ class LogShipper:
                 return []
         return [(i[3], self.encode(i)) for i in items]
 
-    def _request(self, entries: list[tuple[str, bytes]]) -> bytes:
+    def _request(self, entries: list[tuple[str, bytes]], resource: bytes | None = None) -> bytes:
         by_scope: dict[str, list[bytes]] = {}
         for scope, record in entries:
             by_scope.setdefault(scope, []).append(record)
         scopes = [_wire.scope_logs(name, records, self._scope_version) for name, records in by_scope.items()]
-        return _wire.export_request(self._resource, scopes)
+        return _wire.export_request(self._resource if resource is None else resource, scopes)
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -431,13 +438,16 @@ class LogShipper:
             backoff_s *= 2
 
     def _spill(self, items: list[Item]) -> None:
-        priority = [i for i in items if i[11] and i[11].get("log.category") in PRIORITY_CATEGORIES]
+        if self._spill_all:
+            priority = items
+        else:
+            priority = [i for i in items if i[11] and i[11].get("log.category") in PRIORITY_CATEGORIES]
         lost = len(items) - len(priority)
         if lost:
             self.dropped += lost
             _health.increment("logs.dropped", lost)
         entries = self._entries(priority)
-        if entries and (self.spill is None or not self.spill.put(entries)):
+        if entries and (self.spill is None or not self.spill.put(entries, self._resource)):
             self.dropped += len(priority)
             _health.increment("logs.dropped", len(priority))
 
@@ -453,6 +463,7 @@ class LogShipper:
                 # requests (up to 8 batches) instead of falling further behind.
                 limit = min(max(self._max_batch, len(queue)), 8 * self._max_batch)
                 batch: list[Item] = []
+                self._inflight = batch
                 while queue and len(batch) < limit:
                     batch.append(queue.popleft())
                 try:
@@ -461,7 +472,9 @@ class LogShipper:
                     _health.report_once("log_encode", "could not encode a log batch", exc)
                     self.dropped += len(batch)
                     continue
-                if self._send(payload, deadline):
+                sent = self._send(payload, deadline)
+                self._inflight = []
+                if sent:
                     self.exported += len(batch)
                     _health.increment("logs.exported", len(batch))
                 else:
@@ -481,12 +494,11 @@ class LogShipper:
             claimed = self.spill.claim()
             if claimed is None:
                 return True
-            path, entries = claimed
-            if not entries or self._send(self._request(entries), deadline):
-                self.spill.done(path)
-                _health.increment("spill.replayed", len(entries))
+            if not claimed.entries or self._send(self._request(claimed.entries, claimed.resource), deadline):
+                self.spill.done(claimed.path)
+                _health.increment("spill.replayed", len(claimed.entries))
             else:
-                self.spill.release(path)
+                self.spill.release(claimed.path)
                 return False
         return False
 
@@ -509,9 +521,14 @@ class LogShipper:
         self._stopping.set()
         self._wake.set()
         self._thread.join(timeout=max(0.1, timeout_s))
-        if self._queue:
-            self._spill(list(self._queue))
-            self._queue.clear()
+        leftover = list(self._queue)
+        self._queue.clear()
+        if self._thread.is_alive():
+            # Still sending when time ran out: the process may end before that batch is
+            # acknowledged, so keep it (delivered at least once rather than maybe never).
+            leftover = list(self._inflight) + leftover
+        if leftover:
+            self._spill(leftover)
         try:
             self.transport.close()
         except Exception as exc:

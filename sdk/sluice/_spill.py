@@ -5,6 +5,12 @@ neither is unbounded growth. Each spill is one file of length-prefixed `(scope n
 LogRecord)` pairs, written with a single `write` and renamed into place so a crash never leaves a
 half file that would be replayed. Files are replayed oldest first once the receiver answers again;
 a file is claimed by renaming it first, so a forked sibling never sends the same file twice.
+
+A file may start with the encoded `Resource` its records were made under (`_RESOURCE_MAGIC`, then
+the length-prefixed resource). The directory is shared by every process of a service — an app, its
+forked workers, each `sluice run` — so a record replayed by another process must keep its own
+resource (`process.pid`, and under `sluice run` the `user.id` of the run), not take the replayer's.
+Files without the header (older ones) are replayed under the replayer's resource, as before.
 """
 
 from __future__ import annotations
@@ -14,13 +20,17 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from sluice import _health
 from sluice._wire import varint
 
-__all__ = ["SpillQueue"]
+__all__ = ["Claimed", "SpillQueue"]
 
 _SUFFIX = ".spill"
+# 0xFF can start no headerless file in practice: that byte would begin the varint length of a
+# scope name of 127 + 128·k characters.
+_RESOURCE_MAGIC = b"\xffsluice-resource\n"
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -32,6 +42,14 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return result, pos
         shift += 7
+
+
+class Claimed(NamedTuple):
+    """A spill file taken for sending: where it is now, its records and their resource (if kept)."""
+
+    path: Path
+    entries: list[tuple[str, bytes]]
+    resource: bytes | None
 
 
 class SpillQueue:
@@ -59,11 +77,14 @@ class SpillQueue:
     def __len__(self) -> int:
         return len(self._files())
 
-    def put(self, entries: Sequence[tuple[str, bytes]]) -> bool:
-        """Write one spill file; False (and counted) when over budget or the disk refuses."""
+    def put(self, entries: Sequence[tuple[str, bytes]], resource: bytes | None = None) -> bool:
+        """Write one spill file (with `resource`, the encoded `Resource` body, when given); False
+        (and counted) when over budget or the disk refuses."""
         if not entries:
             return True
         chunks: list[bytes] = []
+        if resource is not None:
+            chunks += [_RESOURCE_MAGIC, varint(len(resource)), resource]
         for scope, record in entries:
             name = scope.encode("utf-8", "replace")
             chunks += [varint(len(name)), name, varint(len(record)), record]
@@ -88,7 +109,7 @@ class SpillQueue:
         _health.increment("spill.written", len(entries))
         return True
 
-    def claim(self) -> tuple[Path, list[tuple[str, bytes]]] | None:
+    def claim(self) -> Claimed | None:
         """Take the oldest spill file for sending: rename it so nobody else takes it, and parse it."""
         for path in self._files():
             claimed = path.with_name(f"{path.name}.sending-{os.getpid()}")
@@ -98,8 +119,15 @@ class SpillQueue:
             except OSError:
                 continue
             entries: list[tuple[str, bytes]] = []
+            resource: bytes | None = None
             pos = 0
             try:
+                if data.startswith(_RESOURCE_MAGIC):
+                    n, pos = _read_varint(data, len(_RESOURCE_MAGIC))
+                    resource = data[pos:pos + n]
+                    if len(resource) != n:
+                        raise IndexError
+                    pos += n
                 while pos < len(data):
                     n, pos = _read_varint(data, pos)
                     scope = data[pos:pos + n].decode("utf-8", "replace")
@@ -109,7 +137,7 @@ class SpillQueue:
                     pos += n
             except IndexError:
                 _health.report_once("spill_corrupt", f"spill file {path} is truncated; kept what parsed")
-            return claimed, entries
+            return Claimed(claimed, entries, resource)
         return None
 
     def done(self, claimed: Path) -> None:

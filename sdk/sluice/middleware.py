@@ -14,7 +14,9 @@ instrumentation inside it (Flask's, Django's, the ASGI one) sees its span as the
 Incoming W3C `traceparent`/`baggage` headers are honoured (the server span joins the caller's
 trace; `user.id`/`tenant.id` baggage becomes correlation ids). `http.route` defaults to the raw path;
 pass `route=` (a callable from the WSGI environ / ASGI scope to a template such as `/orders/{id}`)
-to keep metric cardinality low.
+to keep metric cardinality low. The request's span carries `sluice.access_record: true`, which
+tells the receiver that this request has its access record (it derives one from HTTP server
+spans that have none).
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ _requests = _meter.create_counter(
 _access = get_logger(Category.ACCESS)
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# On the span this middleware writes the access record for: the receiver derives access records
+# from HTTP server spans of apps that send none (zero-code instrumentation), and skips the spans
+# so marked — they have their own.
+ACCESS_RECORD_MARKER = "sluice.access_record"
 
 
 class _EnvironGetter(Getter[Mapping[str, Any]]):
@@ -86,7 +92,7 @@ class _Request:
         try:
             attributes: dict[str, Any] = {
                 "http.request.method": method, "url.path": path, "http.route": route, "url.scheme": scheme,
-                "request.id": self.request_id,
+                "request.id": self.request_id, ACCESS_RECORD_MARKER: True,
             }
             if client:
                 attributes["client.address"] = client
@@ -99,6 +105,7 @@ class _Request:
                 # the headers would split the request into two traces.
                 self.span, self.joined = active, True
                 active.set_attribute("request.id", self.request_id)
+                active.set_attribute(ACCESS_RECORD_MARKER, True)
             else:
                 kind = SpanKind.SERVER
                 if active.get_span_context().is_valid:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -13,7 +14,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from sluice_collector.testing import InMemorySink, start_receiver
+from sluice_collector.service.receiver import Receiver
+from sluice_collector.sinks.files.retention import disk_usage
+from sluice_collector.sinks.files.sink import RotatingFileSink
+from sluice_collector.telemetry import ReceiverTelemetry
+from sluice_collector.testing import InMemorySink, config_from, start_receiver
 from tests.otlp_builders import log_record, logs_request
 
 
@@ -57,7 +62,22 @@ def test_run_on_a_busy_port_exits_1_with_a_clear_message(tmp_path: Path) -> None
         )
         result = sluice("receiver", "run", "--config", str(tmp_path / "c.yaml"))
     assert result.returncode == 1
-    assert f"grpc.endpoint: cannot listen on 127.0.0.1:{port}" in result.stderr
+    # Only sluice's own line: grpc core's `add_port.cc` error must not come before it.
+    assert result.stderr.strip().splitlines() == [
+        f"sluice: receivers.otlp.protocols.grpc.endpoint: cannot listen on 127.0.0.1:{port}: "
+        "address already in use; pick a free port (or stop what holds it)"
+    ], result.stderr
+    assert "add_port" not in result.stderr
+
+
+@pytest.mark.parametrize(("listen", "shown"), [("localhost", "'localhost'"),
+                                               ("127.0.0.1:99999", "'127.0.0.1:99999'")])
+def test_listen_flag_is_validated_like_the_config_and_exits_2(listen: str, shown: str) -> None:
+    """`--listen localhost` once bound :443 and `:99999` wrapped to another port."""
+    result = sluice("receiver", "run", "--listen", listen, "--telemetry-listen", "")
+    assert result.returncode == 2
+    assert f"argument --listen: got {shown}; expected HOST:PORT" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_version_is_printed() -> None:
@@ -110,6 +130,66 @@ def test_unknown_paths_are_404() -> None:
         assert info.value.code == 404
     finally:
         receiver.stop(5)
+
+
+def _keys_with(value: object, word: str, prefix: str = "") -> set[str]:
+    """Every key path in a JSON value whose last key contains `word`."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if word in key:
+                found.add(path)
+            found |= _keys_with(inner, word, path)
+    return found
+
+
+def test_healthz_shows_one_disk_figure_the_same_as_the_gauge_and_the_guard(tmp_path: Path) -> None:
+    """/healthz once showed two different disk-use numbers for one directory (the file sink's
+    and the receiver's, by two definitions). Now there is one, `disk.used_percent`: the file
+    sink's probe, the figure the guard compares and `sluice_files_disk_used_percent` exports."""
+    config = config_from({"files": {"directory": str(tmp_path), "disk": {"max_used_percent": 80}}})
+    usage = [(37, 100)]
+    telemetry = ReceiverTelemetry()  # the sink's gauges (an injected sink brings its own)
+    receiver = Receiver(config, sinks=[RotatingFileSink(config.files, telemetry,
+                                                        disk_usage=lambda _p: usage[0])])
+    receiver.start()
+    try:
+        base = f"http://127.0.0.1:{receiver.status_port}"
+        body = json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=5).read())
+        assert _keys_with(body, "percent") == {"disk.used_percent", "disk.max_used_percent"}
+        assert body["disk"] == {"path": str(tmp_path.resolve()), "used_percent": 37.0,
+                                "available_bytes": 63, "max_used_percent": 80.0}
+        assert telemetry.registry.get_sample_value("sluice_files_disk_used_percent") == 37.0
+        assert body["sinks"]["files"]["disk_over_limit"] is False
+        usage[0] = (91, 100)  # over the guard: the same figure says so everywhere
+        body = json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=5).read())
+        assert body["disk"]["used_percent"] == 91.0
+        assert telemetry.registry.get_sample_value("sluice_files_disk_used_percent") == 91.0
+        assert body["sinks"]["files"]["state"] == "degraded"
+        assert body["sinks"]["files"]["disk_over_limit"] is True
+    finally:
+        receiver.stop(5)
+
+
+def test_the_disk_figure_counts_what_the_receiver_cannot_write_to(tmp_path: Path) -> None:
+    """The definition: (total − space available to an unprivileged process) / total, the
+    reserved blocks counted as used, so 100 % means the next write fails."""
+    st = os.statvfs(tmp_path)
+    used, total = disk_usage(tmp_path)
+    assert total == st.f_blocks * st.f_frsize
+    # Other processes write meanwhile: the two probes agree to within a few MiB.
+    assert abs((total - used) - st.f_bavail * st.f_frsize) < 64 * 1024 * 1024
+    receiver = start_receiver({"files": {"directory": str(tmp_path / "not-yet")}}, sinks=[InMemorySink()])
+    try:
+        body = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{receiver.status_port}/healthz", timeout=5).read())
+    finally:
+        receiver.stop(5)
+    # No file sink: the same definition on the real file system, for the directory to be.
+    assert _keys_with(body, "percent") == {"disk.used_percent", "disk.max_used_percent"}
+    assert body["disk"]["path"] == str((tmp_path / "not-yet").resolve())
+    assert 0 < body["disk"]["used_percent"] <= 100
 
 
 def test_http_listen_overrides_the_otlp_http_endpoint_and_the_ready_line_names_it(tmp_path: Path) -> None:

@@ -273,6 +273,13 @@ def test_sluice_config_loads_and_its_ports_and_targets_match_the_stack(
     assert "sluice-dev-admin-key-change-me" in (ROOT / "docs" / "deploy.md").read_text()
     # Lines link to the trace in the stack's Jaeger UI (published on the host's 16686).
     assert config.files.trace_url == "http://localhost:16686/trace/{trace_id}"
+    # Log alert rules post to the stack's Alertmanager: the embedded default's, plus an error rate.
+    assert config.alerts.alertmanager is not None
+    host, port = host_port(config.alerts.alertmanager.url)
+    assert port in ports[host]
+    shipped = [r.name for r in load_config(None).alerts.rules]
+    assert [r.name for r in config.alerts.rules] == [*shipped, "ServiceErrorRate"]
+    assert [r for r in config.alerts.rules if r.name in shipped] == list(load_config(None).alerts.rules)
     assert "16686:16686" in compose["services"]["jaeger"]["ports"]
 
 

@@ -471,7 +471,7 @@ def test_real_short_write_under_rlimit_fsize_leaves_no_half_line(tmp_path: Path)
 
 
 def test_disk_gauges_follow_the_probe_and_the_guard_for_alert_rules(tmp_path: Path) -> None:
-    """`/metrics` carries what /healthz shows as disk_used_percent, and the guard it is compared
+    """`/metrics` carries what /healthz shows as disk.used_percent, and the guard it is compared
     with, so a Prometheus rule can alert before retention starts removing files."""
     used = [40]
 
@@ -505,7 +505,7 @@ def test_health_reports_directory_disk_open_files_and_compressions(tmp_path: Pat
     health = s.health()
     s.shutdown()
     assert health == {
-        "state": "degraded", "directory": str(tmp_path), "disk_used_percent": 90.0,
+        "state": "degraded", "directory": str(tmp_path), "disk_over_limit": True,
         "open_files": 1, "pending_compressions": 0, "last_error": "",
     }
     assert bodies(tmp_path / "dynamic.log") == ["a"]

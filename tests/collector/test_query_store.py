@@ -234,3 +234,16 @@ def test_index_files_are_not_world_readable(tmp_path: Path) -> None:
     store.open()
     store.close()
     assert os.stat(store.path).st_mode & 0o007 == 0
+
+
+def test_user_of_a_row_falls_back_to_the_resource() -> None:
+    """A per-user instance (or `sluice run --resource-attribute user.id=...`) puts the user on
+    the resource: its records belong to that user, so that user's key sees them."""
+    line = (b'{"timestamp":"2026-01-01T00:00:00.0Z","severity_number":9,"category":"app",'
+            b'"attributes":{},"resource":{"service.name":"mcp","user.id":"u-7"}}\n')
+    row = row_of_line(line)
+    assert row is not None
+    assert row.user_id == "u-7"
+    own = row_of_line(line.replace(b'"attributes":{}', b'"attributes":{"user.id":"u-8"}'))
+    assert own is not None
+    assert own.user_id == "u-8"

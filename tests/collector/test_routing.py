@@ -123,3 +123,23 @@ def test_out_of_range_severity_numbers_count_as_unspecified() -> None:
     routes = route(log_record("huge", severity=2147483647), log_record("negative", severity=-5),
                    log_record("by text", severity=99, severity_text="ERROR"))
     assert routes == {"app": ["huge", "negative"], "error": ["by text"]}
+
+
+def test_event_name_condition_reads_the_field_or_else_the_event_name_attribute() -> None:
+    config = "categories:\n  security:\n    match:\n      - event_name: auth.failure\n"
+    by_field = log_record("field")
+    by_field.event_name = "auth.failure"
+    routes = route(
+        by_field,
+        log_record("attr", attributes={"event.name": "auth.failure"}),
+        log_record("other", attributes={"event.name": "auth.login"}),
+        config_text=config,
+    )
+    assert routes == {"security": ["field", "attr"], "app": ["other"]}
+
+
+def test_a_client_cannot_write_into_the_reserved_alerts_category() -> None:
+    """Only the alert evaluator writes `alerts`; a forged log.category is routed as if absent."""
+    routes = route(log_record("forged", attributes={"log.category": "alerts"}))
+    assert routes == {"app": ["forged"]}
+    assert "alerts" in parse_config("{}").routing.names

@@ -251,7 +251,7 @@ def test_defaults_are_off_with_the_dev_log_then_udp_fallback_chain() -> None:
     assert not config.enabled
     assert [t.url for t in config.targets] == ["unix:///dev/log", "udp://127.0.0.1:514"]
     assert config.format is SyslogFormat.RFC5424
-    assert config.categories == ("security", "audit", "error")
+    assert config.categories == ("security", "audit", "error", "alerts")
     assert config.max_message_bytes == 8192
     assert config.spool_max_bytes == 64 * 1024 * 1024
 

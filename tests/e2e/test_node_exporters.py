@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.stored import stored_files
 from tests.receiver_process import ReceiverProcess
 
 NODE_APP = Path(__file__).resolve().parents[1] / "node"
@@ -51,11 +52,6 @@ def node_dependencies() -> str:
 @pytest.fixture(scope="module")
 def node() -> str:
     return node_dependencies()
-
-
-def stored_files(logs: Path) -> dict[str, str]:
-    return {str(p.relative_to(logs)): p.read_text() for p in sorted(logs.rglob("*"))
-            if p.is_file() and not p.name.startswith(".")}
 
 
 def run_node_app(node: str, work: Path, exporter: str) -> dict[str, str]:

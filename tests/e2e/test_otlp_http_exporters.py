@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.otlp_exporter_app import SECRETS
+from tests.e2e.stored import stored_files
 from tests.receiver_process import ReceiverProcess
 
 APP = Path(__file__).with_name("otlp_exporter_app.py")
@@ -27,12 +28,6 @@ EXPECTED = {
     "audit": ["role changed"],
 }
 MASK_TOKEN = re.compile(r"\[REDACTED:[a-z_]+\]")
-
-
-def stored_files(logs: Path) -> dict[str, str]:
-    """Every category file under `logs`, by relative path (the audit chain's state files too)."""
-    return {str(p.relative_to(logs)): p.read_text() for p in sorted(logs.rglob("*"))
-            if p.is_file() and not p.name.startswith(".")}
 
 
 def run_app(tmp_path: Path, name: str, **env: str) -> dict[str, str]:

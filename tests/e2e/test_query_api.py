@@ -214,6 +214,20 @@ def test_stats_counts_agree_with_the_stored_records(stored: Stored) -> None:
     assert s.bucket_seconds == 600
     assert sum(b.count for b in s.buckets) == N
     assert sum(b.errors for b in s.buckets) == sum(x["severity"] >= 17 for x in specs)
+    assert {c.key: c.count for c in s.by_service} == Counter(x["service"] for x in specs)
+    # The split series add up to the buckets, per bucket and per key.
+    per_bucket = Counter[int]()
+    for p in s.category_buckets:
+        per_bucket[p.start_unix_nano] += p.count
+    assert per_bucket == {b.start_unix_nano: b.count for b in s.buckets}
+    by_category = Counter[str]()
+    for p in s.category_buckets:
+        by_category[p.key] += p.count
+    assert by_category == Counter(x["category"] for x in specs)
+    by_severity = Counter[str]()
+    for p in s.severity_buckets:
+        by_severity[p.key] += p.count
+    assert by_severity == Counter("ERROR" if x["severity"] == 17 else "INFO" for x in specs)
     mine = stored.client.stats(ALICE, pb.Filter())
     assert mine.unique_users == 1
     assert mine.total == sum(1 for x in specs if x["user"] == "alice"

@@ -141,3 +141,31 @@ def test_sigterm_exits_zero_and_leaves_complete_lines(tmp_path: Path) -> None:
         data = path.read_bytes()
         assert data.endswith(b"\n"), f"{path.name} ends in a partial line"
     assert "stopped" in receiver.stderr
+
+
+def test_the_running_receiver_logs_a_periodic_activity_line(tmp_path: Path) -> None:
+    """An operator watching `sluice receiver run` sees what flows, one INFO line per period,
+    and the lines add up to what was sent; nothing else is logged per request."""
+    from tests.otlp_builders import log_record, logs_request
+
+    proc = ReceiverProcess(tmp_path, {"telemetry": {"listen": "", "summary_interval_s": "200ms"}}).start()
+    try:
+        with grpc.insecure_channel(proc.endpoint) as channel:
+            export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+            for _ in range(3):
+                export(logs_request(log_record("a"), log_record("b", severity=17)).SerializeToString(),
+                       timeout=10)
+        assert proc.stop() == 0
+    finally:
+        proc.kill()
+    lines = [line for line in proc.stderr_lines if "activity in the last" in line]
+    assert lines, proc.stderr
+    assert all(" INFO sluice.receiver: activity in the last " in line for line in lines)
+    # Quiet when nothing happened: the periods without records left no line.
+    assert all(re.search(r"activity in the last \d+s: logs \d+ \(", line) for line in lines), lines
+    totals = {"app": 0, "error": 0}
+    for line in lines:
+        for category in totals:
+            found = re.search(rf"\b{category} (\d+)", line)
+            totals[category] += int(found.group(1)) if found else 0
+    assert totals == {"app": 3, "error": 3}

@@ -98,6 +98,11 @@ emit(12, SeverityNumber.WARN, 'WARN', 'login failed for dave@example.com with pa
 emit(13, SeverityNumber.ERROR, 'ERROR', 'card 5500 0000 0000 0004 was declined',
   { 'exception.type': 'CardDeclined' });
 emit(14, SeverityNumber.INFO, 'INFO', { event: 'signup', contact: { email: 'erin@example.org', plan: 'pro' } }, {});
+// The logs are delivered before the request span ends, as a server's access log would be: the
+// receiver then knows the span has its access record and derives none from it (whatever order
+// the exporters' concurrent requests would otherwise arrive in). The exporter's forceFlush waits
+// for its requests in flight; SimpleLogRecordProcessor's would not.
+await logExporter.forceFlush();
 request.end(at(10000));
 
 await tracerProvider.shutdown();

@@ -128,6 +128,7 @@ class Scan:
     files: list[str] = field(default_factory=list)
     unterminated: list[str] = field(default_factory=list)  # files whose last line lacks "\n"
     categories: Counter[str] = field(default_factory=Counter)
+    torn_files: list[str] = field(default_factory=list)  # <file>.torn: fragments a crash cut
 
     @property
     def duplicates(self) -> dict[int, int]:
@@ -135,7 +136,9 @@ class Scan:
 
 
 def scan_logs(directory: Path) -> Scan:
-    """Count every record by `seq` over active, rotated and gzipped files (dot-dirs skipped)."""
+    """Count every record by `seq` over active, rotated and gzipped files (dot-dirs skipped).
+    `<file>.torn` holds fragments a crash cut short, moved aside on purpose: listed in
+    `torn_files`, never counted as records or bad lines."""
     out = Scan()
     for dirpath, dirnames, filenames in os.walk(directory):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -143,6 +146,9 @@ def scan_logs(directory: Path) -> Scan:
             if name.startswith(".") or name.endswith(".tmp") or ".gz.tmp" in name:
                 continue
             path = Path(dirpath, name)
+            if name.endswith(".torn"):
+                out.torn_files.append(str(path.relative_to(directory)))
+                continue
             rel = str(path.relative_to(directory))
             raw = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
             out.files.append(rel)

@@ -63,7 +63,7 @@ def test_sigkill_under_load_loses_no_acknowledged_record(tmp_path: Path) -> None
     # Only batches whose answer was lost may be stored twice: at most one per sender per kill.
     assert not r["unexplained_dups"], "a batch with no lost answer is stored twice"
     assert len(r["dup_batches"]) <= KILLS * SENDERS
-    assert max(r["restarts"]) <= 5.0
+    # How long a restart takes is measured by `make soak` (bench/soak.py), not asserted here.
     assert not scan.bad_lines, scan.bad_lines[:3]
 
 

@@ -149,6 +149,10 @@ def assert_one_trace(tel: Captured, handler_body: str) -> None:
     request_id = dict(access.log_record.attributes or {})["request.id"]
     assert dict(servers[0].attributes or {})["request.id"] == request_id
     assert dict(handler.log_record.attributes or {})["request.id"] == request_id
+    # The receiver derives access records from server spans without one; this one has one, and
+    # says so on the very span its access record belongs to.
+    assert access.log_record.span_id == servers[0].context.span_id
+    assert dict(servers[0].attributes or {})["sluice.access_record"] is True
 
 
 def asgi_get(app: Any, path: str) -> Any:

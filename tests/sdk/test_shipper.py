@@ -240,3 +240,64 @@ def test_http_transport_errors_are_one_line_with_the_url_and_a_hint() -> None:
     assert str(info.value).startswith(f"cannot deliver logs to {endpoint}/v1/logs: ")
     assert "is a receiver listening there?" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_spilled_records_are_replayed_under_the_resource_they_were_made_with(tmp_path: Path) -> None:
+    """The spill directory is shared by every process of a service: a record another process
+    replays keeps its own resource (pid, a `sluice run`'s user.id), not the replayer's."""
+    t = InMemoryTransport()
+    t.fail = True
+    first = LogShipper(t, {"service.name": "svc", "user.id": "u-7"}, schedule_delay_s=60,
+                       spill=SpillQueue(tmp_path, 1_000_000), export_timeout_s=0.3)
+    first.submit(item("audit", category="audit"))
+    assert first.force_flush(0.5) is False
+    first.shutdown(0.1)
+    other = InMemoryTransport()
+    second = LogShipper(other, {"service.name": "svc", "user.id": "u-8"}, schedule_delay_s=60,
+                        spill=SpillQueue(tmp_path, 1_000_000))
+    second.submit(item("mine"))
+    assert second.force_flush(5)
+    users = {plain(r.body): {kv.key: plain(kv.value) for kv in rl.resource.attributes}["user.id"]
+             for p in other.payloads for rl in decode(p).resource_logs
+             for sl in rl.scope_logs for r in sl.log_records}
+    assert users == {"audit": "u-7", "mine": "u-8"}
+    second.shutdown(1)
+
+
+def test_spill_files_without_a_resource_header_still_replay(tmp_path: Path) -> None:
+    spill = SpillQueue(tmp_path, 1_000_000)
+    assert spill.put([("scope", b"\x12\x02\x0a\x00")])
+    claimed = spill.claim()
+    assert claimed is not None
+    assert claimed.resource is None
+    assert claimed.entries == [("scope", b"\x12\x02\x0a\x00")]
+
+
+def test_spill_all_keeps_every_undelivered_record_but_queue_overflow_still_drops(tmp_path: Path) -> None:
+    t = InMemoryTransport()
+    t.fail = True
+    spill = SpillQueue(tmp_path, 1_000_000)
+    s = shipper(t, spill=spill, export_timeout_s=0.3, spill_all=True, max_queue_size=2)
+    for body in ("one", "two", "overflow"):
+        s.submit(item(body))
+    assert s.dropped == 1
+    assert s.force_flush(0.5) is False
+    assert len(spill) == 1
+    t.fail = False
+    assert s.force_flush(5)
+    bodies = sorted(plain(r.body) for p in t.payloads for rl in decode(p).resource_logs
+                    for sl in rl.scope_logs for r in sl.log_records)
+    assert bodies == ["one", "two"]
+    s.shutdown(1)
+
+
+def test_a_record_without_a_source_location_gets_no_code_attributes() -> None:
+    t = InMemoryTransport()
+    s = shipper(t)
+    s.submit((1_700_000_000.5, logging.ERROR, "ERROR", "sluice.run", "captured", "", "", 0, 0, 0, 0,
+              {"log.iostream": "stderr"}, None))
+    assert s.force_flush(5)
+    rec = decode(t.payloads[0]).resource_logs[0].scope_logs[0].log_records[0]
+    assert {kv.key for kv in rec.attributes} == {"log.iostream"}
+    assert (rec.severity_number, rec.severity_text) == (17, "ERROR")
+    s.shutdown(1)

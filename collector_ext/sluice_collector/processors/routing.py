@@ -12,6 +12,13 @@ A `log.category` naming a category the config does not list is accepted when the
 sinks open unbounded files; records beyond that, or with an invalid name, go through the rules
 as if the attribute were absent.
 
+The `alerts` category is reserved like `traces` and `metrics`: only the alert evaluator
+(`sinks/alerts/`) writes there, so a client cannot forge alert records with `log.category`.
+
+The match conditions are shared: alert rules (`sinks/alerts/config.py`) parse their `match` with
+`parse_match_rule` and evaluate it with `compile_match_rule`, so a condition means the same
+thing in a category rule and in an alert rule.
+
 Routing emits category names only. What a category means on disk (path, rotation, retention)
 is the file sink's business (`sinks/files/config.py`); both read their keys from the same
 `categories.<name>` section of the config.
@@ -35,8 +42,9 @@ CATEGORY_ATTRIBUTE = "log.category"
 DEFAULT_CATEGORY = "app"
 TRACES_CATEGORY = "traces"
 METRICS_CATEGORY = "metrics"
+ALERTS_CATEGORY = "alerts"
 MAX_DYNAMIC_CATEGORIES = 256
-_RESERVED = frozenset({TRACES_CATEGORY, METRICS_CATEGORY})
+_RESERVED = frozenset({TRACES_CATEGORY, METRICS_CATEGORY, ALERTS_CATEGORY})
 
 CATEGORY_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 # Every built-in category, in rule order; `match` of access/error are the defaults the seeds ask
@@ -51,6 +59,7 @@ BUILTIN_MATCH: dict[str, list[dict[str, Any]]] = {
     "audit": [],
     "system": [],
     "app": [],
+    "alerts": [],
     "traces": [],
     "metrics": [],
 }
@@ -67,6 +76,7 @@ class MatchRule:
     severity_at_least: int | None = None  # SeverityNumber lower bound
     scope: str | None = None  # glob on the instrumentation scope (logger) name
     body_matches: str | None = None  # regex searched in the body text
+    event_name: str | None = None  # the record's event name (field, else `event.name`) equals this
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,41 +124,47 @@ class RoutingConfig:
 
 
 _RULE_KEYS = ("attribute", "equals", "matches", "attribute_prefix", "severity_at_least", "scope",
-              "body_matches")
+              "body_matches", "event_name")
 
 
 def parse_match(section: Section) -> tuple[MatchRule, ...]:
     """`match`: a list of rules, each a mapping of the conditions that must all hold."""
-    rules: list[MatchRule] = []
-    for item in section.section_list("match"):
-        values = {k: item.get_optional_str(k) for k in _RULE_KEYS if k != "severity_at_least"}
-        severity: int | None = None
-        if item.has("severity_at_least"):
-            raw = item.raw("severity_at_least")
-            if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 24:
-                severity = raw
-            elif isinstance(raw, str) and raw.upper() in SEVERITY_LEVELS:
-                severity = SEVERITY_LEVELS[raw.upper()]
-            else:
-                item.error("severity_at_least", f"got {raw!r}; expected one of "
-                           f"{', '.join(SEVERITY_LEVELS)} or a SeverityNumber from 1 to 24")
-        for regex_key in ("matches", "body_matches"):
-            pattern = values[regex_key]
-            if pattern is not None:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    item.error(regex_key, f"got {pattern!r}; not a valid regular expression: {exc}")
-        if (values["equals"] is not None or values["matches"] is not None) and not values["attribute"]:
-            item.error("attribute", "equals/matches need the attribute they test: add attribute: KEY")
-        if not any(item.has(k) for k in _RULE_KEYS):
-            item.error("", f"an empty rule matches nothing; use any of: {', '.join(_RULE_KEYS)}")
-        rules.append(MatchRule(severity_at_least=severity, **values))
-    return tuple(rules)
+    return tuple(parse_match_rule(item) for item in section.section_list("match"))
+
+
+def parse_match_rule(item: Section, *, allow_empty: bool = False) -> MatchRule:
+    """One rule of a `match` list. `allow_empty`: a rule with none of these conditions is
+    accepted (and matches everything) because the caller adds conditions of its own (alert
+    rules add `category`)."""
+    values = {k: item.get_optional_str(k) for k in _RULE_KEYS if k != "severity_at_least"}
+    severity: int | None = None
+    if item.has("severity_at_least"):
+        raw = item.raw("severity_at_least")
+        if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 24:
+            severity = raw
+        elif isinstance(raw, str) and raw.upper() in SEVERITY_LEVELS:
+            severity = SEVERITY_LEVELS[raw.upper()]
+        else:
+            item.error("severity_at_least", f"got {raw!r}; expected one of "
+                       f"{', '.join(SEVERITY_LEVELS)} or a SeverityNumber from 1 to 24")
+    for regex_key in ("matches", "body_matches"):
+        pattern = values[regex_key]
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                item.error(regex_key, f"got {pattern!r}; not a valid regular expression: {exc}")
+                values[regex_key] = None
+    if (values["equals"] is not None or values["matches"] is not None) and not values["attribute"]:
+        item.error("attribute", "equals/matches need the attribute they test: add attribute: KEY")
+    if not allow_empty and not any(item.has(k) for k in _RULE_KEYS):
+        item.error("", f"an empty rule matches nothing; use any of: {', '.join(_RULE_KEYS)}")
+    return MatchRule(severity_at_least=severity, **values)
 
 
 # (resource-level, scope-level, record, record attributes as a dict, resource attribute keys)
-_Condition = Callable[[Any, Any, Any, dict[str, Any], frozenset[str]], bool]
+RecordPredicate = Callable[[Any, Any, Any, dict[str, Any], frozenset[str]], bool]
+_Condition = RecordPredicate
 
 
 def _as_text(value: Any) -> str:
@@ -162,10 +178,10 @@ def _find(kvs: Any, key: str) -> Any:
     return None
 
 
-def _compile_rule(rule: MatchRule) -> _Condition:
+def compile_match_rule(rule: MatchRule) -> RecordPredicate:
     """Turn one MatchRule into a predicate over (resource-level, scope-level, record, record
     attributes as a dict, resource attribute keys); both are read once per record and once
-    per resource, so presence tests are hash lookups."""
+    per resource, so presence tests are hash lookups. A rule without conditions holds always."""
     conditions: list[_Condition] = []
     if rule.attribute is not None:
         key = rule.attribute
@@ -220,6 +236,12 @@ def _compile_rule(rule: MatchRule) -> _Condition:
         def body(rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]) -> bool:
             return body_re.search(body_text(rec.body)) is not None
         conditions.append(body)
+    if rule.event_name is not None:
+        wanted_event = rule.event_name
+
+        def named(rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]) -> bool:
+            return bool((rec.event_name or keys.get("event.name")) == wanted_event)
+        conditions.append(named)
 
     if len(conditions) == 1:
         return conditions[0]
@@ -252,7 +274,7 @@ def _compile_rules(rules: tuple[MatchRule, ...]) -> list[_Condition]:
             pending.add(rule.attribute)  # type: ignore[arg-type]
             continue
         flush()
-        out.append(_compile_rule(rule))
+        out.append(compile_match_rule(rule))
     flush()
     return out
 

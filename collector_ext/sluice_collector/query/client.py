@@ -2,100 +2,31 @@
 
 Uses plain grpcio
 multi-callables with the generated message classes, not the generated stub, so it needs no
-more of grpcio than the receiver does.
+more of grpcio than the receiver does. Human output shows record text through `printable`
+(control characters from log bodies never reach the terminal raw); `--json` prints the stored
+lines exactly. A failed call is one line that says what to do, not a gRPC status dump.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
-import re
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 import grpc
 import orjson
 
-from sluice_collector.otlpvalues import SEVERITY_LEVELS
 from sluice_collector.query._proto import query_pb2 as pb
+from sluice_collector.query.arguments import add_parser, parse_severity, parse_time
+from sluice_collector.query.printable import printable
+
+__all__ = ["add_parser", "explain", "parse_severity", "parse_time", "run"]
 
 SERVICE = "/sluice.v1.LogQuery/"
-_RELATIVE_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 FORMATS = {"jsonl": pb.JSONL, "csv": pb.CSV, "txt": pb.TXT}
 COMPRESSIONS = {"none": pb.NONE, "gzip": pb.GZIP, "zip": pb.ZIP}
-
-
-def parse_time(text: str, now_s: float | None = None) -> int:
-    """Unix ns of RFC 3339 (``2026-11-23T08:00:00Z``) or a time ago (``15m``, ``2h``, ``7d``)."""
-    now = time.time() if now_s is None else now_s
-    match = _RELATIVE_RE.match(text.strip())
-    if match:
-        return int((now - float(match.group(1)) * _UNIT_S[match.group(2)]) * 1e9)
-    try:
-        stamp = _dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"got {text!r}; expected RFC 3339 (2026-11-23T08:00:00Z) or a time ago such as "
-            "15m, 2h, 7d") from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=_dt.UTC)
-    return int(stamp.timestamp() * 1e6) * 1000
-
-
-def parse_severity(text: str) -> int:
-    if text.isdigit() and 1 <= int(text) <= 24:
-        return int(text)
-    number = SEVERITY_LEVELS.get(text.upper())
-    if number is None:
-        raise argparse.ArgumentTypeError(
-            f"got {text!r}; expected one of {', '.join(SEVERITY_LEVELS)} or 1-24")
-    return number
-
-
-def add_parser(commands: Any) -> None:
-    """Add `logs` and its four subcommands to the `sluice` parser."""
-    logs = commands.add_parser("logs", help="read stored logs back from a receiver (LogQuery API)")
-    sub = logs.add_subparsers(dest="logs_command", metavar="SUBCOMMAND")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--endpoint", default="127.0.0.1:4317", metavar="HOST:PORT",
-                        help="the receiver's gRPC address (default 127.0.0.1:4317)")
-    common.add_argument("--api-key", default=os.environ.get("SLUICE_API_KEY"), metavar="KEY",
-                        help="API key (default $SLUICE_API_KEY)")
-    common.add_argument("--since", type=parse_time, metavar="TIME",
-                        help="from this time: RFC 3339 or a time ago (15m, 2h, 7d)")
-    common.add_argument("--until", type=parse_time, metavar="TIME", help="up to this time (exclusive)")
-    common.add_argument("--category", action="append", default=[], metavar="NAME",
-                        help="only this category (repeatable)")
-    common.add_argument("--service", action="append", default=[], metavar="NAME",
-                        help="only this service.name (repeatable)")
-    common.add_argument("--severity", type=parse_severity, metavar="LEVEL",
-                        help="at least this severity (DEBUG, INFO, WARN, ERROR, FATAL or 1-24)")
-    common.add_argument("--trace-id", metavar="HEX", help="only this trace")
-    common.add_argument("--user", metavar="ID", help="only this user id (as stored)")
-    common.add_argument("--event-type", metavar="NAME", help="only this event.name")
-    common.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
-                        help="attribute equals value (repeatable)")
-    common.add_argument("--text", metavar="TEXT", help="substring of the stored JSON line")
-    common.add_argument("--grep", metavar="REGEX", help="RE2 regex searched in the stored JSON line")
-    common.add_argument("--json", action="store_true", help="one JSON record per line")
-    query = sub.add_parser("query", parents=[common], help="print matching records, newest first")
-    query.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
-    query.add_argument("--oldest-first", action="store_true")
-    tail = sub.add_parser("tail", parents=[common], help="the last records; -f to follow")
-    tail.add_argument("--limit", "-n", type=int, default=20, help="records shown first (default 20)")
-    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
-    stats = sub.add_parser("stats", parents=[common], help="counts, error rate, durations")
-    stats.add_argument("--bucket", type=int, default=0, metavar="SECONDS",
-                       help="time bucket width (default: about 60 buckets)")
-    export = sub.add_parser("export", parents=[common], help="write matching records to a file")
-    export.add_argument("--format", choices=sorted(FORMATS), default="jsonl")
-    export.add_argument("--compress", choices=sorted(COMPRESSIONS), default="none")
-    export.add_argument("--limit", type=int, default=0, help="at most this many (default all)")
-    export.add_argument("--output", "-o", metavar="FILE", help="file to write (default stdout)")
 
 
 def _filter(args: argparse.Namespace) -> pb.Filter:
@@ -110,11 +41,12 @@ def _filter(args: argparse.Namespace) -> pb.Filter:
         severity_at_least=args.severity or 0, categories=args.category, services=args.service,
         trace_id=args.trace_id or "", user_id=args.user or "", event_type=args.event_type or "",
         attribute_equals=attrs, text=args.text or "", regex=args.grep or "",
+        include_reads=args.include_reads,
     )
 
 
 def _human(records: Iterable[pb.Record], out: TextIO) -> None:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for record in records:
         try:
             obj = orjson.loads(record.line)
@@ -124,9 +56,10 @@ def _human(records: Iterable[pb.Record], out: TextIO) -> None:
         level = obj.get("severity") or ("SPAN" if "span_id" in obj and "kind" in obj else "")
         body = obj.get("body", obj.get("name", ""))
         user = attrs.get("user.id") or attrs.get("enduser.id") or ""
-        rows.append((str(obj.get("timestamp", ""))[:23], str(level), record.category,
-                     str(obj.get("service.name", "")), str(user),
-                     (body if isinstance(body, str) else orjson.dumps(body).decode()).replace("\n", "\\n")))
+        text = body if isinstance(body, str) else orjson.dumps(body).decode()
+        rows.append(tuple(printable(value) for value in (
+            str(obj.get("timestamp", ""))[:23], str(level), record.category,
+            str(obj.get("service.name", "")), str(user), text)))
     if not rows:
         return
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -154,14 +87,51 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     try:
         return _dispatch(args, channel, metadata, out)
     except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else None
-        details = exc.details() if hasattr(exc, "details") else str(exc)
-        print(f"sluice logs: {getattr(code, 'name', code)}: {details}", file=sys.stderr)
+        print(f"sluice logs: {explain(exc, args.endpoint)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
         channel.close()
+
+
+def _export_progress(channel: grpc.Channel, f: pb.Filter, args: argparse.Namespace, metadata: Any) -> Any:
+    """A progress bar for `export` on a terminal: records against the Stats total (asked for only
+    then), bytes beside; bytes alone for compressed output, whose records cannot be counted."""
+    from sluice_collector.progress import Progress, enabled
+
+    if not enabled():
+        return Progress("exporting")
+    if args.compress != "none":
+        return Progress("exporting", unit="B")
+    stats = channel.unary_unary(SERVICE + "Stats", request_serializer=pb.StatsRequest.SerializeToString,
+                                response_deserializer=pb.StatsResponse.FromString)
+    total = int(stats(pb.StatsRequest(filter=f), metadata=metadata).total)
+    if args.limit > 0:
+        total = min(total, args.limit)
+    if args.format == "csv":
+        total += 1  # the header line
+    return Progress("exporting", total=total, unit="records")
+
+
+# What grpc's client says when it never reached a server (its details end in the OS's reason).
+_UNREACHABLE = ("failed to connect", "dns resolution failed", "connection refused",
+                "connection reset", "socket closed", "name resolution", "connect failed")
+
+
+def explain(error: grpc.RpcError, endpoint: str) -> str:
+    """One line for a failed call: what went wrong and what to do about it."""
+    code = error.code() if hasattr(error, "code") else None
+    details = str(error.details() if hasattr(error, "details") else error) or ""
+    if code is grpc.StatusCode.UNIMPLEMENTED:
+        return (f"the receiver at {endpoint} does not serve the query API (it is off there): "
+                "give it query.api_keys in its config (docs/query.md) and restart it")
+    if code is grpc.StatusCode.UNAVAILABLE and any(m in details.lower() for m in _UNREACHABLE):
+        reason = details.rsplit(": ", 1)[-1].strip() or "unreachable"
+        return (f"cannot reach a receiver at {endpoint} ({printable(reason)}); is it running, "
+                "and is --endpoint its OTLP/gRPC address?")
+    name = getattr(code, "name", None) or "ERROR"
+    return f"{name}: {printable(details)}"
 
 
 def _dispatch(args: argparse.Namespace, channel: grpc.Channel, metadata: Any, out: TextIO) -> int:
@@ -207,9 +177,10 @@ def _dispatch(args: argparse.Namespace, channel: grpc.Channel, metadata: Any, ou
                               ("event type", s.by_event_type), ("status", s.by_status)):
             if counts:
                 out.write(f"\nby {title}\n")
-                width = max(len(c.key) for c in counts)
-                for c in counts:
-                    out.write(f"  {c.key.ljust(width)}  {c.count}\n")
+                keys = [printable(c.key) for c in counts]  # event types, statuses: app-sent text
+                width = max(len(k) for k in keys)
+                for key, c in zip(keys, counts, strict=True):
+                    out.write(f"  {key.ljust(width)}  {c.count}\n")
         if s.buckets:
             out.write(f"\nper {s.bucket_seconds}s\n")
             for b in s.buckets:
@@ -223,10 +194,14 @@ def _dispatch(args: argparse.Namespace, channel: grpc.Channel, metadata: Any, ou
         request = pb.ExportRequest(filter=f, format=FORMATS[args.format],
                                    compression=COMPRESSIONS[args.compress], max_records=args.limit)
         sink = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+        progress = _export_progress(channel, f, args, metadata)
         try:
             for chunk in export(request, metadata=metadata):
                 sink.write(chunk.data)
+                progress.advance(records=0 if args.compress != "none" else chunk.data.count(b"\n"),
+                                 nbytes=len(chunk.data))
         finally:
+            progress.close()
             if args.output:
                 sink.close()
             else:

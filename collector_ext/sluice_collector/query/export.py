@@ -1,5 +1,10 @@
 """Export formats: stored rows in, file bytes out, in chunks small enough for one gRPC message.
 
+JSONL is the stored lines exactly. TXT and CSV are for people (a terminal, a spreadsheet): their
+text columns go through `printable`, so a control character a client put in a log body cannot
+drive the reader's terminal; CSV's `record` column is the JSON line with such characters as JSON
+escapes (`printable_json`: the same JSON value).
+
 Chunks are produced while rows are read, so an export of millions of records never holds more
 than one chunk in memory, compressed or not (zip archives are written in streaming mode, with
 data descriptors, which every unzip understands).
@@ -17,6 +22,7 @@ from typing import Any
 import orjson
 
 from sluice_collector.encode import rfc3339
+from sluice_collector.query.printable import printable, printable_json
 from sluice_collector.query.store import StoredRow, severity_name
 
 CHUNK_BYTES = 256 * 1024
@@ -52,8 +58,10 @@ def format_rows(rows: Iterable[StoredRow], fmt: str) -> Iterator[bytes]:
             r = stored.row
             writer.writerow((
                 rfc3339(r.time_ns), r.category, severity_name(r.severity) if r.severity else "",
-                r.service, r.trace_id, r.span_id, r.user_id, r.tenant, r.event_name, r.status,
-                "" if r.duration_ms is None else r.duration_ms, message_of(r.line), r.line,
+                printable(r.service), r.trace_id, r.span_id, printable(r.user_id), r.tenant,
+                printable(r.event_name), printable(r.status),
+                "" if r.duration_ms is None else r.duration_ms, printable(message_of(r.line)),
+                printable_json(r.line),
             ))
             yield buf.getvalue().encode()
             buf.seek(0)
@@ -62,8 +70,9 @@ def format_rows(rows: Iterable[StoredRow], fmt: str) -> Iterator[bytes]:
         for stored in rows:
             r = stored.row
             level = severity_name(r.severity) if r.severity else "SPAN"
-            message = message_of(r.line).replace("\n", "\\n")
-            yield (f"{rfc3339(r.time_ns)} {level:<5} [{r.category}] {r.service}: {message}\n").encode()
+            message = printable(message_of(r.line))
+            yield (f"{rfc3339(r.time_ns)} {level:<5} [{r.category}] {printable(r.service)}: "
+                   f"{message}\n").encode()
     else:
         for stored in rows:
             yield stored.row.line.encode() + b"\n"

@@ -1,16 +1,9 @@
 """The `sluice.v1.LogQuery` gRPC service: Query, Stats, Export and Tail over the index.
 
-Access is decided here and only here, from the API key in the call's metadata — never from
-anything inside the request:
-
-    admin key           every record (of its tenant, when the key names one)
-    user key            only records whose user id is the key's `user_id` (and tenant, when
-                        set), never the admin-only categories `system` and `audit`
-    no / unknown key    UNAUTHENTICATED
-
-Every call is itself audited before it reads anything: an `audit` log record (who, which
-method, which filter) goes through the receiver's own pipeline, so it is masked, hash-chained
-and stored like any other audit record. A call that cannot be audited is refused (UNAVAILABLE).
+A thin front door over the read core (`core.QueryCore`), which alone decides who may see what
+and audits every read — the viewer's JSON API (`web.py`) calls the very same core. This module
+only turns gRPC metadata and request bytes into core calls and the core's typed errors into
+status codes.
 
 Handlers take and return raw bytes (as the OTLP handlers do) so a malformed request is answered
 with INVALID_ARGUMENT, not grpcio's INTERNAL.
@@ -18,85 +11,36 @@ with INVALID_ARGUMENT, not grpcio's INTERNAL.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import hmac
-import logging
-import threading
-import time
+import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
-import orjson
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from sluice_collector.batch import Signal
-from sluice_collector.errors import DecodeError, RequestTooLarge, Retryable
-from sluice_collector.ingest import Caller, Encoding, IngestCore
 from sluice_collector.query._proto import query_pb2 as pb
-from sluice_collector.query.config import ApiKeyConfig, QueryConfig
-from sluice_collector.query.export import export_chunks
-from sluice_collector.query.store import (
-    AccessScope,
-    IndexStore,
-    InvalidFilter,
-    RecordFilter,
-    StoredRow,
-    check_filter,
+from sluice_collector.query.config import ApiKeyConfig
+from sluice_collector.query.core import (
+    ApiKeyAuthenticator,
+    QueryCore,
+    ReadError,
+    audit_request,
+    error_name,
+    scope_of,
 )
+from sluice_collector.query.store import InvalidFilter, RecordFilter, StoredRow
 
-log = logging.getLogger("sluice.receiver")
+__all__ = ["SERVICE_NAME", "ApiKeyAuthenticator", "LogQueryService", "audit_request", "filter_of",
+           "scope_of"]
 
 SERVICE_NAME = "sluice.v1.LogQuery"
-ADMIN_ONLY_CATEGORIES = frozenset({"system", "audit"})
-DEFAULT_LIMIT = 100
-TAIL_POLL_S = 0.2
-TAIL_MAX_ROWS = 5000
+# How long a Tail waits for the follower before checking that its caller is still there.
+TAIL_CHECK_S = 1.0
 _FORMATS = {pb.JSONL: "jsonl", pb.CSV: "csv", pb.TXT: "txt"}
 _COMPRESSIONS = {pb.NONE: "none", pb.GZIP: "gzip", pb.ZIP: "zip"}
 _Req = TypeVar("_Req", bound=Message)
-
-
-class ApiKeyAuthenticator:
-    """Maps `x-api-key: <key>` (or `authorization: ApiKey <key>`) to the configured key.
-
-    Compared as SHA-256 digests with `hmac.compare_digest` against every key without stopping
-    at a match, so neither which key matched nor the length of a guess shows in timing.
-    """
-
-    def __init__(self, config: QueryConfig) -> None:
-        self._keys = [(hashlib.sha256(k.key.encode()).digest(), k) for k in config.api_keys]
-
-    def __call__(self, metadata: Any) -> ApiKeyConfig | None:
-        presented: str | None = None
-        for key, value in metadata or ():
-            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            if key == "x-api-key":
-                presented = text.strip()
-                break
-            if key == "authorization":
-                scheme, _, credential = text.strip().partition(" ")
-                if scheme.lower() == "apikey":
-                    presented = credential.strip()
-        if not presented:
-            return None
-        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
-        found: ApiKeyConfig | None = None
-        for known, config in self._keys:
-            if hmac.compare_digest(digest, known):
-                found = config
-        return found
-
-
-def scope_of(key: ApiKeyConfig) -> AccessScope:
-    if key.role == "admin":
-        return AccessScope(tenant=key.tenant)
-    return AccessScope(user_id=key.user_id, tenant=key.tenant,
-                       hidden_categories=ADMIN_ONLY_CATEGORIES)
+_T = TypeVar("_T")
 
 
 def filter_of(f: pb.Filter) -> RecordFilter:
@@ -105,7 +49,7 @@ def filter_of(f: pb.Filter) -> RecordFilter:
         severity_at_least=f.severity_at_least, categories=tuple(f.categories),
         services=tuple(f.services), trace_id=f.trace_id.strip().lower(), user_id=f.user_id,
         event_type=f.event_type, attribute_equals=tuple(sorted(f.attribute_equals.items())),
-        text=f.text, regex=f.regex, tenant=f.tenant,
+        text=f.text, regex=f.regex, tenant=f.tenant, include_reads=f.include_reads,
     )
 
 
@@ -114,25 +58,16 @@ def _record(stored: StoredRow) -> pb.Record:
                      line=stored.row.line)
 
 
+def _abort(context: grpc.ServicerContext, exc: ReadError | InvalidFilter) -> NoReturn:
+    context.abort(getattr(grpc.StatusCode, error_name(exc)), str(exc))
+    raise AssertionError("unreachable")  # context.abort raises
+
+
 class LogQueryService:
-    """The four RPCs, bound to one index store and the receiver's ingest core (for audit)."""
+    """The four RPCs over one read core."""
 
-    def __init__(self, config: QueryConfig, store: IndexStore, ingest: IngestCore) -> None:
-        self._config = config
-        self._store = store
-        self._ingest = ingest
-        self._authenticate = ApiKeyAuthenticator(config)
-        self._streams = threading.BoundedSemaphore(config.max_streams)
-        self._closing = threading.Event()
-
-    def open(self) -> None:
-        """Create the index (schema) if no index sink did, so reads never meet a bare file."""
-        self._store.open()
-
-    def close(self) -> None:
-        """End running Tail streams, so the server's stop does not wait out its grace."""
-        self._closing.set()
-        self._store.close()
+    def __init__(self, core: QueryCore) -> None:
+        self._core = core
 
     def generic_handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {
@@ -144,17 +79,19 @@ class LogQueryService:
 
     # -- RPCs ------------------------------------------------------------------------------
     def query(self, data: bytes, context: grpc.ServicerContext) -> bytes:
-        request, scope, f = self._begin("Query", data, context, pb.QueryRequest)
-        limit = min(request.limit or DEFAULT_LIMIT, self._config.max_limit)
-        rows, token = self._run(context, lambda: self._store.query(
-            f, scope, limit=limit, newest_first=request.order == pb.NEWEST_FIRST,
-            page_token=request.page_token))
+        key, request = self._begin(data, context, pb.QueryRequest)
+        rows, token = self._call(context, lambda: self._core.query(
+            key, filter_of(request.filter), limit=request.limit,
+            newest_first=request.order == pb.NEWEST_FIRST, page_token=request.page_token,
+            peer=context.peer(), via="grpc"))
         response = pb.QueryResponse(records=[_record(r) for r in rows], next_page_token=token)
         return response.SerializeToString()
 
     def stats(self, data: bytes, context: grpc.ServicerContext) -> bytes:
-        request, scope, f = self._begin("Stats", data, context, pb.StatsRequest)
-        s = self._run(context, lambda: self._store.stats(f, scope, max(0, request.bucket_seconds)))
+        key, request = self._begin(data, context, pb.StatsRequest)
+        s = self._call(context, lambda: self._core.stats(
+            key, filter_of(request.filter), bucket_s=request.bucket_seconds,
+            peer=context.peer(), via="grpc"))
         response = pb.StatsResponse(
             total=s.total, unique_users=s.unique_users,
             error_rate=s.errors / s.total if s.total else 0.0,
@@ -164,145 +101,62 @@ class LogQueryService:
             by_severity=[pb.Count(key=k, count=n) for k, n in s.by_severity],
             by_event_type=[pb.Count(key=k, count=n) for k, n in s.by_event_type],
             by_status=[pb.Count(key=k, count=n) for k, n in s.by_status],
+            by_service=[pb.Count(key=k, count=n) for k, n in s.by_service],
             buckets=[pb.Bucket(start_unix_nano=b, count=n, errors=e) for b, n, e in s.buckets],
+            category_buckets=[pb.SeriesPoint(start_unix_nano=b, key=k, count=n)
+                              for b, k, n in s.category_buckets],
+            severity_buckets=[pb.SeriesPoint(start_unix_nano=b, key=k, count=n)
+                              for b, k, n in s.severity_buckets],
         )
         return response.SerializeToString()
 
     def export(self, data: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-        request, scope, f = self._begin("Export", data, context, pb.ExportRequest)
+        key, request = self._begin(data, context, pb.ExportRequest)
         fmt = _FORMATS.get(request.format)
         compression = _COMPRESSIONS.get(request.compression)
         if fmt is None or compression is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown export format or compression")
-        with self._stream_slot(context):
-            rows = self._store.iterate(f, scope, newest_first=request.order == pb.NEWEST_FIRST,
-                                       max_records=request.max_records)
-            for chunk in export_chunks(rows, fmt or "jsonl", compression or "none"):
+        with contextlib.ExitStack() as stack:
+            chunks = self._call(context, lambda: stack.enter_context(self._core.export(
+                key, filter_of(request.filter), fmt=fmt or "jsonl",
+                compression=compression or "none", newest_first=request.order == pb.NEWEST_FIRST,
+                max_records=request.max_records, peer=context.peer(), via="grpc")))
+            for chunk in chunks:
                 if not context.is_active():
                     return
                 yield pb.ExportChunk(data=chunk).SerializeToString()
 
     def tail(self, data: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-        _request, scope, f = self._begin("Tail", data, context, pb.TailRequest)
-        with self._stream_slot(context):
-            last = self._store.last_id()
+        key, request = self._begin(data, context, pb.TailRequest)
+        with contextlib.ExitStack() as stack:
+            cursor = self._call(context, lambda: stack.enter_context(self._core.tail(
+                key, filter_of(request.filter), peer=context.peer(), via="grpc")))
             # An empty first message confirms the subscription: records indexed from now on
             # will be sent.
             yield b""
-            while context.is_active() and not self._closing.is_set():
-                newest = self._store.last_id()
-                if newest > last:
-                    # Bounded by the id range, so rows the filter rejects are read once only;
-                    # and by TAIL_MAX_ROWS, so a burst is sent in parts rather than all at once.
-                    rows = self._store.after(f, scope, last, limit=TAIL_MAX_ROWS, until_id=newest)
-                    last = rows[-1].id if len(rows) == TAIL_MAX_ROWS else newest
-                    for start in range(0, len(rows), 500):
-                        yield pb.TailResponse(
-                            records=[_record(r) for r in rows[start:start + 500]]
-                        ).SerializeToString()
-                else:
-                    self._closing.wait(TAIL_POLL_S)
+            while context.is_active() and not cursor.closing:
+                rows = cursor.poll()
+                for start in range(0, len(rows), 500):
+                    yield pb.TailResponse(
+                        records=[_record(r) for r in rows[start:start + 500]]
+                    ).SerializeToString()
+                if not rows:
+                    cursor.wait(TAIL_CHECK_S)
 
     # -- plumbing --------------------------------------------------------------------------
-    def _begin(self, method: str, data: bytes, context: grpc.ServicerContext,
-               message: type[_Req]) -> tuple[_Req, AccessScope, RecordFilter]:
-        """Authenticate, parse, check and audit one call; aborts the call on any failure."""
-        key = self._authenticate(context.invocation_metadata())
-        if key is None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                          "missing or unknown API key; send `x-api-key: <key>`")
-        assert key is not None
+    def _begin(self, data: bytes, context: grpc.ServicerContext, message: type[_Req]
+               ) -> tuple[ApiKeyConfig, Any]:
+        """The caller's key and the parsed request; aborts the call when either is bad."""
+        key = self._call(context, lambda: self._core.authenticate(context.invocation_metadata()))
         try:
             request = message.FromString(data)
         except ProtobufDecodeError:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a sluice.v1.{message.__name__}")
-        f = filter_of(request.filter)  # type: ignore[attr-defined]
-        scope = scope_of(key)
-        try:
-            check_filter(f)
-        except InvalidFilter as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        denied = sorted(scope.hidden_categories & set(f.categories))
-        if denied:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"categories {', '.join(denied)} need an admin key")
-        self._audit(key, method, f, context)
-        return request, scope, f
+        return key, request
 
-    def _run(self, context: grpc.ServicerContext, work: Callable[[], Any]) -> Any:
+    @staticmethod
+    def _call(context: grpc.ServicerContext, work: Callable[[], _T]) -> _T:
         try:
             return work()
-        except InvalidFilter as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-
-    def _stream_slot(self, context: grpc.ServicerContext) -> Any:
-        if not self._streams.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"too many Export/Tail streams (query.max_streams = "
-                          f"{self._config.max_streams}); retry later")
-        return _Release(self._streams)
-
-    def _audit(self, key: ApiKeyConfig, method: str, f: RecordFilter,
-               context: grpc.ServicerContext) -> None:
-        data = audit_request(key, method, f, context.peer()).SerializeToString()
-        try:
-            # In-process, past authentication: the reader was authenticated by its API key.
-            result = self._ingest.export(Signal.LOGS, data, Encoding.PROTOBUF, Caller())
-        except (DecodeError, RequestTooLarge, Retryable) as exc:
-            log.warning("query: cannot audit a %s call, refusing it: %s", method, exc)
-            context.abort(grpc.StatusCode.UNAVAILABLE,
-                          "the read could not be audited; retry later")
-        # The audit record carries the caller's filter, which masking scans: a `drop` rule that
-        # matches it (or validation) must not turn into an unaudited read.
-        if result.dropped or result.rejected or not result.routed.get("audit"):
-            log.warning("query: the audit record of a %s call was dropped or not routed to "
-                        "audit; refusing the call", method)
-            context.abort(grpc.StatusCode.UNAVAILABLE,
-                          "the read could not be audited (its filter matched a masking drop "
-                          "rule?); change the filter or ask an admin")
-
-
-class _Release:
-    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
-        self._semaphore = semaphore
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        self._semaphore.release()
-
-
-def _kv(key: str, value: str) -> KeyValue:
-    return KeyValue(key=key, value=AnyValue(string_value=value))
-
-
-def audit_request(key: ApiKeyConfig, method: str, f: RecordFilter, peer: str
-                  ) -> ExportLogsServiceRequest:
-    """The audit record of one read: who (key name, role, user, tenant), what and from where."""
-    now = time.time_ns()
-    shown = {fld.name: getattr(f, fld.name) for fld in dataclasses.fields(f) if getattr(f, fld.name)}
-    request = ExportLogsServiceRequest()
-    rl = request.resource_logs.add()
-    rl.resource.attributes.append(_kv("service.name", "sluice-receiver"))
-    sl = rl.scope_logs.add()
-    sl.scope.name = "sluice.query"
-    rec = sl.log_records.add()
-    rec.time_unix_nano = now
-    rec.observed_time_unix_nano = now
-    rec.severity_number = 9  # type: ignore[assignment]
-    rec.severity_text = "INFO"
-    rec.body.string_value = f"{key.name} read logs: LogQuery/{method}"
-    rec.event_name = "audit.logs.read"
-    attributes = [
-        _kv("log.category", "audit"), _kv("audit.action", f"LogQuery.{method}"),
-        _kv("audit.actor", key.name), _kv("audit.actor.role", key.role),
-        _kv("audit.entity.type", "logs"), _kv("audit.status", "success"),
-        _kv("audit.filter", orjson.dumps(shown).decode()), _kv("client.peer", peer),
-    ]
-    if key.user_id:
-        attributes.append(_kv("audit.actor.user_id", key.user_id))
-    if key.tenant:
-        attributes.append(_kv("audit.actor.tenant", key.tenant))
-    rec.attributes.extend(attributes)
-    return request
+        except (ReadError, InvalidFilter) as exc:
+            _abort(context, exc)

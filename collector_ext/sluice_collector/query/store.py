@@ -25,7 +25,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -44,6 +44,12 @@ USER_KEYS = ("user.id", "enduser.id")
 STATUS_KEYS = ("event.status", "audit.status", "status", "http.response.status_code",
                "http.status_code", "event.outcome")
 DURATION_KEYS = ("event.duration_ms", "duration_ms")
+# The event of the audit record every LogQuery call writes before it reads (query/service.py).
+# Those records stay in the audit trail (files, index) but are not results of other queries,
+# so that a query never finds itself (a `text` filter is in the record's `audit.filter`) and
+# reads do not swell stats; `include_reads`, or asking for this event type, shows them.
+READ_EVENT = "audit.logs.read"
+_NOT_A_READ_SQL = f"NOT (category = 'audit' AND event_name = '{READ_EVENT}')"
 _CHAIN_FIELDS_RE = re.compile(rb'(?:,"audit\.(?:torn_prev|prev_hash|hash)":"[0-9a-f]*")+\}$')
 _ERROR_SQL = "(severity >= 17 OR status = 'error' OR status GLOB '5[0-9][0-9]')"
 _ATTRIBUTE_KEY_RE = re.compile(r'^[^"\\\x00-\x1f]{1,256}$')
@@ -124,6 +130,7 @@ class RecordFilter:
     text: str = ""
     regex: str = ""
     tenant: str = ""
+    include_reads: bool = False  # also the audit records of reads (READ_EVENT)
 
     def digest(self) -> str:
         """Ties a page token to the query it came from."""
@@ -183,10 +190,16 @@ def row_of_line(line: bytes, tenant: str = "") -> Row | None:
     if not isinstance(attrs, dict):
         attrs = {}
     user = ""
-    for key in USER_KEYS:
-        value = attrs.get(key)
-        if value:
-            user = value if type(value) is str else _text(value)
+    # The record's own user wins; else its resource's (a per-user instance, `sluice run
+    # --resource-attribute user.id=...`, an SDK that sets it once for the process).
+    resource = obj.get("resource")
+    for source in (attrs, resource if isinstance(resource, dict) else {}):
+        for key in USER_KEYS:
+            value = source.get(key)
+            if value:
+                user = value if type(value) is str else _text(value)
+                break
+        if user:
             break
     if "severity_number" in obj:  # a log record
         severity = obj["severity_number"] if isinstance(obj["severity_number"], int) else 0
@@ -274,6 +287,8 @@ def where_clause(f: RecordFilter, scope: AccessScope) -> tuple[str, list[Any]]:
         hidden = sorted(scope.hidden_categories)
         sql.append(f"category NOT IN ({', '.join('?' * len(hidden))})")
         params.extend(hidden)
+    if not f.include_reads and f.event_type != READ_EVENT and "audit" not in scope.hidden_categories:
+        sql.append(_NOT_A_READ_SQL)
     if f.since_ns:
         sql.append("time_ns >= ?")
         params.append(f.since_ns)
@@ -334,8 +349,12 @@ class Stats:
     by_severity: list[tuple[str, int]] = field(default_factory=list)
     by_event_type: list[tuple[str, int]] = field(default_factory=list)
     by_status: list[tuple[str, int]] = field(default_factory=list)
+    by_service: list[tuple[str, int]] = field(default_factory=list)
     bucket_ns: int = 0
     buckets: list[tuple[int, int, int]] = field(default_factory=list)  # (start, count, errors)
+    # Volume over time split by category and by severity name: (start, key, count).
+    category_buckets: list[tuple[int, str, int]] = field(default_factory=list)
+    severity_buckets: list[tuple[int, str, int]] = field(default_factory=list)
 
 
 class IndexStore:
@@ -494,7 +513,7 @@ class IndexStore:
             out.total, out.errors, out.unique_users = total, errors, users
             out.avg_duration_ms, out.with_duration = float(avg or 0.0), with_duration
             for column, target in (("category", out.by_category), ("event_name", out.by_event_type),
-                                   ("status", out.by_status)):
+                                   ("status", out.by_status), ("service", out.by_service)):
                 target.extend(conn.execute(
                     f"SELECT {column}, COUNT(*) AS n FROM records WHERE {where} AND {column} != '' "  # noqa: S608
                     f"GROUP BY {column} ORDER BY n DESC, {column}", params).fetchall())
@@ -516,6 +535,19 @@ class IndexStore:
                     f"SELECT (time_ns - ?) / ? * ? + ? AS b, COUNT(*), SUM({_ERROR_SQL}) "  # noqa: S608
                     f"FROM records WHERE {where} GROUP BY b ORDER BY b",
                     [start, bucket_ns, bucket_ns, start, *params])]
+                out.category_buckets = [(int(b), str(k), int(n)) for b, k, n in conn.execute(
+                    f"SELECT (time_ns - ?) / ? * ? + ? AS b, category, COUNT(*) "  # noqa: S608
+                    f"FROM records WHERE {where} GROUP BY b, category ORDER BY b, category",
+                    [start, bucket_ns, bucket_ns, start, *params])]
+                # Severity numbers 9-12 are all INFO, etc.: summed per name.
+                by_name: dict[tuple[int, str], int] = {}
+                for b, number, n in conn.execute(
+                        f"SELECT (time_ns - ?) / ? * ? + ? AS b, severity, COUNT(*) "  # noqa: S608
+                        f"FROM records WHERE {where} GROUP BY b, severity ORDER BY b, severity",
+                        [start, bucket_ns, bucket_ns, start, *params]):
+                    name = severity_name(number)
+                    by_name[int(b), name] = by_name.get((int(b), name), 0) + int(n)
+                out.severity_buckets = [(b, k, n) for (b, k), n in by_name.items()]
         finally:
             conn.close()
         return out
@@ -558,12 +590,13 @@ def _lines(path: Path) -> Iterator[bytes]:
         return  # unreadable or truncated archive: index what was readable
 
 
-def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5000) -> int:
+def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5000,
+            progress: Callable[[int, int], None] | None = None) -> int:
     """Rebuild the index of `directory` from its files; returns the rows indexed.
 
     Built beside the live database and renamed over it, so readers see either the old or the
     new index. Run it with the receiver stopped: rows a running receiver writes meanwhile go
-    to the old database and are lost with it.
+    to the old database and are lost with it. `progress(lines, bytes)` is told what was read.
     """
     wanted = frozenset(categories)
     final = Path(directory) / INDEX_DIR / DB_NAME
@@ -587,7 +620,14 @@ def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5
                 stored_ns = path.stat().st_mtime_ns + skew_ns
             except FileNotFoundError:
                 continue
+            seen = seen_bytes = 0
             for line in _lines(path):
+                if progress is not None:
+                    seen += 1
+                    seen_bytes += len(line)
+                    if seen >= 4096:
+                        progress(seen, seen_bytes)
+                        seen = seen_bytes = 0
                 row = row_of_line(line, tenant)
                 if row is None or (wanted and row.category not in wanted):
                     continue
@@ -599,6 +639,8 @@ def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5
             store.insert(pending, stored_ns)
             count += len(pending)
             pending = []
+            if progress is not None and seen:
+                progress(seen, seen_bytes)
         with store._lock:
             assert store._writer is not None
             store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")

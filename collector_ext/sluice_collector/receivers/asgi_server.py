@@ -28,22 +28,16 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-log = logging.getLogger("sluice.receiver")
+from sluice_collector.asgi import ASGIApp
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+log = logging.getLogger("sluice.receiver")
 
 _CANNED = {
     431: b"request header fields too large",
@@ -241,7 +235,7 @@ class AsgiServer:
     """
 
     def __init__(
-        self, app: AsgiApp, endpoint: str, *, limits: ConnectionLimits, metrics: HttpMetrics,
+        self, app: ASGIApp, endpoint: str, *, limits: ConnectionLimits, metrics: HttpMetrics,
         tls: ServerTls | None = None, reuse_port: bool = False, name: str = "sluice-http",
     ) -> None:
         self.app = app
@@ -265,6 +259,7 @@ class AsgiServer:
             http=_guarded_protocol(self.limits, self.metrics),
             loop="asyncio",
             lifespan="off",
+            ws="none",
             log_config=None,
             access_log=False,
             proxy_headers=False,  # nothing here reads the client address; skip the middleware

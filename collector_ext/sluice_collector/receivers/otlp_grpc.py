@@ -12,6 +12,7 @@ malformed input is answered with `INVALID_ARGUMENT` rather than grpcio's `INTERN
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
@@ -74,6 +75,41 @@ class OtlpGrpcHandlers:
             return b""  # an Export*ServiceResponse with no partial_success encodes to no bytes
         data_out: bytes = result.response(signal).SerializeToString()
         return data_out
+
+
+def listen_problem(endpoint: str, *, reuse_port: bool = False) -> str:
+    """Why `endpoint` cannot be listened on ("" when it can), found by binding it ourselves.
+
+    grpc core reports a failed bind by printing its own `add_port.cc` error line to stderr
+    before `add_insecure_port` returns, so the receiver checks first and says it once, in its
+    own words. The probe binds as grpc does (SO_REUSEADDR, so a port whose old connections
+    are in TIME_WAIT is free; SO_REUSEPORT only for `--workers`) and, as grpc, is content
+    when any of the addresses a host name resolves to binds. Port 0 always binds.
+    """
+    host, _, port_text = endpoint.rpartition(":")
+    port = int(port_text)
+    if port == 0:
+        return ""
+    host = host.strip("[]")
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r}: {exc.strerror or exc}"
+    first_error: OSError | None = None
+    for family, kind, proto, _name, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                probe.bind(address)
+            return ""
+        except OSError as exc:
+            first_error = first_error or exc
+    if first_error is None:
+        return f"{host!r} resolves to no address"
+    return (first_error.strerror or str(first_error)).lower()
 
 
 def build_server(

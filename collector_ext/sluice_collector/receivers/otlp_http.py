@@ -39,6 +39,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, status_pb2
 from google.rpc.error_details_pb2 import RetryInfo
 
+from sluice_collector.asgi import Receive, Scope, Send
 from sluice_collector.batch import Signal
 from sluice_collector.errors import (
     DecodeError,
@@ -49,7 +50,7 @@ from sluice_collector.errors import (
 )
 from sluice_collector.ingest import Caller, Encoding, IngestCore
 from sluice_collector.ingest.decode import encode_response
-from sluice_collector.receivers.asgi_server import HttpMetrics, Receive, Scope, Send
+from sluice_collector.receivers.asgi_server import HttpMetrics
 from sluice_collector.receivers.config import CorsConfig
 
 PATHS: dict[str, Signal] = {

@@ -6,7 +6,7 @@
     sluice audit verify DIR [--key-env VAR | --key-file FILE]
     sluice logs query|tail|stats|export [--endpoint HOST:PORT] [--api-key KEY] [filters...]
     sluice index rebuild [--config FILE]
-    sluice run [--service-name NAME] [--endpoint URL] -- COMMAND [ARGS...]
+    sluice run [--service-name NAME] [--endpoint URL] [--resource-attribute K=V]... -- COMMAND [ARGS...]
     sluice version
 """
 
@@ -22,15 +22,14 @@ from collections.abc import Sequence
 from importlib import resources
 from types import FrameType
 
-from sluice_collector import __version__
+from sluice_collector import DEFAULT_CONFIG_RESOURCE, __version__
 from sluice_collector.errors import ConfigError, SluiceReceiverError
+from sluice_collector.extras import MissingExtra, require_receiver
 from sluice_collector.receivers.config import endpoint_problem
-from sluice_collector.service.config import (
-    DEFAULT_CONFIG_RESOURCE,
-    ReceiverConfig,
-    load_config,
-    with_endpoints,
-)
+
+# Only the standard library and sluice_collector's pure modules above: `sluice --help`,
+# `sluice version` and `sluice run` work with the SDK alone (no `receiver` extra installed);
+# every other command imports what it needs after `require_receiver` (see extras.py).
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -116,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     key = verify.add_mutually_exclusive_group()
     key.add_argument("--key-env", metavar="VAR", help="read the HMAC chain key from $VAR")
     key.add_argument("--key-file", metavar="FILE", help="read the HMAC chain key from FILE")
-    from sluice_collector.query.client import add_parser as add_logs_parser
+    from sluice_collector.query.arguments import add_parser as add_logs_parser
 
     add_logs_parser(commands)
     index = commands.add_parser("index", help="maintain the query index")
@@ -131,16 +130,35 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--config", "-c", metavar="FILE", help="YAML config file (default: embedded)")
     app = commands.add_parser(
         "run",
-        help="run a Python program with sluice.init() applied before its code (no code changes)",
-        description="Run COMMAND (e.g. `python app.py`) with sluice started before the program's "
-        "own code, through a sitecustomize on PYTHONPATH: logs, spans and metrics go out over "
-        "OTLP, and installed OpenTelemetry instrumentors are enabled. Every sluice.init() option "
-        "can also be set with its SLUICE_* or OTEL_* variable (see docs/sdk.md).",
+        help="run any program, shipping its output as log records (Python ones instrumented too)",
+        description="Run COMMAND. Its stdout and stderr still reach the terminal byte for byte, "
+        "and every line is also shipped as an OTLP log record through the SDK's exporter (same "
+        "endpoint, headers and spill-to-disk rules as sluice.init(); SLUICE_*/OTEL_* variables "
+        "apply): JSON and logfmt lines, Python's logging format and level words are understood, "
+        "stack traces become one record, ANSI colours are stripped. A Python program also gets "
+        "sluice.init() before its own code (auto-instrumentation), and its logging records are "
+        "shipped once, by the SDK. Signals are passed on; sluice run exits as the program did. "
+        "See docs/run.md.",
     )
-    app.add_argument("--service-name", metavar="NAME", help="sets OTEL_SERVICE_NAME")
+    app.add_argument("--service-name", metavar="NAME",
+                     help="service.name of the records (sets OTEL_SERVICE_NAME for the program too)")
+    app.add_argument("--endpoint", metavar="URL",
+                     help="the receiver (default http://localhost:4317; "
+                     "sets OTEL_EXPORTER_OTLP_ENDPOINT too)")
     app.add_argument(
-        "--endpoint", metavar="URL", help="sets OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4317)"
+        "--resource-attribute", metavar="KEY=VALUE", action="append", default=[], type=_key_value,
+        help="a resource attribute of every record, e.g. user.id=u-7 (repeatable; also added to "
+        "OTEL_RESOURCE_ATTRIBUTES for the program); user.id, enduser.id, tenant.id and request.id "
+        "are set on each record too, as sluice.context() does",
     )
+    app.add_argument("--stdout-severity", metavar="LEVEL", default="info", type=_level,
+                     help="severity of stdout lines that name none (default info)")
+    app.add_argument("--stderr-severity", metavar="LEVEL", default="error", type=_level,
+                     help="severity of stderr lines that name none (default error)")
+    app.add_argument("--no-capture", action="store_true",
+                     help="do not capture output (only start the SDK in a Python program)")
+    app.add_argument("--no-instrument", action="store_true",
+                     help="do not start the SDK inside a Python program (capture output only)")
     app.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     commands.add_parser("version", help="print the version")
     return parser
@@ -152,6 +170,22 @@ def _endpoint(text: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected KEY=VALUE such as user.id=u-7")
+    return key.strip(), value
+
+
+def _level(text: str) -> int:
+    from sluice._capture.run import parse_level
+
+    try:
+        return parse_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -169,6 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run_program(args)
+    if args.command in ("receiver", "audit", "logs", "index") and not (
+            args.command == "receiver" and args.receiver_command in (None, "default-config")):
+        try:
+            require_receiver(f"{args.command} {getattr(args, f'{args.command}_command', '') or ''}".strip())
+        except MissingExtra as exc:
+            print(f"sluice: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
     if args.command == "audit":
         if args.audit_command == "verify":
             return _audit_verify(args)
@@ -209,21 +250,32 @@ def _run_program(args: argparse.Namespace) -> int:
         print("sluice run: give the program to run, e.g. `sluice run -- python app.py`",
               file=sys.stderr)
         return EXIT_USAGE
-    import sluice
+    from sluice._capture import run as capture
+    from sluice.errors import ConfigError as SdkConfigError
 
-    bootstrap = os.path.join(os.path.dirname(os.path.abspath(sluice.__file__)), "_bootstrap")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [bootstrap, env.get("PYTHONPATH", "")]))
-    if args.service_name:
-        env["OTEL_SERVICE_NAME"] = args.service_name
-    if args.endpoint:
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.endpoint
+    def say(text: str) -> None:
+        print(f"sluice run: {text}", file=sys.stderr, flush=True)
+
+    capture.quiet_internal_log(lambda line: print(line, file=sys.stderr, flush=True))
+    options = capture.RunOptions(
+        command=program, service_name=args.service_name, endpoint=args.endpoint,
+        resource_attributes=dict(args.resource_attribute), stdout_level=args.stdout_severity,
+        stderr_level=args.stderr_severity, capture=not args.no_capture, instrument=not args.no_instrument,
+    )
     try:
-        os.execvpe(program[0], program, env)  # noqa: S606 - replacing this process is the point
-    except OSError as exc:
-        print(f"sluice run: cannot run {program[0]!r}: {exc.strerror or exc}", file=sys.stderr)
-        return 127
-    return EXIT_OK  # not reached: exec replaced this process
+        result = capture.run(options, notice=lambda text: say(capture.not_instrumented_message(text)))
+    except SdkConfigError as exc:
+        say(str(exc))
+        return EXIT_USAGE
+    except capture.RunError as exc:
+        say(str(exc))
+        return exc.exit_code
+    if result.lines_dropped or result.records_dropped:
+        say(f"{result.lines_dropped} lines and {result.records_dropped} records were not shipped "
+            "(output faster than sluice could send it, or the receiver refused it)")
+    if result.signal is not None:
+        return capture.die_like(result.signal)
+    return result.exit_code
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
@@ -240,7 +292,12 @@ def _audit_verify(args: argparse.Namespace) -> int:
     except ChainKeyError as exc:
         print(f"sluice audit verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    reports = verify_directory(directory, ChainHasher(key))
+    from sluice_collector.progress import Progress, uncompressed_size
+    from sluice_collector.sinks.files.auditchain import audit_sets, chain_files
+
+    total = sum(uncompressed_size(p) for active in audit_sets(directory) for p in chain_files(active))
+    with Progress("verifying", total=total) as progress:
+        reports = verify_directory(directory, ChainHasher(key), progress.advance)
     if not reports:
         # An empty result is suspicious in itself: the files may have been removed.
         print(f"sluice audit verify: no audit files under {directory}", file=sys.stderr)
@@ -266,6 +323,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _index_rebuild(args: argparse.Namespace) -> int:
     from sluice_collector.query.store import rebuild
+    from sluice_collector.service.config import load_config
 
     try:
         config = load_config(args.config)
@@ -276,8 +334,13 @@ def _index_rebuild(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         print(f"sluice index rebuild: {directory}: no such directory", file=sys.stderr)
         return EXIT_USAGE
+    from sluice_collector.progress import Progress, uncompressed_size
+    from sluice_collector.query.store import stored_files
+
+    total = sum(uncompressed_size(path) for path, _ in stored_files(directory))
     try:
-        count = rebuild(directory, config.query.index_categories)
+        with Progress("indexing", total=total) as progress:
+            count = rebuild(directory, config.query.index_categories, progress=progress.advance)
     except OSError as exc:
         print(f"sluice index rebuild: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
@@ -286,6 +349,8 @@ def _index_rebuild(args: argparse.Namespace) -> int:
 
 
 def _check_config(path: str) -> int:
+    from sluice_collector.service.config import load_config
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -301,6 +366,9 @@ def _check_config(path: str) -> int:
         policy = config.files.categories.get(rule.name) or config.files.default_policy(rule.name)
         keep = "forever" if policy.retention_days is None else f"{policy.retention_days} days"
         print(f"  category {rule.name}: {policy.path}, keep {keep}, {len(rule.match)} rule(s)")
+    access = config.access_from_spans
+    print(f"  access records from HTTP server spans: "
+          f"{f'on, into {access.category}' if access.enabled else 'off'}")
     print(f"  masking: {'on' if config.masking.enabled else 'off'}")
     print(f"  syslog: {'on' if config.syslog.enabled else 'off'}")
     if config.query.enabled:
@@ -313,6 +381,8 @@ def _check_config(path: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sluice_collector.service.config import ReceiverConfig, load_config, with_endpoints
+
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -352,6 +422,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"sluice receiver ready: {receiver.describe()}, files under "
           f"{config.files.directory.resolve()} (config: {config.source})",
           file=sys.stderr, flush=True)
+    if receiver.viewer_url:
+        print(f"sluice viewer on {receiver.viewer_url} (sign in with a query.api_keys key)",
+              file=sys.stderr, flush=True)
     while not stop_requested.wait(0.5):
         pass
     log.info("stopping: draining in-flight batches and flushing sinks")

@@ -6,7 +6,9 @@ problem with its key path, the value found and what would be accepted. `${VAR}` 
 
 This module only assembles: each component parses its own section (`ReceiversConfig` the
 front doors, `IngestConfig` request size, queue and auth, `RoutingConfig` the categories' match
-rules, `FilesConfig` the files and the categories' file policy, and so on), and keys nobody read
+rules, `AccessFromSpansConfig` the access records derived from HTTP server spans, `FilesConfig`
+the files and the categories' file policy, `AlertsConfig` the alert rules, and so on), and keys
+nobody read
 are reported as unknown at the end.
 """
 
@@ -22,24 +24,27 @@ from typing import Any
 
 import yaml
 
+from sluice_collector import DEFAULT_CONFIG_RESOURCE
 from sluice_collector.configreader import Section
 from sluice_collector.errors import ConfigError, ConfigProblem
 from sluice_collector.ingest.core import IngestConfig
+from sluice_collector.processors.access import AccessFromSpansConfig
 from sluice_collector.processors.masking import MaskingConfig
 from sluice_collector.processors.routing import RoutingConfig
 from sluice_collector.query.config import QueryConfig
 from sluice_collector.receivers.config import ReceiversConfig, parse_endpoint
+from sluice_collector.sinks.alerts.config import AlertsConfig
 from sluice_collector.sinks.files.config import FilesConfig
 from sluice_collector.sinks.forward.sink import ForwardConfig
 from sluice_collector.sinks.syslog.sink import SyslogConfig
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-DEFAULT_CONFIG_RESOURCE = "default.yaml"
 
 
 @dataclass(frozen=True, slots=True)
 class TelemetryConfig:
     listen: str = "127.0.0.1:8888"  # "" turns the HTTP endpoint off
+    summary_interval_s: float = 60.0  # the periodic INFO activity line; 0 turns it off
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +54,13 @@ class ReceiverConfig:
     shutdown_timeout_s: float = 30.0
     files: FilesConfig = field(default_factory=FilesConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig.default)
+    access_from_spans: AccessFromSpansConfig = field(default_factory=AccessFromSpansConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     syslog: SyslogConfig = field(default_factory=SyslogConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: str = "<embedded default>"
 
 
@@ -142,10 +149,15 @@ def _parse_root(root: Section, source: str) -> ReceiverConfig:
         shutdown_timeout_s=root.get_duration("shutdown_timeout_s", 30.0),
         files=FilesConfig.from_root(root),
         routing=routing,
+        access_from_spans=AccessFromSpansConfig.from_section(root.section("access_from_spans")),
         masking=MaskingConfig.from_section(root.section("masking")),
         syslog=SyslogConfig.from_section(root.section("syslog")),
         forward=ForwardConfig.from_section(root.section("forward")),
-        telemetry=TelemetryConfig(listen=parse_endpoint(t, "listen", "127.0.0.1:8888", allow_empty=True)),
+        telemetry=TelemetryConfig(
+            listen=parse_endpoint(t, "listen", "127.0.0.1:8888", allow_empty=True),
+            summary_interval_s=t.get_duration("summary_interval_s", 60.0),
+        ),
         query=query,
+        alerts=AlertsConfig.from_section(root.section("alerts")),
         source=source,
     )

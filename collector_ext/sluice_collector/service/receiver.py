@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,19 +18,27 @@ from sluice_collector import __version__
 from sluice_collector.errors import SluiceReceiverError
 from sluice_collector.ingest import IngestCore
 from sluice_collector.pipeline import Pipeline, Stage
+from sluice_collector.processors.access import AccessRecordDeriver
 from sluice_collector.processors.masking import SecretMasker
 from sluice_collector.processors.routing import CategoryRouter
 from sluice_collector.processors.validate import RecordValidator
 from sluice_collector.receivers.asgi_server import AsgiServer, ConnectionLimits, HttpMetrics, ServerTls
-from sluice_collector.receivers.otlp_grpc import OtlpGrpcHandlers, build_server, set_serving
+from sluice_collector.receivers.otlp_grpc import (
+    OtlpGrpcHandlers,
+    build_server,
+    listen_problem,
+    set_serving,
+)
 from sluice_collector.receivers.otlp_http import HttpLimits, OtlpHttpApp
 from sluice_collector.service.config import ReceiverConfig
 from sluice_collector.service.status import StatusServer
+from sluice_collector.service.summary import ActivityReporter
 from sluice_collector.sinks.base import Sink
+from sluice_collector.sinks.files.retention import disk_report, disk_usage
 from sluice_collector.telemetry import ReceiverTelemetry
 
 if TYPE_CHECKING:
-    from sluice_collector.query.service import LogQueryService
+    from sluice_collector.query.core import QueryCore
     from sluice_collector.sinks.files.config import FilePolicy
 
 log = logging.getLogger("sluice.receiver")
@@ -43,12 +50,15 @@ class ListenError(SluiceReceiverError):
 
 def build_sinks(
     config: ReceiverConfig, telemetry: ReceiverTelemetry, *, worker_index: int | None = None,
+    alerts_clock: Callable[[], float] = time.time,
 ) -> list[Sink]:
-    """The sinks the config asks for, files first: it is the record of truth.
+    """The sinks the config asks for, files first: it is the record of truth; alerts last: it
+    counts only what every other sink took, and writes its records to them.
 
     `worker_index` is set when several receiver processes share one port (`--workers`): files
     are then written under a cross-process lock, only worker 0 sweeps retention, and each
-    worker keeps a spool of its own.
+    worker keeps a spool (and alert state) of its own. `alerts_clock` is the alert rules'
+    clock (tests inject one to cross windows without waiting).
     """
     sinks: list[Sink] = []
     policies: Mapping[str, FilePolicy] = config.files.categories
@@ -83,6 +93,14 @@ def build_sinks(
             index_categories=config.query.index_categories, trace_url=config.files.trace_url,
             sweep_interval_s=config.files.retention_check_interval_s, sweeps=not worker_index,
         ))
+    if config.alerts.enabled:
+        from sluice_collector.sinks.alerts.sink import AlertsSink
+
+        state_dir = config.files.directory / ".alerts"
+        if worker_index is not None:
+            state_dir = state_dir / f"worker-{worker_index}"
+        sinks.append(AlertsSink(config.alerts, telemetry, state_dir, record_sinks=tuple(sinks),
+                                clock=alerts_clock))
     return sinks
 
 
@@ -95,6 +113,7 @@ class Receiver:
         *,
         sinks: Sequence[Sink] | None = None,
         worker_index: int | None = None,
+        alerts_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.telemetry = ReceiverTelemetry()
@@ -105,26 +124,38 @@ class Receiver:
             stages.append(SecretMasker(config.masking, self.telemetry))
         stages.append(RecordValidator())
         stages.append(CategoryRouter(config.routing))
+        if config.access_from_spans.enabled:
+            # Last: it reads masked, validated spans and the router's access routes, and what
+            # it derives (a routed LOGS batch) needs no stage after it.
+            stages.append(AccessRecordDeriver(config.access_from_spans, self.telemetry))
         self.sinks = list(sinks) if sinks is not None else build_sinks(
-            config, self.telemetry, worker_index=worker_index
+            config, self.telemetry, worker_index=worker_index, alerts_clock=alerts_clock
         )
         self.pipeline = Pipeline(stages, self.sinks, self.telemetry)
         self.ingest = IngestCore(self.pipeline, config.ingest, self.telemetry)
         self._grpc_handlers = OtlpGrpcHandlers(self.ingest)
-        self._query: LogQueryService | None = None
+        # The read core: the gRPC LogQuery service and the viewer's JSON API both call it.
+        self._query: QueryCore | None = None
         if config.query.enabled:
-            from sluice_collector.query.service import LogQueryService
+            from sluice_collector.query.core import QueryCore
             from sluice_collector.query.store import IndexStore
 
-            self._query = LogQueryService(
-                config.query, IndexStore.for_directory(config.files.directory), self.ingest
+            chain = config.files.audit_chain
+            self._query = QueryCore(
+                config.query, IndexStore.for_directory(config.files.directory), self.ingest,
+                files_directory=Path(config.files.directory),
+                chain_key=chain.key if chain.enabled else None,
             )
         self._reuse_port = worker_index is not None
+        self.activity = ActivityReporter(
+            self.telemetry, config.telemetry.summary_interval_s,
+            prefix="" if worker_index is None else f"worker {worker_index}: ")
         self._server: grpc.Server | None = None
         self._health: Any = None
         self._http_app: OtlpHttpApp | None = None
         self._http_server: AsgiServer | None = None
         self._status: StatusServer | None = None
+        self._viewer: Any = None
         self.port = 0
         self.http_port = 0
         self.status_port = 0
@@ -159,6 +190,16 @@ class Receiver:
             parts.append(f"telemetry on http://127.0.0.1:{self.status_port}")
         return ", ".join(parts)
 
+    @property
+    def viewer_url(self) -> str:
+        """Where the viewer is (docs/viewer.md); "" when the query API or the port is off."""
+        if self._viewer is None or not self.status_port:
+            return ""
+        host = self.config.telemetry.listen.rpartition(":")[0].strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.status_port}/ui/"
+
     def start(self) -> None:
         """Start sinks, then the status port, then listen. Raises on any failure."""
         started: list[Sink] = []
@@ -166,10 +207,13 @@ class Receiver:
             for sink in self.sinks:
                 sink.start()
                 started.append(sink)
+            if self._query is not None:
+                self._query.open()
             if self.config.telemetry.listen:
                 try:
                     self._status = StatusServer(
-                        self.config.telemetry.listen, self.telemetry, self.health
+                        self.config.telemetry.listen, self.telemetry, self.health,
+                        viewer=self._viewer_app(),
                     )
                 except OSError as exc:
                     raise ListenError(
@@ -183,6 +227,7 @@ class Receiver:
             if self.config.receivers.http.endpoint:
                 self._start_http()
             self._started_at = time.time()
+            self.activity.start()
         except BaseException:
             self._stop_front_doors(0)
             for sink in reversed(started):
@@ -191,10 +236,26 @@ class Receiver:
                 self._status.stop()
             raise
 
+    def _viewer_app(self) -> Any:
+        """The viewer (query/web.py) on the telemetry port, whenever the query API is on."""
+        if self._query is None:
+            return None
+        from sluice_collector.query.web import ViewerApp
+
+        self._viewer = ViewerApp(self._query, categories=list(self.config.files.categories))
+        return self._viewer
+
     def _start_grpc(self) -> None:
         """The OTLP/gRPC front door, the health service and (when on) the query API."""
         grpc_config = self.config.receivers.grpc
         queue = self.config.ingest.queue
+        # Checked before grpc tries: its own failure is a raw core log line on stderr.
+        problem = listen_problem(grpc_config.endpoint, reuse_port=self._reuse_port)
+        if problem:
+            raise ListenError(
+                f"receivers.otlp.protocols.grpc.endpoint: cannot listen on {grpc_config.endpoint}: "
+                f"{problem}; pick a free port (or stop what holds it)"
+            )
         server, port, self._health = build_server(
             grpc_config, self._grpc_handlers,
             max_request_bytes=self.config.ingest.max_request_bytes,
@@ -211,8 +272,9 @@ class Receiver:
             )
         self._server, self.port = server, port
         if self._query is not None:
-            self._query.open()
-            server.add_generic_rpc_handlers((self._query.generic_handler(),))
+            from sluice_collector.query.service import LogQueryService
+
+            server.add_generic_rpc_handlers((LogQueryService(self._query).generic_handler(),))
         server.start()
         set_serving(self._health, True)
 
@@ -281,13 +343,19 @@ class Receiver:
             self._query.close()
         self._stop_front_doors(grace)
         clean = self.ingest.close(grace) and clean
-        for sink in self.sinks:
+        # Last sink first: a later sink may still hand records to earlier ones (the alert
+        # sink writes its `alerts` records to files, syslog, forward, index), so each is
+        # flushed and shut down only once nothing after it can give it more.
+        for sink in reversed(self.sinks):
             try:
                 clean = sink.force_flush(grace) and clean
             finally:
                 sink.shutdown()
+        self.activity.stop()  # the last line: what happened since the previous one
         if self._status is not None:
             self._status.stop()
+        if self._viewer is not None:
+            self._viewer.close()
         self._stopped.set()
         return clean
 
@@ -304,17 +372,6 @@ class Receiver:
                 state = {"state": "down", "error": str(exc)}
             sinks[sink.name] = state
             healthy = healthy and state.get("state") != "down"
-        directory = Path(self.config.files.directory)
-        disk: dict[str, Any] = {}
-        try:
-            usage = shutil.disk_usage(directory if directory.exists() else Path.cwd())
-            disk = {
-                "path": str(directory.resolve()),
-                "used_percent": round(100 * usage.used / usage.total, 2),
-                "free_bytes": usage.free,
-            }
-        except OSError as exc:
-            disk = {"path": str(directory), "error": str(exc)}
         return healthy, {
             "status": "ok" if healthy else ("stopping" if self._stopping else "degraded"),
             "version": __version__,
@@ -327,5 +384,15 @@ class Receiver:
                 if address
             },
             "sinks": sinks,
-            "disk": disk,
+            "disk": self._disk_report(),
         }
+
+    def _disk_report(self) -> dict[str, Any]:
+        """One disk figure for `files.directory`: the file sink's own (its probe, its guard)
+        when it runs, else the same definition on the real file system (spools live there)."""
+        for sink in self.sinks:
+            report = getattr(sink, "disk_report", None)
+            if callable(report):
+                return dict(report())
+        return disk_report(disk_usage, self.config.files.directory,
+                           self.config.files.disk.max_used_percent)

@@ -26,7 +26,9 @@ class Sink(Protocol):
         """Open files/sockets/spools. Called before the receiver starts listening."""
 
     def consume(self, batch: Batch) -> None:
-        """Take every routed record of `batch` this sink is responsible for; raise SinkError."""
+        """Take every routed record of `batch` and of the batches derived from it
+        (`batch.family()`: a trace batch may bring a LOGS batch of access records) this sink is
+        responsible for, all or nothing where the sink can; raise SinkError."""
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
         """Push out anything buffered; True when everything got out in time."""

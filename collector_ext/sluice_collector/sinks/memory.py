@@ -26,10 +26,11 @@ class InMemorySink:
 
     def consume(self, batch: Batch) -> None:
         with self._lock:
-            self.batches.append(batch)
-            for category, refs in batch.routes.items():
-                bucket = self.by_category.setdefault(category, [])
-                bucket.extend(tuple(_copy(m) for m in ref) for ref in refs)  # type: ignore[misc]
+            for member in batch.family():
+                self.batches.append(member)
+                for category, refs in member.routes.items():
+                    bucket = self.by_category.setdefault(category, [])
+                    bucket.extend(tuple(_copy(m) for m in ref) for ref in refs)  # type: ignore[misc]
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
         return True

@@ -33,7 +33,7 @@ GZIP: Compression
 ZIP: Compression
 
 class Filter(_message.Message):
-    __slots__ = ("since_unix_nano", "until_unix_nano", "severity_at_least", "categories", "services", "trace_id", "user_id", "event_type", "attribute_equals", "text", "regex", "tenant")
+    __slots__ = ("since_unix_nano", "until_unix_nano", "severity_at_least", "categories", "services", "trace_id", "user_id", "event_type", "attribute_equals", "text", "regex", "tenant", "include_reads")
     class AttributeEqualsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class Filter(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     REGEX_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_READS_FIELD_NUMBER: _ClassVar[int]
     since_unix_nano: int
     until_unix_nano: int
     severity_at_least: int
@@ -65,7 +66,8 @@ class Filter(_message.Message):
     text: str
     regex: str
     tenant: str
-    def __init__(self, since_unix_nano: _Optional[int] = ..., until_unix_nano: _Optional[int] = ..., severity_at_least: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., services: _Optional[_Iterable[str]] = ..., trace_id: _Optional[str] = ..., user_id: _Optional[str] = ..., event_type: _Optional[str] = ..., attribute_equals: _Optional[_Mapping[str, str]] = ..., text: _Optional[str] = ..., regex: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+    include_reads: bool
+    def __init__(self, since_unix_nano: _Optional[int] = ..., until_unix_nano: _Optional[int] = ..., severity_at_least: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., services: _Optional[_Iterable[str]] = ..., trace_id: _Optional[str] = ..., user_id: _Optional[str] = ..., event_type: _Optional[str] = ..., attribute_equals: _Optional[_Mapping[str, str]] = ..., text: _Optional[str] = ..., regex: _Optional[str] = ..., tenant: _Optional[str] = ..., include_reads: _Optional[bool] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
     __slots__ = ("filter", "limit", "page_token", "order")
@@ -123,8 +125,18 @@ class Bucket(_message.Message):
     errors: int
     def __init__(self, start_unix_nano: _Optional[int] = ..., count: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
 
+class SeriesPoint(_message.Message):
+    __slots__ = ("start_unix_nano", "key", "count")
+    START_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    start_unix_nano: int
+    key: str
+    count: int
+    def __init__(self, start_unix_nano: _Optional[int] = ..., key: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
 class StatsResponse(_message.Message):
-    __slots__ = ("total", "by_category", "by_severity", "by_event_type", "by_status", "unique_users", "error_rate", "avg_duration_ms", "with_duration", "bucket_seconds", "buckets")
+    __slots__ = ("total", "by_category", "by_severity", "by_event_type", "by_status", "unique_users", "error_rate", "avg_duration_ms", "with_duration", "bucket_seconds", "buckets", "by_service", "category_buckets", "severity_buckets")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     BY_CATEGORY_FIELD_NUMBER: _ClassVar[int]
     BY_SEVERITY_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +148,9 @@ class StatsResponse(_message.Message):
     WITH_DURATION_FIELD_NUMBER: _ClassVar[int]
     BUCKET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    BY_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     total: int
     by_category: _containers.RepeatedCompositeFieldContainer[Count]
     by_severity: _containers.RepeatedCompositeFieldContainer[Count]
@@ -147,7 +162,10 @@ class StatsResponse(_message.Message):
     with_duration: int
     bucket_seconds: int
     buckets: _containers.RepeatedCompositeFieldContainer[Bucket]
-    def __init__(self, total: _Optional[int] = ..., by_category: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_severity: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_event_type: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_status: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., unique_users: _Optional[int] = ..., error_rate: _Optional[float] = ..., avg_duration_ms: _Optional[float] = ..., with_duration: _Optional[int] = ..., bucket_seconds: _Optional[int] = ..., buckets: _Optional[_Iterable[_Union[Bucket, _Mapping]]] = ...) -> None: ...
+    by_service: _containers.RepeatedCompositeFieldContainer[Count]
+    category_buckets: _containers.RepeatedCompositeFieldContainer[SeriesPoint]
+    severity_buckets: _containers.RepeatedCompositeFieldContainer[SeriesPoint]
+    def __init__(self, total: _Optional[int] = ..., by_category: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_severity: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_event_type: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., by_status: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., unique_users: _Optional[int] = ..., error_rate: _Optional[float] = ..., avg_duration_ms: _Optional[float] = ..., with_duration: _Optional[int] = ..., bucket_seconds: _Optional[int] = ..., buckets: _Optional[_Iterable[_Union[Bucket, _Mapping]]] = ..., by_service: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., category_buckets: _Optional[_Iterable[_Union[SeriesPoint, _Mapping]]] = ..., severity_buckets: _Optional[_Iterable[_Union[SeriesPoint, _Mapping]]] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
     __slots__ = ("filter", "format", "compression", "order", "max_records")

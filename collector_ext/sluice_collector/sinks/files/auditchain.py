@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -341,8 +341,10 @@ def _holds_chain(path: Path) -> bool:
     return False
 
 
-def verify_set(active: Path, hasher: ChainHasher) -> ChainReport:
-    """Walk one set in chain order; stop at the first broken link."""
+def verify_set(active: Path, hasher: ChainHasher,
+               progress: Callable[[int, int], None] | None = None) -> ChainReport:
+    """Walk one set in chain order; stop at the first broken link. `progress(lines, bytes)` is
+    told what was read."""
     report = ChainReport(active, chain_files(active))
     prev = GENESIS
     pending: ChainBreak | None = None  # an unchained line, fine only if the next acknowledges it
@@ -351,9 +353,15 @@ def verify_set(active: Path, hasher: ChainHasher) -> ChainReport:
     hint = "" if hasher.keyed else " (or the chain is keyed: pass --key-env or --key-file)"
     for file_index, path in enumerate(report.files):
         lineno = 0
+        seen_bytes = 0
         try:
             for raw in _open(path):
                 lineno += 1
+                if progress is not None:
+                    seen_bytes += len(raw)
+                    if lineno % 4096 == 0:
+                        progress(4096, seen_bytes)
+                        seen_bytes = 0
                 complete = raw.endswith(b"\n")
                 line = raw[:-1] if complete else raw
                 if not line and complete and (pending is not None or unterminated):
@@ -397,12 +405,15 @@ def verify_set(active: Path, hasher: ChainHasher) -> ChainReport:
         except (OSError, EOFError, zlib.error) as exc:
             report.broken = ChainBreak(path, lineno + 1, f"cannot read the file: {exc}")
             return report
+        if progress is not None and (lineno % 4096 or seen_bytes):
+            progress(lineno % 4096, seen_bytes)
     if pending is not None:
         report.broken = pending
     report.head = prev
     return report
 
 
-def verify_directory(directory: Path, hasher: ChainHasher) -> list[ChainReport]:
+def verify_directory(directory: Path, hasher: ChainHasher,
+                     progress: Callable[[int, int], None] | None = None) -> list[ChainReport]:
     """A report for every audit file set under `directory`."""
-    return [verify_set(active, hasher) for active in audit_sets(directory)]
+    return [verify_set(active, hasher, progress) for active in audit_sets(directory)]

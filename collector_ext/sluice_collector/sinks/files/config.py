@@ -53,7 +53,7 @@ class AuditChainConfig:
 # Retention of the built-in categories; every other category keeps DEFAULT_RETENTION_DAYS.
 BUILTIN_RETENTION_DAYS: dict[str, int | None] = {
     "access": 90, "error": 30, "security": 365, "audit": None, "system": 30, "app": 30,
-    "traces": 30, "metrics": 30,
+    "alerts": 365, "traces": 30, "metrics": 30,
 }
 DEFAULT_RETENTION_DAYS = 30
 

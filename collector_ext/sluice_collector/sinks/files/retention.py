@@ -57,7 +57,14 @@ _TENANT_PREFIX_RE = re.compile(rf"^{TENANTS_DIR}/[A-Za-z0-9_-]{{1,64}}/(?P<rest>
 
 
 def disk_usage(path: Path) -> tuple[int, int]:
-    """The real probe: (used bytes, total bytes) of the file system holding `path`."""
+    """The real probe: (used bytes, total bytes) of the file system holding `path`.
+
+    "Used" is everything the receiver cannot write to: total minus the space available to an
+    unprivileged process (`statvfs` f_bavail), so the blocks reserved for root count as used
+    and 100 % means the next write fails. This is the one definition of disk use: the guard
+    (`files.disk.max_used_percent`), `sluice_files_disk_used_percent` and `/healthz` all use it.
+    It reads a few points above `df`'s Use%, which leaves the reserved blocks out.
+    """
     usage = shutil.disk_usage(path)
     return usage.total - usage.free, usage.total
 
@@ -65,6 +72,24 @@ def disk_usage(path: Path) -> tuple[int, int]:
 def used_percent(probe: DiskUsage, path: Path) -> float:
     used, total = probe(path)
     return 100.0 * used / total if total else 0.0
+
+
+def disk_report(probe: DiskUsage, directory: Path, max_used_percent: float) -> dict[str, Any]:
+    """`/healthz`'s `disk` object: the file system holding `directory` (or, before it exists,
+    its nearest existing parent), by the definition of `disk_usage`."""
+    path = Path(directory)
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    try:
+        used, total = probe(path)
+    except OSError as exc:
+        return {"path": str(directory), "error": str(exc), "max_used_percent": max_used_percent}
+    return {
+        "path": str(Path(directory).resolve()),
+        "used_percent": round(100.0 * used / total, 2) if total else 0.0,
+        "available_bytes": total - used,
+        "max_used_percent": max_used_percent,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ from sluice_collector.sinks.files.retention import (
     Clock,
     DiskUsage,
     RetentionSweeper,
+    disk_report,
     disk_usage,
     used_percent,
 )
@@ -328,7 +329,7 @@ class RotatingFileSink:
         self._stopped = False
         self.last_error = ""
         self._failing = False
-        # /healthz's disk_used_percent and the guard it is compared with, for alert rules
+        # /healthz's disk.used_percent and the guard it is compared with, for alert rules
         # (deploy/prometheus/rules). NaN when the probe fails: no sample beats a made-up one.
         r = telemetry.registry
         Gauge("sluice_files_disk_used_percent",
@@ -395,18 +396,23 @@ class RotatingFileSink:
         except OSError:
             return math.nan
 
+    def disk_report(self) -> dict[str, Any]:
+        """The disk use of `files.directory` as /healthz shows it (once, at its top level), by
+        the same probe and definition as the guard and `sluice_files_disk_used_percent`."""
+        return disk_report(self._disk_usage, self.directory, self.config.disk.max_used_percent)
+
     def health(self) -> dict[str, Any]:
+        # The figure itself is /healthz's top-level `disk` (see disk_report): only the verdict here.
         try:
-            disk_pct: float | None = round(used_percent(self._disk_usage, self.directory), 2)
+            over = used_percent(self._disk_usage, self.directory) > self.config.disk.max_used_percent
         except OSError:
-            disk_pct = None
-        over = disk_pct is not None and disk_pct > self.config.disk.max_used_percent
+            over = False
         with self._lock:
             open_files = len(self._open)
         return {
             "state": "degraded" if (self._failing or over) else "ok",
             "directory": str(self.directory),
-            "disk_used_percent": disk_pct,
+            "disk_over_limit": over,
             "open_files": open_files,
             "pending_compressions": self._compressor.pending(),
             "last_error": self.last_error or self.sweeper.last_error,
@@ -414,13 +420,24 @@ class RotatingFileSink:
 
     # -- ingest ----------------------------------------------------------------------------
     def consume(self, batch: Batch) -> None:
-        """Encode, group by file, write each group once; all or nothing (see module docs)."""
+        """Encode, group by file, write each group once; all or nothing (see module docs) — for
+        the batch and the batches derived from it (`Batch.family`) together."""
         cache = BatchCache()
         cache.trace_url = self.config.trace_url
         ts = TimestampFormatter()
         groups: dict[str, _Group] = {}
-        counts: dict[str, int] = {}
-        batch_values = {"signal": batch.signal.value, "tenant": batch.tenant or None}
+        counts: dict[tuple[str, str], int] = {}  # (signal, category) → records
+        for member in batch.family():
+            self._encode(member, groups, counts, cache, ts)
+        if not groups:
+            return
+        self._write_groups(groups, counts)
+
+    def _encode(self, batch: Batch, groups: dict[str, _Group], counts: dict[tuple[str, str], int],
+                cache: BatchCache, ts: TimestampFormatter) -> None:
+        """Encode one batch's routed records into `groups` (destination file → lines)."""
+        signal = batch.signal.value
+        batch_values = {"signal": signal, "tenant": batch.tenant or None}
         for category, refs in batch.routes.items():
             if not refs:
                 continue
@@ -434,7 +451,7 @@ class RotatingFileSink:
                 if group is None:
                     group = groups[rel] = _Group(cat)
                 group.chunks.extend(lines)
-                counts[category] = len(lines)
+                counts[signal, category] = counts.get((signal, category), 0) + len(lines)
                 continue
             # Templated: the JSON encoders hand back each record's attribute dict, so the
             # template's fields cost dict lookups, not a second pass over the protobuf.
@@ -443,7 +460,7 @@ class RotatingFileSink:
             record_attrs, cache.record_attrs = cache.record_attrs, None
             if record_attrs is not None and len(record_attrs) != len(refs):
                 record_attrs = None  # text format converts no attributes: look them up below
-            counts[category] = len(lines)
+            counts[signal, category] = counts.get((signal, category), 0) + len(lines)
             for index, ((rl, _sl, rec), line) in enumerate(zip(refs, lines, strict=True)):
                 if record_attrs is not None:
                     attrs = record_attrs[index]
@@ -465,8 +482,9 @@ class RotatingFileSink:
                 if group is None:
                     group = groups[dest] = _Group(cat)
                 group.chunks.append(line)
-        if not groups:
-            return
+
+    def _write_groups(self, groups: dict[str, _Group], counts: dict[tuple[str, str], int]) -> None:
+        """Write every group with one append each, under the lock; roll all back on failure."""
         bytes_by_category: dict[str, int] = {}
         with self._lock:
             if not self._started:
@@ -513,8 +531,7 @@ class RotatingFileSink:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             self._failing = False
         telemetry = self._telemetry
-        signal = batch.signal.value
-        for category, n in counts.items():
+        for (signal, category), n in counts.items():
             telemetry.written.labels(signal=signal, category=category, sink=self.name).inc(n)
         for category, n in bytes_by_category.items():
             telemetry.bytes_written.labels(sink=self.name, category=category).inc(n)

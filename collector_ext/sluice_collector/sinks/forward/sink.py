@@ -29,11 +29,9 @@ import email.utils
 import gzip
 import http.client
 import logging
-import random
 import re
 import ssl
 import struct
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +52,7 @@ from prometheus_client import Counter, Gauge
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
 from sluice_collector.errors import SinkError, SluiceReceiverError
+from sluice_collector.sinks._delivery.sender import Backoff, SpoolSender, flush_senders
 from sluice_collector.sinks._delivery.spool import DiskSpool
 from sluice_collector.telemetry import ReceiverTelemetry
 
@@ -100,8 +99,6 @@ _RETRYABLE_GRPC = frozenset({
 _RETRYABLE_HTTP = frozenset({
     300, 301, 302, 303, 307, 308, 401, 403, 404, 405, 407, 408, 421, 429, 500, 502, 503, 504,
 })
-_DOWN_AFTER_FAILURES = 5
-_FLUSH_ATTEMPTS = 3
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -489,49 +486,29 @@ class _ForwardMetrics:
                                     "Export requests waiting in a forward spool.", labels, registry=r)
 
 
-class _Sender:
+class _Sender(SpoolSender):
     """One target and signal: a spool and the thread that empties it."""
 
     def __init__(self, target: ForwardTarget, signal: Signal, spool: DiskSpool,
                  metrics: _ForwardMetrics) -> None:
+        super().__init__(
+            spool, Backoff(target.backoff_initial_s, target.backoff_max_s),
+            label=f"forward {target.name}/{signal.value}",
+            thread_name=f"sluice-forward-{target.name}-{signal.value}", log=log,
+        )
         self.target = target
         self.signal = signal
-        self.spool = spool
         self.metrics = metrics
         self.labels = (target.name, signal.value)
         self.exporter: _GrpcExporter | _HttpExporter = (
             _GrpcExporter(target, signal) if target.protocol == "grpc" else _HttpExporter(target, signal)
         )
-        self.stop = threading.Event()
-        self.wake = threading.Event()  # cuts a backoff short: force_flush and shutdown set it
-        self.flushing = threading.Event()  # while set, backoffs are short: someone is waiting
-        self.lock = threading.Lock()
-        self.failures = 0  # consecutive failed attempts
-        self.attempts_failed = 0  # every failed attempt since start, for force_flush
-        self.last_error = ""
         self._acked_seq = 0  # the newest spool sequence this sender acknowledged
         self._isolate_through = 0  # send one request at a time until past this sequence
-        self.thread = threading.Thread(
-            target=self.run, name=f"sluice-forward-{target.name}-{signal.value}", daemon=True)
         metrics.spool_bytes.labels(*self.labels).set_function(lambda: spool.size_bytes)
         metrics.spool_requests.labels(*self.labels).set_function(lambda: spool.pending)
 
-    def state(self) -> str:
-        with self.lock:
-            if self.failures == 0:
-                return "ok"
-            return "down" if self.failures >= _DOWN_AFTER_FAILURES else "retrying"
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self._deliver_once()
-            except Exception as exc:  # a bug or a disk error must not end delivery: back off
-                log.exception("forward %s/%s: sender failed; retrying", *self.labels)
-                attempt = self._failed(f"{type(exc).__name__}: {exc}")
-                self._backoff(attempt, None)
-
-    def _deliver_once(self) -> None:
+    def deliver_once(self) -> None:
         # After a combined export was refused as bad data, send its requests one at a time until
         # past it, so only the request the target refuses is dropped, not its 63 neighbours.
         single = self._isolate_through > self._acked_seq
@@ -546,8 +523,8 @@ class _Sender:
         outcome = self.exporter.export(payload)
         if outcome.retryable:
             self.metrics.retried.labels(*self.labels).inc()
-            attempt = self._failed(outcome.error)
-            self._backoff(attempt, outcome.retry_after_s)
+            attempt = self.failed(outcome.error)
+            self.wait_backoff(attempt, outcome.retry_after_s)
             return
         if not outcome.ok and len(records) > 1:
             self._isolate_through = records[-1].seq  # find the one bad request, keep the rest
@@ -560,7 +537,7 @@ class _Sender:
                 self.metrics.rejected.labels(*self.labels).inc(outcome.rejected)
                 log.warning("forward %s/%s: target rejected %d records: %s", *self.labels,
                             outcome.rejected, outcome.error)
-            self._succeeded()
+            self.succeeded()
         self.spool.ack(records[-1].seq)
         self._acked_seq = records[-1].seq
         if outcome.ok:
@@ -571,43 +548,7 @@ class _Sender:
                     *self.labels, count, outcome.error)
         with self.lock:  # the target is up, it only refused this data
             self.last_error = outcome.error
-        self.wake.wait(self.target.backoff_initial_s)  # never drain a spool at line rate
-        self.wake.clear()
-
-    def _succeeded(self) -> None:
-        with self.lock:
-            was_failing = self.failures
-            self.failures = 0
-        if was_failing:
-            log.warning("forward %s/%s: delivering again after %d failed attempts",
-                        *self.labels, was_failing)
-
-    def _failed(self, error: str) -> int:
-        with self.lock:
-            first = self.failures == 0
-            self.failures += 1
-            self.attempts_failed += 1
-            self.last_error = error
-            attempt = self.failures
-        if first:
-            log.warning("forward %s/%s: export failed, spooling (%s)", *self.labels, error)
-        return attempt
-
-    def _backoff(self, attempt: int, server_delay_s: float | None) -> None:
-        """Capped exponential backoff with jitter; the server's own delay wins when it sent one."""
-        # A server delay of 0 (Retry-After: 0, a date in the past) would spin on a down target:
-        # then our own exponential backoff applies.
-        if server_delay_s is not None and server_delay_s > 0:
-            delay = min(server_delay_s, max(self.target.backoff_max_s, 60.0))
-            wait = delay + random.uniform(0, delay / 10)
-        else:
-            delay = min(self.target.backoff_max_s,
-                        self.target.backoff_initial_s * 2 ** min(attempt - 1, 30))
-            wait = delay / 2 + random.uniform(0, delay / 2)
-        if self.flushing.is_set():
-            wait = min(wait, self.target.backoff_initial_s)
-        self.wake.wait(wait)
-        self.wake.clear()
+        self.pause(self.target.backoff_initial_s)  # never drain a spool at line rate
 
 
 class ForwardSink:
@@ -643,14 +584,20 @@ class ForwardSink:
         self._by_signal = {}
         for sender in senders:
             self._by_signal.setdefault(sender.signal, []).append(sender)
-            sender.thread.start()
+            sender.start()
         self._started = True
 
     def consume(self, batch: Batch) -> None:
+        if not self._started:
+            raise SinkError("the forward sink is not started")
+        # Derived batches (access records of HTTP server spans) are part of the stream too: a
+        # logs target gets them like any other log record.
+        for member in batch.family():
+            self._consume_one(member)
+
+    def _consume_one(self, batch: Batch) -> None:
         senders = self._by_signal.get(batch.signal)
         if not senders:
-            if not self._started:
-                raise SinkError("the forward sink is not started")
             return
         count = batch.record_count()
         if count == 0:
@@ -673,33 +620,11 @@ class ForwardSink:
             self.telemetry.written.labels(batch.signal.value, batch.signal.value, "forward").inc(count)
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
-        """Wait for every spool to empty. Senders retry at once and then back off no longer than
-        `backoff_initial_s`; a sender that fails `_FLUSH_ATTEMPTS` times in a row makes the flush
-        give up: the records are durable in the spool, and waiting for a dead target would only
-        hold up a shutdown. One failure is not enough: a target that was just restarted often
-        refuses the first attempt."""
+        """Wait for every spool to empty; gives up on a target that keeps failing (the records
+        are durable in its spool): see `flush_senders`."""
         if not self._started:
             return True
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        senders = list(self._senders)
-        failed_before = {id(s): s.attempts_failed for s in senders}
-        for sender in senders:
-            sender.flushing.set()
-            sender.wake.set()
-        try:
-            while True:
-                pending = [s for s in senders if s.spool.pending]
-                if not pending:
-                    return True
-                if any(s.attempts_failed - failed_before[id(s)] >= _FLUSH_ATTEMPTS
-                       or not s.thread.is_alive() for s in pending):
-                    return False
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                pending[0].spool.wait_until_empty(0.05)
-        finally:
-            for sender in senders:
-                sender.flushing.clear()
+        return flush_senders(self._senders, timeout_s)
 
     def shutdown(self) -> None:
         """Stop the senders; unsent records stay in the spools for the next start. Idempotent."""
@@ -708,9 +633,8 @@ class ForwardSink:
         for sender in senders:
             sender.stop.set()
             sender.wake.set()
-            sender.spool.close()
         for sender in senders:
-            sender.thread.join(sender.target.timeout_s + 1.0)
+            sender.close(sender.target.timeout_s + 1.0)
             sender.exporter.close()
         self._started = False
 

@@ -72,19 +72,20 @@ class IndexSink:
             self._thread.start()
 
     def consume(self, batch: Batch) -> None:
-        if batch.signal is Signal.METRICS:
-            return
         cache = BatchCache()
         cache.trace_url = self._trace_url
         ts = TimestampFormatter()
         rows: list[Row] = []
-        for category, refs in batch.routes.items():
-            if not refs or (self._only and category not in self._only):
+        for member in batch.family():  # one transaction for a batch and what was derived from it
+            if member.signal is Signal.METRICS:
                 continue
-            for line in json_lines(batch, category, refs, cache=cache, ts=ts):
-                row = row_of_line(line, batch.tenant)
-                if row is not None:
-                    rows.append(row)
+            for category, refs in member.routes.items():
+                if not refs or (self._only and category not in self._only):
+                    continue
+                for line in json_lines(member, category, refs, cache=cache, ts=ts):
+                    row = row_of_line(line, member.tenant)
+                    if row is not None:
+                        rows.append(row)
         try:
             self.store.insert(rows, int(self._clock() * 1e9))
         except (OSError, sqlite3.Error, RuntimeError) as exc:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import random
 import select
 import socket
 import ssl
@@ -34,6 +33,7 @@ from prometheus_client import Counter, Gauge
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
 from sluice_collector.errors import SinkError, SluiceReceiverError
+from sluice_collector.sinks._delivery.sender import Backoff
 from sluice_collector.sinks._delivery.spool import DiskSpool, SpoolFull
 from sluice_collector.sinks.syslog.format import (
     FACILITY_CODES,
@@ -50,7 +50,8 @@ log = logging.getLogger("sluice.syslog")
 
 MiB = 1024 * 1024
 DEFAULT_TARGETS = ("unix:///dev/log", "udp://127.0.0.1:514")
-DEFAULT_CATEGORIES = ("security", "audit", "error")
+# `alerts`: what the alert rules fired and resolved (sinks/alerts) is what a syslog reader wants.
+DEFAULT_CATEGORIES = ("security", "audit", "error", "alerts")
 _TARGET_FORMS = "unix:///path/to/socket, udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT"
 
 
@@ -365,6 +366,7 @@ class SyslogSink:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # cuts a backoff short: set by force_flush and shutdown
+        self._backoff_policy = Backoff(config.backoff_initial_s, config.backoff_max_s)
         self._failed_rounds = 0  # rounds in which no target could be reached
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
@@ -416,7 +418,8 @@ class SyslogSink:
         self._thread.start()
 
     def consume(self, batch: Batch) -> None:
-        if batch.signal is not Signal.LOGS:
+        members = [m for m in batch.family() if m.signal is Signal.LOGS]
+        if not members:
             return
         spool = self._spool
         if spool is None:
@@ -424,7 +427,8 @@ class SyslogSink:
         messages: list[bytes] = []
         protected: list[bool] = []
         counts: dict[str, int] = {}
-        for category, refs in batch.routes.items():
+        routes = [item for member in members for item in member.routes.items()]
+        for category, refs in routes:
             if category not in self._categories or not refs:
                 continue
             is_protected = category in self._protected
@@ -436,7 +440,7 @@ class SyslogSink:
                 protected.append(is_protected)
                 truncated += formatted.truncated
                 size += len(formatted.data)
-            counts[category] = len(refs)
+            counts[category] = counts.get(category, 0) + len(refs)
             if truncated:
                 self.m_truncated.labels(category).inc(truncated)
             self.telemetry.bytes_written.labels("syslog", category).inc(size)
@@ -577,9 +581,9 @@ class SyslogSink:
                 self._conn = None
 
     def _backoff(self, attempt: int) -> None:
-        """Capped exponential backoff with jitter, cut short by force_flush or shutdown."""
-        delay = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** min(attempt, 30))
-        self._wake.wait(delay / 2 + random.uniform(0, delay / 2))
+        """Capped exponential backoff with jitter (`attempt` counts from 0), cut short by
+        force_flush or shutdown."""
+        self._wake.wait(self._backoff_policy.delay_s(attempt + 1))
         self._wake.clear()
 
     def _switch_to_preferred(self, current: _Connection) -> bool:

@@ -1,0 +1,1 @@
+"""The alerts sink: log alert rules over the masked stream, delivered to Alertmanager."""
