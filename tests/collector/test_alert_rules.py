@@ -180,11 +180,12 @@ def test_rules_use_only_metrics_and_labels_the_receiver_exports(exported: dict[s
         labels = expr_labels(rule["expr"], rule["annotations"])
         assert labels <= allowed, f"{rule['alert']}: labels {sorted(labels - allowed)} do not exist"
         used |= metrics
-    # What the rules watch: refusals, sinks, syslog, forward, disk, masking, intake, liveness.
+    # What the rules watch: refusals, sinks, syslog, forward, disk, masking, intake, liveness,
+    # the audit chain.
     for needed in ("sluice_requests_total", "sluice_records_rejected_total", "sluice_sink_errors_total",
                    "sluice_syslog_spool_bytes", "sluice_forward_spool_bytes",
                    "sluice_files_disk_used_percent", "sluice_masked_values_total",
-                   "sluice_records_received_total", "up"):
+                   "sluice_records_received_total", "sluice_audit_chain_intact", "up"):
         assert needed in used, needed
 
 

@@ -62,7 +62,7 @@ def test_every_read_is_audited_with_its_channel(proc: ReceiverProcess) -> None:
     marker = f"audited-{time.time_ns()}"
     assert api(proc.status_url, f"/api/v1/logs?text={marker}", ALICE)[0] == 200
     # The admin's own polling reads are audited too (and match the marker): pick alice's.
-    records = wait_indexed(proc.status_url, f"category=audit&text={marker}&attr=audit.actor=alice", 1)
+    records = wait_indexed(proc.status_url, f"category=audit&include_reads=1&text={marker}&attr=audit.actor=alice", 1)
     attributes = records[0]["record"]["attributes"]
     assert attributes["audit.channel"] == "http"
     assert attributes["audit.action"] == "LogQuery.Query"

@@ -40,7 +40,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +279,8 @@ class QueryCore:
     """Authenticate → check → audit → read, once for every read front door."""
 
     def __init__(self, config: QueryConfig, store: IndexStore, ingest: IngestCore, *,
-                 files_directory: Path | None = None, chain_key: bytes | None = None) -> None:
+                 files_directory: Path | None = None, chain_key: bytes | None = None,
+                 audit_templates: Sequence[str] = ()) -> None:
         self.config = config
         self.store = store
         self._ingest = ingest
@@ -288,6 +289,7 @@ class QueryCore:
         self.follower = IndexFollower(store)
         self.files_directory = files_directory
         self._chain_key = chain_key
+        self._audit_templates = list(audit_templates)  # paths audit sets are written under
         self.chain_keyed = chain_key is not None
 
     def open(self) -> None:
@@ -358,9 +360,11 @@ class QueryCore:
         self._audit(key, "AuditChain", RecordFilter(categories=("audit",)), peer, via)
         if self.files_directory is None:
             return []
-        from sluice_collector.sinks.files.auditchain import ChainHasher, verify_directory
+        from sluice_collector.sinks.files.auditchain import ChainHasher
+        from sluice_collector.sinks.files.auditverify import verify_directory
 
-        return verify_directory(self.files_directory, ChainHasher(self._chain_key))
+        return list(verify_directory(self.files_directory, ChainHasher(self._chain_key),
+                                     self._audit_templates))
 
     # -- plumbing --------------------------------------------------------------------------
     @contextlib.contextmanager

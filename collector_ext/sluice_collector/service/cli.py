@@ -102,19 +102,24 @@ def _parser() -> argparse.ArgumentParser:
         "verify",
         help="verify the hash chain of every audit file set under DIR",
         description="Walk every audit file set under DIR (the receiver's files.directory, "
-        "tenants/<tenant>/ directories included): rotated files oldest first (.N and .N.gz), "
-        "then the active file, checking that each record's audit.hash matches its content and "
-        "its audit.prev_hash the record before it. Exits 0 and prints the record count when "
-        "every chain is intact; prints the first broken link of each set (file, line, what is "
-        "wrong) and exits 1 when a record was modified, deleted, reordered, inserted or "
-        "truncated, or a rotated file is missing. Use the key the receiver used "
-        "(files.audit_chain.key_env / key_file) when the chain is keyed. Removing records at "
-        "the very end is only caught against a head hash kept elsewhere (see docs/security.md).",
+        "tenants/<tenant>/ directories included; sets are found by their head files, by the path "
+        "templates the receiver recorded in DIR/.audit-manifest or given with --config, and by "
+        "name): rotated files oldest first (.N and .N.gz; a rotated file present both ways must "
+        "be the same bytes twice), then the active file, checking that each record's audit.hash "
+        "matches its content, its audit.prev_hash the record before it (the first one: the "
+        "set's own genesis), and that the set still holds the newest record its head file "
+        "names. Exits 0 and prints the record count when every chain is intact; prints the "
+        "first broken link of each set (file, line, what is wrong) and exits 1 when a record "
+        "was modified, deleted, reordered, inserted or truncated, the newest records or files "
+        "were removed, a set was moved or swapped, or the receiver recorded a gap. Use the key "
+        "the receiver used (files.audit_chain.key_env / key_file) when the chain is keyed.",
     )
     verify.add_argument("directory", metavar="DIR", help="the receiver's files.directory")
     key = verify.add_mutually_exclusive_group()
     key.add_argument("--key-env", metavar="VAR", help="read the HMAC chain key from $VAR")
     key.add_argument("--key-file", metavar="FILE", help="read the HMAC chain key from FILE")
+    verify.add_argument("--config", metavar="FILE", help="the receiver's config: its "
+                        "categories.audit.path and files.fallback_path name audit sets too")
     from sluice_collector.query.arguments import add_parser as add_logs_parser
 
     add_logs_parser(commands)
@@ -281,7 +286,8 @@ def _run_program(args: argparse.Namespace) -> int:
 def _audit_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sluice_collector.sinks.files.auditchain import ChainHasher, ChainKeyError, load_key, verify_directory
+    from sluice_collector.sinks.files.auditchain import ChainHasher, ChainKeyError, load_key
+    from sluice_collector.sinks.files.auditverify import verify_directory
 
     directory = Path(args.directory)
     if not directory.is_dir():
@@ -289,15 +295,14 @@ def _audit_verify(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         key = load_key(env=args.key_env, file=args.key_file)
-    except ChainKeyError as exc:
+        templates = _audit_templates(args.config) if args.config else []
+    except (ChainKeyError, ValueError) as exc:
         print(f"sluice audit verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from sluice_collector.progress import Progress, uncompressed_size
-    from sluice_collector.sinks.files.auditchain import audit_sets, chain_files
+    from sluice_collector.progress import Progress
 
-    total = sum(uncompressed_size(p) for active in audit_sets(directory) for p in chain_files(active))
-    with Progress("verifying", total=total) as progress:
-        reports = verify_directory(directory, ChainHasher(key), progress.advance)
+    with Progress("verifying") as progress:
+        reports = verify_directory(directory, ChainHasher(key), templates, progress=progress.advance)
     if not reports:
         # An empty result is suspicious in itself: the files may have been removed.
         print(f"sluice audit verify: no audit files under {directory}", file=sys.stderr)
@@ -306,11 +311,21 @@ def _audit_verify(args: argparse.Namespace) -> int:
     for report in reports:
         if report.broken is not None:
             broken += 1
-            print(f"BROKEN {report.broken}", file=sys.stderr)
+            print(f"BROKEN {report.broken} (set {report.rel})", file=sys.stderr)
             continue
-        torn = f", {report.torn} torn by a crash (acknowledged)" if report.torn else ""
+        notes = []
+        if report.torn:
+            notes.append(f"{report.torn} torn by a crash (acknowledged)")
+        if report.torn_unacknowledged:
+            notes.append(f"{report.torn_unacknowledged} torn by a crash after the head (the "
+                         "receiver acknowledges them with its next write)")
+        if report.legacy:
+            notes.append("legacy chain: not bound to its set" + (
+                "" if report.head_file else ", no head file: removing its newest records "
+                "is not detectable"))
+        extra = "".join(f", {note}" for note in notes)
         print(f"ok {report.active}: {report.records} records in {len(report.files)} file(s)"
-              f"{torn}; head {report.head}")
+              f"{extra}; head {report.head}")
     total = sum(r.records for r in reports if r.broken is None)
     if broken:
         print(f"sluice audit verify: {broken} of {len(reports)} audit file set(s) broken",
@@ -319,6 +334,29 @@ def _audit_verify(args: argparse.Namespace) -> int:
     print(f"intact: {total} audit records in {len(reports)} file set(s)"
           f"{' (keyed)' if key else ''}")
     return EXIT_OK
+
+
+def _audit_templates(config_file: str) -> list[str]:
+    """`categories.audit.path` and `files.fallback_path` of a receiver config (only those:
+    verifying needs no tokens or keys the config may reference)."""
+    import yaml
+
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"--config {config_file}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {config_file}: not a mapping")
+    templates = ["{category}.log"]
+    audit = (data.get("categories") or {}).get("audit") or {}
+    files = data.get("files") or {}
+    if isinstance(audit, dict) and isinstance(audit.get("path"), str):
+        templates.append(audit["path"])
+    if isinstance(files, dict) and isinstance(files.get("fallback_path"), str) and (
+            "{category}" in files["fallback_path"]):
+        templates.append(files["fallback_path"])
+    return templates
 
 
 def _index_rebuild(args: argparse.Namespace) -> int:

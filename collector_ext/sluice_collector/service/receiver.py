@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from sluice_collector import __version__
+from sluice_collector.batch import Signal
 from sluice_collector.errors import SluiceReceiverError
-from sluice_collector.ingest import IngestCore
+from sluice_collector.ingest import Caller, Encoding, IngestCore
 from sluice_collector.pipeline import Pipeline, Stage
 from sluice_collector.processors.access import AccessRecordDeriver
 from sluice_collector.processors.masking import SecretMasker
@@ -39,6 +42,8 @@ from sluice_collector.telemetry import ReceiverTelemetry
 
 if TYPE_CHECKING:
     from sluice_collector.query.core import QueryCore
+    from sluice_collector.sinks.files.auditchain import ChainBreak
+    from sluice_collector.sinks.files.auditmonitor import AuditChainMonitor
     from sluice_collector.sinks.files.config import FilePolicy
 
 log = logging.getLogger("sluice.receiver")
@@ -141,15 +146,18 @@ class Receiver:
             from sluice_collector.query.store import IndexStore
 
             chain = config.files.audit_chain
+            files = next((s for s in self.sinks if hasattr(s, "audit_templates")), None)
             self._query = QueryCore(
                 config.query, IndexStore.for_directory(config.files.directory), self.ingest,
                 files_directory=Path(config.files.directory),
                 chain_key=chain.key if chain.enabled else None,
+                audit_templates=files.audit_templates() if files is not None else (),
             )
         self._reuse_port = worker_index is not None
         self.activity = ActivityReporter(
             self.telemetry, config.telemetry.summary_interval_s,
             prefix="" if worker_index is None else f"worker {worker_index}: ")
+        self._chain_monitor: AuditChainMonitor | None = None
         self._server: grpc.Server | None = None
         self._health: Any = None
         self._http_app: OtlpHttpApp | None = None
@@ -209,6 +217,7 @@ class Receiver:
                 started.append(sink)
             if self._query is not None:
                 self._query.open()
+            self._start_chain_monitor()
             if self.config.telemetry.listen:
                 try:
                     self._status = StatusServer(
@@ -230,6 +239,8 @@ class Receiver:
             self.activity.start()
         except BaseException:
             self._stop_front_doors(0)
+            if self._chain_monitor is not None:
+                self._chain_monitor.stop()
             for sink in reversed(started):
                 sink.shutdown()
             if self._status is not None:
@@ -244,6 +255,33 @@ class Receiver:
 
         self._viewer = ViewerApp(self._query, categories=list(self.config.files.categories))
         return self._viewer
+    def _start_chain_monitor(self) -> None:
+        """Worker 0 verifies the audit chain every `files.audit_chain.verify_interval_s`."""
+        from sluice_collector.sinks.files.auditmonitor import AuditChainMonitor
+        from sluice_collector.sinks.files.sink import RotatingFileSink
+
+        interval_s = self.config.files.audit_chain.verify_interval_s
+        files = next((s for s in self.sinks if isinstance(s, RotatingFileSink)), None)
+        if files is None or not files.primary or files.chain_hasher is None or interval_s <= 0:
+            return
+        self._chain_monitor = AuditChainMonitor(
+            files.directory, files.chain_hasher, files.audit_templates(), self.telemetry.registry,
+            interval_s=interval_s, on_break=self._report_chain_break,
+        )
+        self._chain_monitor.start()
+
+    def _report_chain_break(self, set_rel: str, where: ChainBreak) -> bool:
+        """One `system` record, event `audit.chain.broken`, through the same ingest call as
+        every record (so it is masked, routed, written and forwarded like them)."""
+        log.error("audit chain of %s is broken: %s", set_rel, where)
+        request = chain_broken_request(set_rel, where)
+        try:
+            self.ingest.export(Signal.LOGS, request.SerializeToString(), Encoding.PROTOBUF, Caller())
+        except SluiceReceiverError as exc:
+            log.warning("cannot record that the audit chain of %s is broken (will retry): %s",
+                        set_rel, exc)
+            return False
+        return True
 
     def _start_grpc(self) -> None:
         """The OTLP/gRPC front door, the health service and (when on) the query API."""
@@ -339,6 +377,8 @@ class Receiver:
             self._stopping = True
         grace = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
         clean = True
+        if self._chain_monitor is not None:
+            self._chain_monitor.stop()
         if self._query is not None:
             self._query.close()
         self._stop_front_doors(grace)
@@ -396,3 +436,32 @@ class Receiver:
                 return dict(report())
         return disk_report(disk_usage, self.config.files.directory,
                            self.config.files.disk.max_used_percent)
+
+def _kv(key: str, value: str | int) -> KeyValue:
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def chain_broken_request(set_rel: str, where: ChainBreak) -> ExportLogsServiceRequest:
+    """The receiver's own record of a broken audit chain: category `system`, event name
+    `audit.chain.broken`, the set and the first broken link as attributes."""
+    now = time.time_ns()
+    request = ExportLogsServiceRequest()
+    rl = request.resource_logs.add()
+    rl.resource.attributes.append(_kv("service.name", "sluice-receiver"))
+    sl = rl.scope_logs.add()
+    sl.scope.name = "sluice.files"
+    rec = sl.log_records.add()
+    rec.time_unix_nano = now
+    rec.observed_time_unix_nano = now
+    rec.severity_number = 17  # type: ignore[assignment]  # ERROR
+    rec.severity_text = "ERROR"
+    rec.event_name = "audit.chain.broken"
+    rec.body.string_value = f"audit chain of {set_rel} is broken: {where}"
+    rec.attributes.extend([
+        _kv("log.category", "system"), _kv("audit.chain.set", set_rel),
+        _kv("audit.chain.reason", where.reason), _kv("audit.chain.file", str(where.path)),
+        _kv("audit.chain.line", where.line),
+    ])
+    return request

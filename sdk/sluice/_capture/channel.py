@@ -165,7 +165,11 @@ def install() -> bool:
             return
         assert fd is not None
         proxy = _Announcing(stream, fd)
-        self.stream = proxy
+        try:
+            self.stream = proxy
+        except AttributeError:  # a read-only stream (logging.lastResort's): write it unannounced
+            original(self, record)
+            return
         try:
             original(self, record)
         finally:

@@ -46,6 +46,8 @@ class AuditChainConfig:
     enabled: bool = True
     key_env: str | None = None
     key_file: Path | None = None
+    # How often the receiver (worker 0) verifies every audit set, incrementally; 0 = never.
+    verify_interval_s: float = 3600.0
     # Resolved at load time so a missing key fails the start, not the first audit record.
     key: bytes | None = field(default=None, repr=False)
 
@@ -144,6 +146,7 @@ def _parse_trace_url(s: Section) -> str:
 def parse_audit_chain(s: Section, fmt: str) -> AuditChainConfig:
     enabled = s.get_bool("enabled", True)
     key_env = s.get_optional_str("key_env")
+    verify_interval_s = s.get_duration("verify_interval_s", 3600.0, minimum=0)
     key_file = s.get_optional_str("key_file")
     if fmt == "text" and enabled and s.has("enabled"):
         s.error("enabled", "the audit chain needs files.format: json (text lines carry no "
@@ -159,7 +162,7 @@ def parse_audit_chain(s: Section, fmt: str) -> AuditChainConfig:
                     f"got {key_env or key_file!r}; {exc}")
     return AuditChainConfig(
         enabled=enabled and fmt == "json", key_env=key_env,
-        key_file=Path(key_file) if key_file else None, key=key,
+        key_file=Path(key_file) if key_file else None, verify_interval_s=verify_interval_s, key=key,
     )
 
 

@@ -46,7 +46,14 @@ from sluice_collector.batch import Batch, Signal
 from sluice_collector.encode import BatchCache, TimestampFormatter, json_lines, text_lines
 from sluice_collector.errors import DiskFullError, SinkError
 from sluice_collector.otlpvalues import any_value
-from sluice_collector.sinks.files.auditchain import SEAL_BYTES, AuditChainWriter, ChainHasher
+from sluice_collector.sinks.files.auditchain import (
+    SEAL_BYTES,
+    AuditChainWriter,
+    ChainHasher,
+    SealedBatch,
+    is_temp_name,
+    record_templates,
+)
 from sluice_collector.sinks.files.config import FilePolicy, FilesConfig, RotationConfig
 from sluice_collector.sinks.files.fsclock import file_clock
 from sluice_collector.sinks.files.naming import ROTATED_RE, backups_of, period_key
@@ -307,7 +314,7 @@ class RotatingFileSink:
         self._write = write
         self._lines = text_lines if config.format == "text" else json_lines
         chain = config.audit_chain
-        self._chain = AuditChainWriter(ChainHasher(chain.key)) if (
+        self._chain = AuditChainWriter(ChainHasher(chain.key), fsync=config.fsync, clock=clock) if (
             chain.enabled and config.format == "json") else None
         self._lock = threading.Lock()
         self._open: OrderedDict[str, _FileSet] = OrderedDict()  # LRU of open file sets
@@ -327,6 +334,7 @@ class RotatingFileSink:
         )
         self._started = False
         self._stopped = False
+        self._manifest_written = False
         self.last_error = ""
         self._failing = False
         # /healthz's disk.used_percent and the guard it is compared with, for alert rules
@@ -362,6 +370,36 @@ class RotatingFileSink:
             self._recover()
             if background:
                 self.sweeper.start()
+
+    @property
+    def primary(self) -> bool:
+        """Whether this process does the set-wide chores (worker 0, or the only process)."""
+        return self._primary
+
+    @property
+    def chain_hasher(self) -> ChainHasher | None:
+        """The audit chain's hasher, None when the chain is off."""
+        return self._chain.hasher if self._chain is not None else None
+
+    def audit_templates(self) -> list[str]:
+        """The path templates audit records can be written under: the category's own and the
+        fallback path when it names the category (`{category}.log` is always the last resort)."""
+        policy = self.policies.get(AUDIT_CATEGORY) or self.config.default_policy(AUDIT_CATEGORY)
+        templates = [policy.path]
+        if "{category}" in self.config.fallback_path:
+            templates.append(self.config.fallback_path)
+        return list(dict.fromkeys([*templates, "{category}.log"]))
+
+    def _record_audit_templates(self) -> None:
+        """Write the audit templates into the manifest `verify` finds sets by: once per
+        process, at its first audit write (under the sink lock and the flock), so a directory
+        that never gets an audit record gets no manifest either."""
+        assert self._chain is not None
+        self._manifest_written = True
+        try:
+            record_templates(self._root, self.audit_templates(), self._chain.hasher)
+        except OSError as exc:
+            self._record_error(f"cannot write the audit manifest: {exc.strerror or exc}")
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
         """fsync every open file (writes are already with the OS) and wait for pending gzips."""
@@ -491,7 +529,7 @@ class RotatingFileSink:
                 raise SinkError("files sink is not started")
             now = self._clock()
             done: list[tuple[_FileSet, int]] = []
-            heads: list[tuple[Path, str]] = []  # audit chain heads, kept only if all went well
+            sealed_batches: list[SealedBatch] = []  # audit chain heads, recorded only if all went well
             if self._lock_fd >= 0:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
@@ -502,10 +540,13 @@ class RotatingFileSink:
                         # tail) from the files as they are when this batch is appended.
                         chunks = group.chunks
                         self._rotate_if_due(fs, sum(map(len, chunks)) + len(chunks) * SEAL_BYTES, now)
+                        if not self._manifest_written:
+                            self._record_audit_templates()
                         # Under the flock: the head is the file's, whoever wrote it last.
-                        chunks, head = self._chain.seal(fs.path, chunks)
-                        heads.append((fs.path, head))
-                        data = b"".join(chunks)
+                        sealed = self._chain.seal(fs.path, fs.path.relative_to(self._root).as_posix(),
+                                                  chunks)
+                        sealed_batches.append(sealed)
+                        data = b"".join(sealed.lines)
                     else:
                         data = b"".join(group.chunks)
                         self._rotate_if_due(fs, len(data), now)
@@ -524,8 +565,10 @@ class RotatingFileSink:
                 raise SinkError(f"files: write failed under {self.directory}: {exc.strerror or exc}") from exc
             else:
                 if self._chain is not None:
-                    for path, head in heads:
-                        self._chain.commit(path, head)
+                    # After every write of the batch (and its fsync): a head never runs ahead
+                    # of the data, whatever moment a crash picks.
+                    for sealed in sealed_batches:
+                        self._chain.commit(sealed)
             finally:
                 if self._lock_fd >= 0:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -744,12 +787,16 @@ class RotatingFileSink:
                 log.debug("files: removed %s (%s.%s) over max_backups", path, period, seq)
 
     def _recover(self) -> None:
-        """Remove half-written ``.gz.tmp`` files and re-queue rotated files whose gzip a crash
-        or a shutdown interrupted."""
+        """Remove half-written ``.gz.tmp`` files (and audit manifest temp files) and re-queue rotated
+        files whose gzip a crash or a shutdown interrupted."""
         for dirpath, dirnames, filenames in os.walk(self.directory):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for filename in filenames:
                 path = Path(dirpath, filename)
+                if is_temp_name(filename):  # an audit manifest a crash left half-written
+                    if not _temp_owner_alive(filename):
+                        path.unlink(missing_ok=True)
+                    continue
                 if filename.endswith(".gz.tmp") or ".gz.tmp." in filename:
                     if not _temp_owner_alive(filename):  # another worker may be compressing
                         path.unlink(missing_ok=True)
