@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus prometheus-alertmanager faketime chromium
 
-.PHONY: help install system-deps lint typecheck unit test test-dates demo bench soak proto screenshots clean
+.PHONY: help install system-deps node-deps lint typecheck unit test test-dates demo bench soak proto screenshots clean
 
 help:
 	@echo "make demo   start a receiver on its embedded default, run an example app, show where every record went"
@@ -39,6 +39,21 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# The official OpenTelemetry JavaScript exporters that tests/e2e/test_node_exporters.py runs under
+# Node: `npm ci` from tests/node/package-lock.json whenever node_modules (not in git) is missing or
+# was installed from another lock file. The test does the same on its own when run directly.
+NODE_APP   := tests/node
+NODE_STAMP := $(NODE_APP)/node_modules/.sluice-installed
+
+node-deps:
+	@command -v npm >/dev/null || { echo "installing Debian packages: nodejs npm"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	@want=$$(sha256sum $(NODE_APP)/package-lock.json | cut -d' ' -f1); \
+	if [ "$$(cat $(NODE_STAMP) 2>/dev/null)" != "$$want" ]; then \
+	  (cd $(NODE_APP) && npm ci --no-audit --no-fund --loglevel=error) && echo "$$want" > $(NODE_STAMP); \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check sdk collector_ext tests bench examples
 
@@ -59,12 +74,12 @@ endif
 FAKED_DATES := "UTC|+30d" "UTC|@2027-01-31 23:57:00" "UTC|@2026-12-31 23:57:00" \
                "Europe/Berlin|@2027-03-28 01:57:00"
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps node-deps
 	$(BIN)/ruff check sdk collector_ext tests bench examples
 	$(BIN)/mypy
 	$(PYTEST_ENV) $(BIN)/pytest -q
 
-test-dates: $(STAMP) system-deps
+test-dates: $(STAMP) system-deps node-deps
 	@for date in $(FAKED_DATES); do \
 	  zone=$${date%%|*}; spec=$${date#*|}; \
 	  echo "== TZ=$$zone faketime -f '$$spec'"; \

@@ -207,5 +207,6 @@ def test_receiver_commands_without_the_extra_say_what_to_install(sdk_only: Path,
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         f"sluice: `sluice {' '.join(command[:2])}` needs the receiver's dependencies, which are not "
-        "installed (missing: pyyaml, orjson, prometheus-client, grpcio-health-checking, tqdm, uvicorn); install them "
+        "installed (missing: pyyaml, orjson, prometheus-client, grpcio-health-checking, tqdm, uvicorn, "
+        "httptools); install them "
         "with: pip install 'sluice-otel[receiver]'"]

@@ -48,8 +48,9 @@ class Batch:
     request: Request
     received_unix_nano: int
     tenant: str = ""
-    # The request as it arrived (after gRPC's gunzip): stages may scan it (one RE2 pass finds the
-    # few records worth masking) but never re-parse it; `request` is the decoded truth.
+    # The request as protobuf: as it arrived (after gunzip), or re-encoded from OTLP JSON. Stages
+    # may scan it (one RE2 pass finds the few records worth masking) but never re-parse it;
+    # `request` is the decoded truth.
     raw: bytes = b""
     # The request body exactly as received, in any encoding: a retry sends the same bytes, so
     # this is what tells a retry apart from new data (`Pipeline`, "refused means nothing kept").

@@ -26,6 +26,7 @@ RECEIVER_MODULES: dict[str, str] = {
     "google.protobuf": "protobuf",
     "tqdm": "tqdm",
     "uvicorn": "uvicorn",
+    "httptools": "httptools",
 }
 
 

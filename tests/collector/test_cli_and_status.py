@@ -190,3 +190,35 @@ def test_the_disk_figure_counts_what_the_receiver_cannot_write_to(tmp_path: Path
     assert _keys_with(body, "percent") == {"disk.used_percent", "disk.max_used_percent"}
     assert body["disk"]["path"] == str((tmp_path / "not-yet").resolve())
     assert 0 < body["disk"]["used_percent"] <= 100
+
+
+def test_http_listen_overrides_the_otlp_http_endpoint_and_the_ready_line_names_it(tmp_path: Path) -> None:
+    from tests.receiver_process import ReceiverProcess
+
+    (tmp_path / "a").mkdir()
+    # The config file turns OTLP/HTTP off; the flag turns it back on.
+    with_http = ReceiverProcess(tmp_path / "a", {"receivers": {"otlp": {"protocols": {"grpc": {}}}}},
+                                extra_args=["--http-listen", "127.0.0.1:0"]).start()
+    try:
+        assert with_http.http_endpoint.startswith("127.0.0.1:")
+        assert f"otlp grpc on {with_http.endpoint}, otlp http on {with_http.http_endpoint}, telemetry on" \
+            in with_http.stderr
+        health = json.loads(urllib.request.urlopen(with_http.status_url + "/healthz", timeout=5).read())
+        assert health["front_doors"] == {"otlp_grpc": with_http.endpoint, "otlp_http": with_http.http_endpoint}
+    finally:
+        with_http.kill()
+    (tmp_path / "b").mkdir()
+    without = ReceiverProcess(tmp_path / "b", extra_args=["--http-listen", ""]).start()
+    try:
+        assert without.http_endpoint == ""
+        assert "otlp http" not in without.stderr
+    finally:
+        without.kill()
+
+
+def test_check_config_lists_the_http_front_door(tmp_path: Path) -> None:
+    config = tmp_path / "sluice.yaml"
+    config.write_text("receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:4999'}}}}\n")
+    done = sluice("receiver", "check-config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert "otlp http: 127.0.0.1:4999" in done.stdout

@@ -27,6 +27,9 @@ def test_reference_config_example_is_valid(tmp_path: Path, monkeypatch: pytest.M
     assert config.receivers.grpc.endpoint == "127.0.0.1:4317"
     assert config.receivers.grpc.tls is not None
     assert config.receivers.http.endpoint == "127.0.0.1:4318"
+    assert config.receivers.http.tls is not None
+    assert config.receivers.http.cors.allowed_origins == ("https://app.example.com", "https://*.example.com")
+    assert config.receivers.http.max_pending_bytes == 256 * 1024 * 1024
     assert config.files.categories["payments"].retention_days == 400
     assert config.routing.names[0] == "payments"
     assert not config.syslog.enabled  # `enabled: false` wins over a target

@@ -63,3 +63,31 @@ def test_two_workers_share_files_and_rotation_without_losing_a_line(tmp_path: Pa
     rotated = [p for p in receiver.logs_dir.iterdir() if ".log." in p.name]
     assert rotated, "the test did not exercise rotation"
     assert "2 workers" in receiver.stderr
+
+
+def test_workers_share_the_otlp_http_port_too(tmp_path: Path) -> None:
+    import re
+    import urllib.request
+
+    from tests.http_client import request
+
+    receiver = ReceiverProcess(tmp_path, extra_args=["--workers", "2"]).start()
+    try:
+        assert receiver.http_endpoint, receiver.stderr
+        for n in range(40):  # a fresh connection each: the kernel spreads them over the workers
+            reply = request(receiver.http_endpoint, body=logs_request(log_record(f"h{n}")).SerializeToString())
+            assert reply.status == 200
+        urls = re.search(r"telemetry per worker: (\S+) (\S+)\)", receiver.stderr)
+        assert urls, receiver.stderr
+        served = []
+        for url in urls.groups():
+            text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+            ok = re.search(r'sluice_requests_total\{outcome="OK",signal="logs"\} (\S+)', text)
+            served.append(float(ok.group(1)) if ok else 0.0)
+        assert sum(served) == 40
+        assert all(served), f"one worker served every connection: {served}"  # 2**-39 by chance
+        assert receiver.stop(signal.SIGTERM) == 0, receiver.stderr
+    finally:
+        receiver.kill()
+    bodies = {json.loads(line)["body"] for line in read_all_lines(receiver.logs_dir)}
+    assert bodies == {f"h{n}" for n in range(40)}

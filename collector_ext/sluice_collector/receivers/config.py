@@ -8,6 +8,7 @@ Collector. `endpoint: ""` also turns a protocol off.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,20 +90,60 @@ class GrpcConfig:
     receive_timeout_s: float = 30.0  # a message not in by then: DEADLINE_EXCEEDED
 
 
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.*-]+(:[0-9]{1,5})?$")
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
 @dataclass(frozen=True, slots=True)
 class CorsConfig:
-    """CORS for browser OTLP exporters: off unless origins are listed."""
+    """CORS for browser OTLP exporters: off unless origins are listed.
+
+    An origin is `*` (any), an exact `https://app.example.com[:port]`, or one with a single `*`
+    standing for one or more DNS labels, as in the Collector: `https://*.example.com`.
+    """
 
     allowed_origins: tuple[str, ...] = ()
     allowed_headers: tuple[str, ...] = ()
     max_age_s: int = 7200
 
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed_origins)
+
+    @classmethod
+    def from_section(cls, c: Section) -> CorsConfig:
+        origins = c.get_str_list("allowed_origins", [])
+        for i, origin in enumerate(origins):
+            if origin != "*" and (not _ORIGIN_RE.match(origin) or origin.count("*") > 1):
+                c.error(f"allowed_origins[{i}]", f"got {origin!r}; expected \"*\" or an origin "
+                        "such as https://app.example.com, http://localhost:3000 or "
+                        "https://*.example.com (scheme://host[:port], at most one *)")
+        headers = c.get_str_list("allowed_headers", [])
+        for i, name in enumerate(headers):
+            if not _HEADER_NAME_RE.match(name):
+                c.error(f"allowed_headers[{i}]", f"got {name!r}; expected a header name such as "
+                        "authorization or x-tenant, or \"*\"")
+        return cls(
+            allowed_origins=tuple(origins),
+            allowed_headers=tuple(h.lower() for h in headers),
+            max_age_s=c.get_int("max_age", 7200, minimum=0),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
+    """`receivers.otlp.protocols.http`: the OTLP/HTTP front door and its guards against slow,
+    idle and oversized clients (each refusal is counted in `sluice_http_refused_total`)."""
+
     endpoint: str = DEFAULT_HTTP_ENDPOINT  # "" = off
     tls: TlsConfig | None = None
     cors: CorsConfig = field(default_factory=CorsConfig)
+    max_connections: int = 1000  # open connections; past it a new one is answered 503 and closed
+    max_pending_bytes: int = 256 * 1024 * 1024  # body bytes of requests still arriving; past it → 429
+    max_header_bytes: int = 64 * 1024  # request line + headers; past it → 431
+    header_timeout_s: float = 10.0  # a new connection or a started request must finish its headers
+    body_timeout_s: float = 30.0  # the whole body must arrive within this after the headers → 408
+    idle_timeout_s: float = 60.0  # a keep-alive connection with no request is closed after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +182,16 @@ class ReceiversConfig:
         h = protocols.section("http")
         http = HttpConfig(endpoint="")
         if h.present or protocols.has("http"):
-            c = h.section("cors")
             http = HttpConfig(
                 endpoint=parse_endpoint(h, "endpoint", DEFAULT_HTTP_ENDPOINT, allow_empty=True),
                 tls=TlsConfig.from_section(h.section("tls")),
-                cors=CorsConfig(
-                    allowed_origins=tuple(c.get_str_list("allowed_origins", [])),
-                    allowed_headers=tuple(c.get_str_list("allowed_headers", [])),
-                    max_age_s=c.get_int("max_age", 7200, minimum=0),
-                ),
+                cors=CorsConfig.from_section(h.section("cors")),
+                max_connections=h.get_int("max_connections", 1000, minimum=1),
+                max_pending_bytes=h.get_size("max_pending_bytes", 256 * 1024 * 1024, minimum=1024),
+                max_header_bytes=h.get_size("max_header_bytes", 64 * 1024, minimum=1024),
+                header_timeout_s=h.get_duration("header_timeout_s", 10.0, minimum=0.1),
+                body_timeout_s=h.get_duration("body_timeout_s", 30.0, minimum=0.1),
+                idle_timeout_s=h.get_duration("idle_timeout_s", 60.0, minimum=0.1),
             )
         if not grpc.endpoint and not http.endpoint:
             protocols.error("", "no protocol is on: give grpc or http an endpoint")

@@ -24,7 +24,9 @@ from sluice_collector.processors.access import AccessRecordDeriver
 from sluice_collector.processors.masking import SecretMasker
 from sluice_collector.processors.routing import CategoryRouter
 from sluice_collector.processors.validate import RecordValidator
+from sluice_collector.receivers.asgi_server import AsgiServer, ConnectionLimits, HttpMetrics, ServerTls
 from sluice_collector.receivers.otlp_grpc import OtlpGrpcReceiver, listen_problem
+from sluice_collector.receivers.otlp_http import HttpLimits, OtlpHttpApp
 from sluice_collector.service.config import ReceiverConfig
 from sluice_collector.service.status import StatusServer
 from sluice_collector.service.summary import ActivityReporter
@@ -158,9 +160,12 @@ class Receiver:
             prefix="" if worker_index is None else f"worker {worker_index}: ")
         self._chain_monitor: AuditChainMonitor | None = None
         self._grpc: OtlpGrpcReceiver | None = None
+        self._http_app: OtlpHttpApp | None = None
+        self._http_server: AsgiServer | None = None
         self._status: StatusServer | None = None
         self._viewer: Any = None
         self.port = 0
+        self.http_port = 0
         self.status_port = 0
         self._started_at = 0.0
         self._stopped = threading.Event()
@@ -173,11 +178,22 @@ class Receiver:
         host = self.config.receivers.grpc.endpoint.rpartition(":")[0]
         return f"{host}:{self.port}"
 
+    @property
+    def http_endpoint(self) -> str:
+        """The OTLP/HTTP address actually bound ("" when OTLP/HTTP is off)."""
+        if not self.http_port:
+            return ""
+        host = self.config.receivers.http.endpoint.rpartition(":")[0]
+        return f"{host}:{self.http_port}"
+
     def describe(self) -> str:
-        """Where it listens, for the ready line: ``otlp grpc on H:P[, telemetry on URL]``."""
+        """Where it listens, for the ready line:
+        ``otlp grpc on H:P[, otlp http on H:P][, telemetry on URL]``."""
         parts = []
         if self.port:
             parts.append(f"otlp grpc on {self.endpoint}")
+        if self.http_port:
+            parts.append(f"otlp http on {self.http_endpoint}")
         if self.status_port:
             parts.append(f"telemetry on http://127.0.0.1:{self.status_port}")
         return ", ".join(parts)
@@ -217,9 +233,12 @@ class Receiver:
                 self._status.start()
             if self.config.receivers.grpc.endpoint:
                 self._start_grpc()
+            if self.config.receivers.http.endpoint:
+                self._start_http()
             self._started_at = time.time()
             self.activity.start()
         except BaseException:
+            self._stop_front_doors(0)
             if self._chain_monitor is not None:
                 self._chain_monitor.stop()
             for sink in reversed(started):
@@ -236,6 +255,7 @@ class Receiver:
 
         self._viewer = ViewerApp(self._query, categories=list(self.config.files.categories))
         return self._viewer
+
     def _start_chain_monitor(self) -> None:
         """Worker 0 verifies the audit chain every `files.audit_chain.verify_interval_s`."""
         from sluice_collector.sinks.files.auditmonitor import AuditChainMonitor
@@ -292,6 +312,58 @@ class Receiver:
             )
         self._grpc, self.port = front, port
 
+    def _start_http(self) -> None:
+        """The OTLP/HTTP front door: an ASGI app on uvicorn, on a thread of its own."""
+        http = self.config.receivers.http
+        queue = self.config.ingest.queue
+        metrics = HttpMetrics(self.telemetry.registry)
+        self._http_app = OtlpHttpApp(
+            self.ingest,
+            limits=HttpLimits(
+                max_request_bytes=self.config.ingest.max_request_bytes,
+                max_pending_bytes=http.max_pending_bytes,
+                body_timeout_s=http.body_timeout_s,
+                retry_after_s=queue.retry_after_s,
+            ),
+            cors=http.cors, metrics=metrics,
+            # As for gRPC: more threads than the in-flight bound, so a request over it reaches
+            # admission and is refused with Retry-After at once instead of queueing.
+            threads=queue.max_requests + 4,
+        )
+        tls = http.tls
+        self._http_server = AsgiServer(
+            self._http_app, http.endpoint,
+            limits=ConnectionLimits(
+                max_connections=http.max_connections, max_header_bytes=http.max_header_bytes,
+                header_timeout_s=http.header_timeout_s, idle_timeout_s=http.idle_timeout_s,
+            ),
+            metrics=metrics,
+            tls=ServerTls(tls.cert_file, tls.key_file, tls.client_ca_file) if tls else None,
+            reuse_port=self._reuse_port,
+        )
+        try:
+            self.http_port = self._http_server.start()
+        except OSError as exc:
+            raise ListenError(
+                f"receivers.otlp.protocols.http.endpoint: cannot listen on {http.endpoint}: "
+                f"{exc.strerror or exc}; pick a free port"
+            ) from exc
+
+    def _stop_front_doors(self, grace: float) -> None:
+        """Stop listening on every front door at once, then let their requests finish: the
+        grace runs concurrently on both, not one after the other."""
+        if self._http_app is not None:
+            self._http_app.close()
+        if self._http_server is not None:
+            self._http_server.begin_stop(grace)
+        if self._grpc is not None:
+            self._grpc.set_serving(False)
+            self._grpc.stop(grace)
+        if self._http_server is not None:
+            self._http_server.stop(grace)
+        if self._http_app is not None:
+            self._http_app.shutdown_executor()
+
     def stop(self, timeout_s: float | None = None) -> bool:
         """Stop listening, finish in-flight batches, flush and close sinks. Idempotent."""
         with self._stop_lock:
@@ -307,9 +379,7 @@ class Receiver:
             self._query_service.close()
         if self._query is not None:
             self._query.close()  # ends tails (gRPC's and the viewer's) and closes the index
-        if self._grpc is not None:
-            self._grpc.set_serving(False)
-            self._grpc.stop(grace)
+        self._stop_front_doors(grace)
         if self._query_service is not None:
             self._query_service.shutdown()
         clean = self.ingest.close(grace) and clean
@@ -348,6 +418,11 @@ class Receiver:
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self._started_at, 3) if self._started_at else 0,
             "listen": self.endpoint,
+            "front_doors": {
+                name: address for name, address in
+                (("otlp_grpc", self.endpoint if self.port else ""), ("otlp_http", self.http_endpoint))
+                if address
+            },
             "sinks": sinks,
             "disk": self._disk_report(),
         }

@@ -1,7 +1,8 @@
 """`sluice receiver run --workers N`: N receiver processes on one port, one supervisor.
 
 Python runs one core per process, so a busy receiver scales by processes. Each worker binds the
-same address with SO_REUSEPORT (the kernel spreads connections), writes the shared category
+same OTLP/gRPC and OTLP/HTTP addresses with SO_REUSEPORT (the kernel spreads connections; the
+supervisor picks the concrete ports when the config says port 0), writes the shared category
 files under a cross-process lock (see `sinks.files`), and serves its own /metrics on the
 telemetry port + its index. The supervisor only starts, watches and stops workers: it restarts
 one that dies, and on SIGTERM/SIGINT passes SIGTERM on and waits for every worker to drain.
@@ -23,7 +24,9 @@ from types import FrameType
 from sluice_collector.service.config import ReceiverConfig
 
 log = logging.getLogger("sluice.receiver")
-_READY_RE = re.compile(r"sluice receiver ready: otlp grpc on \S+?, (?:telemetry on (\S+?), )?")
+_READY_RE = re.compile(
+    r"sluice receiver ready: (?:otlp grpc on \S+?, )?(?:otlp http on \S+?, )?(?:telemetry on (\S+?), )?"
+)
 RESTART_DELAY_S = 1.0
 
 
@@ -66,15 +69,22 @@ class _Worker:
             sys.stderr.flush()
 
 
+def _concrete(endpoint: str) -> str:
+    """`endpoint` with port 0 replaced by a free port: every worker must bind the same one."""
+    if not endpoint:
+        return ""
+    host, port = _split(endpoint)
+    return f"{host}:{port or _free_port(host)}"
+
+
 def supervise(args: argparse.Namespace, config: ReceiverConfig) -> int:
-    host, port = _split(config.receivers.grpc.endpoint)
-    if port == 0:
-        port = _free_port(host)  # every worker must bind the same concrete port
+    grpc_endpoint = _concrete(config.receivers.grpc.endpoint)
+    http_endpoint = _concrete(config.receivers.http.endpoint)
     telemetry_host, telemetry_port = (
         _split(config.telemetry.listen) if config.telemetry.listen else ("", 0)
     )
     base = [sys.executable, "-m", "sluice_collector", "receiver", "run",
-            "--listen", f"{host}:{port}", "--log-level", args.log_level]
+            "--listen", grpc_endpoint, "--http-listen", http_endpoint, "--log-level", args.log_level]
     if args.config:
         base += ["--config", args.config]
     workers = []
@@ -104,9 +114,12 @@ def supervise(args: argparse.Namespace, config: ReceiverConfig) -> int:
                 _stop_all(workers, config.shutdown_timeout_s)
                 return 1
     urls = " ".join(w.telemetry_url for w in workers if w.telemetry_url)
-    telemetry_text = f", telemetry on {urls.split()[0]}" if urls else ""
+    listening = [f"otlp {name} on {endpoint}" for name, endpoint in
+                 (("grpc", grpc_endpoint), ("http", http_endpoint)) if endpoint]
+    if urls:
+        listening.append(f"telemetry on {urls.split()[0]}")
     print(
-        f"sluice receiver ready: otlp grpc on {host}:{port}{telemetry_text}, "
+        f"sluice receiver ready: {', '.join(listening)}, "
         f"files under {config.files.directory.resolve()} (config: {config.source}; "
         f"{len(workers)} workers{'; telemetry per worker: ' + urls if urls else ''})",
         file=sys.stderr, flush=True,
