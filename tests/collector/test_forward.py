@@ -415,3 +415,23 @@ def test_http_protobuf_posts_gzip_to_v1_logs_and_honours_retry_after(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_fields_the_receiver_does_not_know_are_not_forwarded(
+    otlp_server: OtlpGrpcServer, make_sink: Callable[..., tuple[ForwardSink, ReceiverTelemetry]],
+) -> None:
+    """A future OTLP field, or a crafted one, was never masked: it must not leave either."""
+    secret = b"jane.roe@example.com"
+    known = logs_request(log_record("kept")).SerializeToString()
+    # Field 99 (length-delimited) on the request, and again inside the log record.
+    unknown = bytes([0x9A, 0x06, len(secret)]) + secret
+    request = logs_request(log_record("kept"))
+    request.ParseFromString(known + unknown)
+    record = request.resource_logs[0].scope_logs[0].log_records[0]
+    record.MergeFromString(unknown)
+    assert request.SerializeToString().count(secret) == 2  # protobuf keeps unknown fields
+    sink, _ = make_sink({"name": "t", "endpoint": f"http://127.0.0.1:{otlp_server.port}", **FAST})
+    sink.consume(Batch(Signal.LOGS, request, time.time_ns()))
+    assert sink.force_flush(5)
+    assert otlp_server.bodies() == ["kept"]
+    assert all(secret not in r.SerializeToString() for r in otlp_server.logs)

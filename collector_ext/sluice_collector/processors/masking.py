@@ -1,15 +1,24 @@
 """The masking stage: every string of a batch through `sluice.masking`, rewritten in place.
 
-The stage walks the decoded protobuf request once, collecting every string (log bodies,
-nested kvlist/array values, attributes of records, events, links, resources, scopes, metric
-data points and exemplars; span names and status messages) with its attribute key and the
-record it belongs to. The engine then scans all of them in one pre-scan pass and returns only
-the few that changed; those, and nothing else, are written back.
+The stage walks the decoded protobuf request once, collecting every string the OTLP model can
+carry — values and keys alike: log bodies (nested kvlist keys and values, arrays), attributes of
+records, events, links, resources, scopes, metrics, data points and exemplars; a log record's
+`severity_text` and `event_name`; a span's name, `trace_state` and status message, its events'
+names and its links' `trace_state`; a scope's name and version; a metric's name, description,
+unit and metadata; `schema_url`s — with its attribute key and the record it belongs to. The
+engine then scans all of them in one pre-scan pass and returns only the few that changed; those,
+and nothing else, are written back. Fields the receiver does not know (a newer OTLP's, or a
+crafted one) are never written by the file, syslog or index sinks, and the forward sink discards
+them before it encodes a batch.
 
-Masking runs before classification, so a per-category override (`masking.categories.<cat>`)
-can only see the category a record carries itself in its `log.category` attribute (set by the
-SDK); records the router would classify later get the top-level settings. Resource and scope
-strings are shared by records of several categories and always get the top-level settings.
+A per-category override (`masking.categories.<cat>`) follows where a record is written: spans
+always go to `traces` and metric points to `metrics`, so those overrides (and only those) apply
+to them; a log record gets the override of the category named by its `log.category` attribute,
+which the router always honours for a category that has an override (it counts as configured,
+never against the dynamic-category cap), unless the name is reserved (`traces`, `metrics`,
+`alerts`: a log record never lands there). Masking runs before classification, so a log record
+that a `match` rule would route gets the top-level settings. Resource and scope strings are
+shared by records of several categories and always get the top-level settings.
 """
 
 from __future__ import annotations
@@ -36,6 +45,11 @@ from sluice.masking.config import Problem, validate
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
 from sluice_collector.otlpvalues import find_attribute
+from sluice_collector.processors.routing import (
+    METRICS_CATEGORY,
+    RESERVED_CATEGORIES,
+    TRACES_CATEGORY,
+)
 from sluice_collector.processors.wirescan import Located, WireFormatError, locate
 from sluice_collector.telemetry import ReceiverTelemetry
 
@@ -215,9 +229,12 @@ class SecretMasker:
             return None
         spans = [match.span() for match in self._raw_prescan.finditer(batch.raw)]
         try:
-            return locate(batch.raw, spans)
+            found = locate(batch.raw, spans)
         except WireFormatError:
             return None
+        # A hit outside resources, scopes and records (a `schema_url`, or a field this receiver
+        # does not know): look at everything, which is what the walk covers.
+        return None if found.elsewhere else found
 
 
 def _raw_prescan(maskers: Iterable[Masker | None]) -> Any:
@@ -269,6 +286,10 @@ class _Walk:
         self._default = _Group(masker)
         self._groups: dict[int, _Group] = {id(masker): self._default}
         self._categories = categories
+        # A log record's own `log.category` picks its override unless the router would not
+        # honour it there (a reserved name); spans and points have a category of their signal.
+        self._by_attribute = {name: masker for name, masker in categories.items()
+                              if name not in RESERVED_CATEGORIES}
         self._owners: list[_Owner] = []
         self._hits: Counter[int] = Counter()
         self._drop: set[int] = set()
@@ -281,10 +302,17 @@ class _Walk:
         return len(self._owners) - 1
 
     def _group_for(self, attributes: Any) -> _Group | None:
-        if not self._categories:
+        """The group of a log record: its `log.category`'s override, else the default."""
+        if not self._by_attribute:
             return self._default
         category = find_attribute(attributes, "log.category")
-        if not isinstance(category, str) or category not in self._categories:
+        if not isinstance(category, str) or category not in self._by_attribute:
+            return self._default
+        return self._group_of(category)
+
+    def _group_of(self, category: str) -> _Group | None:
+        """The group of every record of a category: None when its masking is off."""
+        if category not in self._categories:
             return self._default
         masker = self._categories[category]
         if masker is None:
@@ -318,8 +346,7 @@ class _Walk:
             if rule is KeyRule.SENSITIVE:
                 self._whole(group, value, "{...}", rule, owner)
             else:
-                for kv in value.kvlist_value.values:
-                    self._value(group, kv.value, kv.key, owner)
+                self._attributes(group, value.kvlist_value.values, owner)
         elif kind == "array_value":
             if rule is KeyRule.SENSITIVE:
                 self._whole(group, value, "[...]", rule, owner)
@@ -342,9 +369,16 @@ class _Walk:
             self._drop.add(owner)
 
     def _attributes(self, group: _Group, kvs: Any, owner: int) -> None:
-        # The hot loop of the stage: string values inline, everything else through _value.
+        # The hot loop of the stage: keys and string values inline, the rest through _value.
+        # A key is scanned as free text (an e-mail used as a map key is still an e-mail); its
+        # value's key rule is taken from the key as sent.
         texts, keys, targets, owners = group.texts, group.keys, group.targets, group.owners
         for kv in kvs:
+            if kv.key:
+                texts.append(kv.key)
+                keys.append(None)
+                targets.append((kv, "key"))
+                owners.append(owner)
             value = kv.value
             if value.WhichOneof("value") == "string_value":
                 text = value.string_value
@@ -373,51 +407,58 @@ class _Walk:
                     if group is None:
                         continue
                     owner = self._owner(sl.log_records, index, rec.attributes, 1, scope)
+                    self._string(group, rec, "severity_text", None, owner)
+                    self._string(group, rec, "event_name", None, owner)
                     self._value(group, rec.body, None, owner)
                     self._attributes(group, rec.attributes, owner)
 
     def traces(self, request: Any) -> None:
+        group = self._group_of(TRACES_CATEGORY)  # None: masking is off for `traces`
         for r_index, rs in enumerate(request.resource_spans):
             records = sum(len(ss.spans) for ss in rs.scope_spans)
             resource = self._resource(request.resource_spans, r_index, rs, records)
             for s_index, ss in enumerate(rs.scope_spans):
                 scope = self._scope(rs.scope_spans, s_index, ss, len(ss.spans), resource, r_index)
+                if group is None:
+                    continue
                 for index in self._indexes(r_index, s_index, len(ss.spans)):
                     span = ss.spans[index]
-                    group = self._group_for(span.attributes)
-                    if group is None:
-                        continue
                     owner = self._owner(ss.spans, index, span.attributes, 1, scope)
                     self._string(group, span, "name", None, owner)
+                    self._string(group, span, "trace_state", None, owner)
                     self._string(group, span.status, "message", None, owner)
                     self._attributes(group, span.attributes, owner)
                     for event in span.events:
                         self._string(group, event, "name", None, owner)
                         self._attributes(group, event.attributes, owner)
                     for link in span.links:
+                        self._string(group, link, "trace_state", None, owner)
                         self._attributes(group, link.attributes, owner)
 
     def metrics(self, request: Any) -> None:
+        group = self._group_of(METRICS_CATEGORY)  # None: masking is off for `metrics`
         for r_index, rm in enumerate(request.resource_metrics):
             records = sum(_points(m) for sm in rm.scope_metrics for m in sm.metrics)
             resource = self._resource(request.resource_metrics, r_index, rm, records)
             for s_index, sm in enumerate(rm.scope_metrics):
                 points_in_scope = sum(_points(m) for m in sm.metrics)
                 scope = self._scope(rm.scope_metrics, s_index, sm, points_in_scope, resource, r_index)
+                if group is None:
+                    continue
                 for metric_index in self._indexes(r_index, s_index, len(sm.metrics)):
                     metric = sm.metrics[metric_index]
                     kind = metric.WhichOneof("data")
-                    if kind is None:
-                        continue
-                    points = getattr(metric, kind).data_points
+                    points = getattr(metric, kind).data_points if kind is not None else ()
                     # `sluice.masked` goes on the metric's metadata: on a data point it would split
                     # the series.
-                    marks = getattr(metric, "metadata", None)
+                    marks = metric.metadata
+                    whole = self._owner(sm.metrics, metric_index, marks, len(points), scope)
+                    self._string(group, metric, "name", None, whole)
+                    self._string(group, metric, "description", None, whole)
+                    self._string(group, metric, "unit", None, whole)
+                    self._attributes(group, marks, whole)
                     for index, point in enumerate(points):
-                        group = self._group_for(point.attributes)
-                        if group is None:
-                            continue
-                        owner = self._owner(points, index, marks, 1, scope)
+                        owner = self._owner(points, index, marks, 1, whole)
                         self._attributes(group, point.attributes, owner)
                         for exemplar in () if kind == "summary" else point.exemplars:
                             self._attributes(group, exemplar.filtered_attributes, owner)
@@ -426,6 +467,8 @@ class _Walk:
         owner = self._owner(container, index, resourced.resource.attributes, records, -1)
         if self._only is None or index in self._only.resources:
             self._attributes(self._default, resourced.resource.attributes, owner)
+        if self._only is None:  # a hit in a schema_url sends every string here (`_candidates`)
+            self._string(self._default, resourced, "schema_url", None, owner)
         return owner
 
     def _scope(
@@ -434,7 +477,10 @@ class _Walk:
         owner = self._owner(container, index, scoped.scope.attributes, records, parent)
         if self._only is None or (r_index, index) in self._only.scopes:
             self._string(self._default, scoped.scope, "name", None, owner)
+            self._string(self._default, scoped.scope, "version", None, owner)
             self._attributes(self._default, scoped.scope.attributes, owner)
+        if self._only is None:
+            self._string(self._default, scoped, "schema_url", None, owner)
         return owner
 
     # -- masking and write-back -----------------------------------------------------------------

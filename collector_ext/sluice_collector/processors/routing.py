@@ -10,7 +10,8 @@ A `log.category` naming a category the config does not list is accepted when the
 (lower-case, `[a-z][a-z0-9_-]*`), so `sluice.get_logger("payments")` just works. At most
 `MAX_DYNAMIC_CATEGORIES` such categories are accepted per receiver, so a client cannot make the
 sinks open unbounded files; records beyond that, or with an invalid name, go through the rules
-as if the attribute were absent.
+as if the attribute were absent. Categories with a masking override (`masking.categories`) count
+as configured, so the cap never sends a record away from the category it was masked for.
 
 The `alerts` category is reserved like `traces` and `metrics`: only the alert evaluator
 (`sinks/alerts/`) writes there, so a client cannot forge alert records with `log.category`.
@@ -29,7 +30,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,7 @@ TRACES_CATEGORY = "traces"
 METRICS_CATEGORY = "metrics"
 ALERTS_CATEGORY = "alerts"
 MAX_DYNAMIC_CATEGORIES = 256
-_RESERVED = frozenset({TRACES_CATEGORY, METRICS_CATEGORY, ALERTS_CATEGORY})
+RESERVED_CATEGORIES = frozenset({TRACES_CATEGORY, METRICS_CATEGORY, ALERTS_CATEGORY})
 
 CATEGORY_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 # Every built-in category, in rule order; `match` of access/error are the defaults the seeds ask
@@ -282,10 +283,15 @@ def _compile_rules(rules: tuple[MatchRule, ...]) -> list[_Condition]:
 class CategoryRouter:
     """Stage: fills `batch.routes`. Reads records, never changes them."""
 
-    def __init__(self, config: RoutingConfig | None = None) -> None:
+    def __init__(self, config: RoutingConfig | None = None, *,
+                 known: Collection[str] = ()) -> None:
+        """`known`: more names a `log.category` may pick beyond the configured ones, never
+        counted against the dynamic cap — the categories masking has an override for, so that
+        a record masked under a category's settings is always written to that category."""
         config = config or RoutingConfig.default()
         # Known names: the configured ones, plus dynamic ones (added under the lock, capped).
-        self.categories: set[str] = set(config.names)
+        self.categories: set[str] = set(config.names) | {
+            name for name in known if CATEGORY_NAME_RE.match(name)}
         self._lock = threading.Lock()
         self._dynamic = 0
         self._rules: list[tuple[str, _Condition]] = []
@@ -334,7 +340,7 @@ class CategoryRouter:
 
     def _explicit_category(self, value: Any, categories: set[str]) -> str | None:
         name = value if isinstance(value, str) else ""
-        if name in _RESERVED:
+        if name in RESERVED_CATEGORIES:
             return None  # a log record never lands among spans or metric points
         if name in categories:
             return name

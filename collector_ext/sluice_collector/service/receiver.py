@@ -128,7 +128,7 @@ class Receiver:
         if config.masking.enabled:
             stages.append(SecretMasker(config.masking, self.telemetry))
         stages.append(RecordValidator())
-        stages.append(CategoryRouter(config.routing))
+        stages.append(CategoryRouter(config.routing, known=config.masking.categories.keys()))
         if config.access_from_spans.enabled:
             # Last: it reads masked, validated spans and the router's access routes, and what
             # it derives (a routed LOGS batch) needs no stage after it.

@@ -603,6 +603,9 @@ class ForwardSink:
         count = batch.record_count()
         if count == 0:
             return
+        # Fields this receiver does not know (a newer OTLP's, or crafted ones) were never
+        # masked: they do not leave. The other sinks only ever write the fields they know.
+        batch.request.DiscardUnknownFields()
         data = _COUNT.pack(count) + batch.request.SerializeToString()
         for sender in senders:
             try:
