@@ -139,3 +139,24 @@ def test_no_receiver_at_the_endpoint_is_one_line() -> None:
     assert done.stderr.decode().splitlines() == [
         f"sluice logs: cannot reach a receiver at {endpoint} (Connection refused); is it running, "
         "and is --endpoint its OTLP/gRPC address?"]
+
+
+def test_an_endpoint_that_never_answers_is_given_up_on_after_timeout() -> None:
+    """A TCP listener that accepts and says nothing (not a gRPC server, or a hung one): without
+    a deadline `sluice logs` would wait forever."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"127.0.0.1:{silent.getsockname()[1]}"
+        done = logs(endpoint, "query", "--timeout", "1")
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines() == [
+        f"sluice logs: no answer from {endpoint} within 1 s (--timeout); is --endpoint the "
+        "receiver's OTLP/gRPC address, and is it overloaded? Narrow --since/--until, or raise "
+        "--timeout"]
+
+
+def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error() -> None:
+    done = logs("127.0.0.1:1", "query", "--timeout", "soon")
+    assert done.returncode == 2
+    assert "--timeout: got 'soon'; expected a number of seconds" in done.stderr.decode()

@@ -49,6 +49,16 @@ def parse_severity(text: str) -> int:
     return number
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected a number of seconds") from None
+    if not 0 < value < 86400 * 365:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected seconds above 0")
+    return value
+
+
 def add_parser(commands: Any) -> None:
     """Add `logs` and its four subcommands to the `sluice` parser."""
     logs = commands.add_parser("logs", help="read stored logs back from a receiver (LogQuery API)")
@@ -58,6 +68,9 @@ def add_parser(commands: Any) -> None:
                         help="the receiver's gRPC address (default 127.0.0.1:4317)")
     common.add_argument("--api-key", default=os.environ.get("SLUICE_API_KEY"), metavar="KEY",
                         help="API key (default $SLUICE_API_KEY)")
+    common.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                        help="give up on a query or stats call after this long (default 30); "
+                             "export and tail -f run as long as they stream")
     common.add_argument("--since", type=parse_time, metavar="TIME",
                         help="from this time: RFC 3339 or a time ago (15m, 2h, 7d)")
     common.add_argument("--until", type=parse_time, metavar="TIME", help="up to this time (exclusive)")

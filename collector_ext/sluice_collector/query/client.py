@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return _dispatch(args, channel, metadata, out)
     except grpc.RpcError as exc:
         # Never echo a credential: not the key (should anything quote it), not a URL password.
-        message = explain(exc, args.endpoint).replace(args.api_key, "<api key>")
+        message = explain(exc, args.endpoint, args.timeout).replace(args.api_key, "<api key>")
         password = url_password(args.endpoint)
         if password:
             message = message.replace(password, "xxxxx")
@@ -112,7 +112,7 @@ def _export_progress(channel: grpc.Channel, f: pb.Filter, args: argparse.Namespa
         return Progress("exporting", unit="B")
     stats = channel.unary_unary(SERVICE + "Stats", request_serializer=pb.StatsRequest.SerializeToString,
                                 response_deserializer=pb.StatsResponse.FromString)
-    total = int(stats(pb.StatsRequest(filter=f), metadata=metadata).total)
+    total = int(stats(pb.StatsRequest(filter=f), metadata=metadata, timeout=args.timeout).total)
     if args.limit > 0:
         total = min(total, args.limit)
     if args.format == "csv":
@@ -125,10 +125,14 @@ _UNREACHABLE = ("failed to connect", "dns resolution failed", "connection refuse
                 "connection reset", "socket closed", "name resolution", "connect failed")
 
 
-def explain(error: grpc.RpcError, endpoint: str) -> str:
+def explain(error: grpc.RpcError, endpoint: str, timeout_s: float | None = None) -> str:
     """One line for a failed call: what went wrong and what to do about it."""
     code = error.code() if hasattr(error, "code") else None
     details = str(error.details() if hasattr(error, "details") else error) or ""
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED and timeout_s is not None:
+        return (f"no answer from {endpoint} within {timeout_s:g} s (--timeout); is --endpoint the "
+                "receiver's OTLP/gRPC address, and is it overloaded? Narrow --since/--until, or "
+                "raise --timeout")
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return (f"the receiver at {endpoint} does not serve the query API (it is off there): "
                 "give it query.api_keys in its config (docs/query.md) and restart it")
@@ -150,7 +154,7 @@ def _dispatch(args: argparse.Namespace, channel: grpc.Channel, metadata: Any, ou
         order = pb.OLDEST_FIRST if args.oldest_first else pb.NEWEST_FIRST
         while remaining > 0:
             response = query(pb.QueryRequest(filter=f, limit=min(remaining, 1000), page_token=token,
-                                             order=order), metadata=metadata)
+                                             order=order), metadata=metadata, timeout=args.timeout)
             _print(response.records, args, out)
             remaining -= len(response.records)
             token = response.next_page_token
@@ -159,7 +163,8 @@ def _dispatch(args: argparse.Namespace, channel: grpc.Channel, metadata: Any, ou
         return 0
     if command == "tail":
         if args.limit > 0:
-            response = query(pb.QueryRequest(filter=f, limit=args.limit), metadata=metadata)
+            response = query(pb.QueryRequest(filter=f, limit=args.limit), metadata=metadata,
+                             timeout=args.timeout)
             _print(list(reversed(response.records)), args, out)
         if args.follow:
             tail = channel.unary_stream(SERVICE + "Tail", request_serializer=pb.TailRequest.SerializeToString,
@@ -170,7 +175,8 @@ def _dispatch(args: argparse.Namespace, channel: grpc.Channel, metadata: Any, ou
     if command == "stats":
         stats = channel.unary_unary(SERVICE + "Stats", request_serializer=pb.StatsRequest.SerializeToString,
                                     response_deserializer=pb.StatsResponse.FromString)
-        s = stats(pb.StatsRequest(filter=f, bucket_seconds=args.bucket), metadata=metadata)
+        s = stats(pb.StatsRequest(filter=f, bucket_seconds=args.bucket), metadata=metadata,
+                  timeout=args.timeout)
         if args.json:
             from google.protobuf.json_format import MessageToJson
 
