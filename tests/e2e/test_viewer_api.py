@@ -123,14 +123,18 @@ def test_idle_and_half_sent_requests_cannot_starve_the_port(proc: ReceiverProces
         s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finishes its head
         stalled.append(s)
     try:
-        began = time.monotonic()
-        with urllib.request.urlopen(proc.status_url + "/healthz", timeout=5) as response:
+        with urllib.request.urlopen(proc.status_url + "/healthz", timeout=60) as response:
             assert response.status == 200
-        assert time.monotonic() - began < 5
+        # Answered while every stalled connection was still held open (not after the server
+        # gave up on them): no timing is asserted, only the order of events.
+        for s in stalled:
+            s.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                s.recv(1)
+            s.setblocking(True)
         # The server closes every connection that has not sent a whole request head in time.
         for s in stalled:
             assert s.recv(1) == b""
-        assert time.monotonic() - began < 25
     finally:
         for s in stalled:
             s.close()

@@ -92,8 +92,7 @@ def test_disk_full_stops_acks_keeps_audit_and_recovers(tmp_path: Path, start_rec
               f"the disk filled; acks while full {acked_later - acked_full}; accepting again "
               f"{recovered_in * 1000:.0f} ms after space returned; codes app {dict(app_stats.codes)} "
               f"audit {dict(audit_stats.codes)}")
-        assert first_refusal is not None
-        assert first_refusal < 1.0
+        assert first_refusal is not None, "never refused while the disk was full"
         assert acked_later == acked_full, "acknowledged while the disk was full"
         assert "no space left" in health_full or app_stats.unavailable
         assert not app_stats.gave_up
