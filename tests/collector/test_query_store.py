@@ -129,6 +129,18 @@ def test_row_of_a_span_line_carries_status_duration_and_user(tmp_path: Path) -> 
     assert row.line + "\n" == line  # exactly as stored
 
 
+@pytest.mark.parametrize("key", ["event.duration_ms", "http.server.request.duration_ms",
+                                 "job.duration_ms", "duration_ms"])
+def test_a_log_record_carries_its_duration_under_each_convention(key: str) -> None:
+    """Access records (the middleware's and those derived from server spans) and jobs count
+    in `Stats`' average duration, not only `event()`s."""
+    line = ('{"timestamp":"2026-01-01T00:00:00.0Z","category":"access","severity_number":9,'
+            f'"attributes":{{"{key}":12.5,"http.response.status_code":200}}}}\n').encode()
+    row = row_of_line(line)
+    assert row is not None
+    assert (row.duration_ms, row.status) == (12.5, "200")
+
+
 def test_metric_and_malformed_lines_are_not_rows() -> None:
     assert row_of_line(b'{"timestamp":"2026-01-01T00:00:00.0Z","category":"metrics","metric":{}}\n') is None
     assert row_of_line(b"not json\n") is None

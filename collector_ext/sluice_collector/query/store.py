@@ -43,7 +43,9 @@ USER_KEYS = ("user.id", "enduser.id")
 # Where the SDK's `event()`/`audit()` and common conventions put a record's outcome and duration.
 STATUS_KEYS = ("event.status", "audit.status", "status", "http.response.status_code",
                "http.status_code", "event.outcome")
-DURATION_KEYS = ("event.duration_ms", "duration_ms")
+# Access records (sluice's middleware, and those derived from HTTP server spans) and jobs too.
+DURATION_KEYS = ("event.duration_ms", "http.server.request.duration_ms", "job.duration_ms",
+                 "duration_ms")
 # The event of the audit record every LogQuery call writes before it reads (query/service.py).
 # Those records stay in the audit trail (files, index) but are not results of other queries,
 # so that a query never finds itself (a `text` filter is in the record's `audit.filter`) and
