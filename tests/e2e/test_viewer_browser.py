@@ -221,6 +221,18 @@ def test_user_key_sees_only_its_users_records_and_not_the_audit_page(viewer: Vie
     assert results["bob"][1]["records"] == []
 
 
+def test_admin_audit_page_shows_the_reads_with_the_chain_status(viewer: Viewer, tab: Watched) -> None:
+    """Reads are left out of ordinary results, but the audit trail is where an admin looks for
+    who read what: there they are listed."""
+    page = tab.page
+    sign_in(page, viewer.base, ADMIN)
+    wait_loaded(page)  # this very page load is a read, audited before it is answered
+    page.goto(f"{viewer.base}/ui/#/audit")
+    page.wait_for_selector("table.chains")
+    page.locator("tr.record", has_text="read logs: LogQuery/").first.wait_for()
+    assert not tab.errors
+
+
 def test_hostile_text_runs_nothing_and_does_not_restyle_the_page(viewer: Viewer, tab: Watched) -> None:
     page = tab.page
     sign_in(page, viewer.base, ADMIN, "#/logs?range=1h")

@@ -26,7 +26,9 @@ export function auditView(root, route, ctx) {
   const abort = new AbortController();
   const chainBox = h('section', { class: 'chain-status' }, h('h2', {}, 'Hash chains'), h('p', { class: 'status' }, 'verifying…'));
   const now = Date.now();
-  const list = new RecordList(apiParams(state, now));
+  const params = apiParams(state, now);
+  params.set('include_reads', '1'); // the audit trail is where admins see who read what
+  const list = new RecordList(params);
   root.append(chainBox, h('h2', {}, 'Audit trail'),
     filterForm(state, { categories: ['audit'], onApply: (s) => ctx.go('/audit', paramsOf({ ...s, category: [] })) }), list.el);
   get('audit/chains', null, { signal: abort.signal }).then((result) => {
