@@ -91,3 +91,47 @@ def test_workers_share_the_otlp_http_port_too(tmp_path: Path) -> None:
         receiver.kill()
     bodies = {json.loads(line)["body"] for line in read_all_lines(receiver.logs_dir)}
     assert bodies == {f"h{n}" for n in range(40)}
+
+
+def test_sigterm_while_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
+    """systemd may stop a service the moment it started: the supervisor stops its workers and
+    exits 0, without calling it a failed start and without leaving a worker behind."""
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.receiver_process import endpoints
+
+    config = tmp_path / "sluice.yaml"
+    config.write_text(yaml.safe_dump({"receivers": endpoints(), "files": {"directory": str(tmp_path / "logs")},
+                                      "telemetry": {"listen": ""}}))
+    proc = subprocess.Popen([sys.executable, "-m", "sluice_collector", "receiver", "run",
+                             "--config", str(config), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def children() -> list[int]:
+        out = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == proc.pid:
+                out.append(int(stat.parent.name))
+        return out
+
+    try:
+        while len(children()) < 2:  # both workers spawned: they take a while to import
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.01)
+        spawned = children()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "did not start" not in stderr
+    assert not any(Path(f"/proc/{pid}").exists() for pid in spawned)

@@ -107,7 +107,9 @@ def supervise(args: argparse.Namespace, config: ReceiverConfig) -> int:
     deadline = time.monotonic() + 60
     for worker in workers:
         while not worker.ready.wait(0.1):
-            if stopping.is_set() or time.monotonic() > deadline or (
+            if stopping.is_set():  # asked to stop while starting: a normal stop, not a failure
+                return _stop_all(workers, config.shutdown_timeout_s)
+            if time.monotonic() > deadline or (
                 worker.proc is not None and worker.proc.poll() is not None
             ):
                 print(f"sluice: worker {worker.index} did not start", file=sys.stderr)
@@ -146,6 +148,8 @@ def _stop_all(workers: list[_Worker], timeout_s: float) -> int:
         except subprocess.TimeoutExpired:
             worker.proc.kill()
             rc = worker.proc.wait()
-        if rc != 0:
+        # Killed by our SIGTERM before it had its handler (still importing): it had taken
+        # nothing, so that is a clean stop too.
+        if rc not in (0, -signal.SIGTERM):
             code = 1
     return code
