@@ -14,7 +14,7 @@ DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus prometheus-alert
 help:
 	@echo "make demo   start a receiver on its embedded default, run an example app, show where every record went"
 	@echo "make test   install everything needed, then lint, type-check and run the whole suite"
-	@echo "make test-dates  the whole suite under faked dates (faketime): +30 days, month end, year end, DST"
+	@echo "make test-dates  the whole suite under faked dates (faketime): +30 days, +1 year, month end, year end, DST"
 	@echo "make bench  benchmarks, printed as ratios against named peers measured in the same run"
 	@echo "make screenshots  regenerate the viewer's pictures in docs/ (headless chromium)"
 	@echo "make soak   the long reliability runs (10 min steady load, overload, SIGKILL, fuzzing); ~15 minutes"
@@ -71,7 +71,7 @@ PYTEST_ENV := $(FAKETIME_ENV)
 endif
 # TZ|faketime spec: each run starts a few minutes before the edge it crosses while the suite runs
 # (the last one is the spring-forward DST change in Berlin, 02:00 local).
-FAKED_DATES := "UTC|+30d" "UTC|@2027-01-31 23:57:00" "UTC|@2026-12-31 23:57:00" \
+FAKED_DATES := "UTC|+30d" "UTC|+365d" "UTC|@2027-01-31 23:57:00" "UTC|@2026-12-31 23:57:00" \
                "Europe/Berlin|@2027-03-28 01:57:00"
 
 test: $(STAMP) system-deps node-deps
