@@ -439,3 +439,35 @@ def test_fields_the_receiver_does_not_know_are_not_forwarded(
     assert sink.force_flush(5)
     assert otlp_server.bodies() == ["kept"]
     assert all(secret not in r.SerializeToString() for r in otlp_server.logs)
+
+
+def test_user_and_password_in_the_endpoint_become_basic_auth(
+    make_sink: Callable[..., tuple[ForwardSink, ReceiverTelemetry]],
+) -> None:
+    """As Grafana Cloud's OTLP gateway wants it: `https://<instance>:<token>@host/otlp`."""
+    import base64
+
+    handler: type[_HttpOtlp] = type("H", (_HttpOtlp,), {"answers": [], "received": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sink, telemetry = make_sink({
+            "name": "cloud", "protocol": "http/protobuf", "signals": ["logs"],
+            "endpoint": f"http://123456:glc%40to%2Fken@127.0.0.1:{server.server_port}/otlp", **FAST})
+        sink.consume(logs_batch("with basic auth"))
+        assert sink.force_flush(5)
+        path, headers, _ = handler.received[0]
+        assert path == "/otlp/v1/logs"
+        lowered = {name.lower(): value for name, value in headers.items()}
+        assert lowered["authorization"] == "Basic " + base64.b64encode(b"123456:glc@to/ken").decode()
+        assert "glc" not in str(sink.health())  # the password is never shown
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_credentials_in_the_endpoint_and_an_authorization_header_are_refused() -> None:
+    assert problems_of({"targets": [{"endpoint": "https://u:p@tempo:4318", "protocol": "http/protobuf",
+                                     "headers": {"Authorization": "Bearer x"}}]}) == [
+        "forward.targets[0].headers: has an Authorization header and the endpoint has "
+        "user:password@ too; give the credentials once"]

@@ -24,6 +24,7 @@ Delivery is at-least-once: a request whose answer was lost is sent again.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.utils
 import gzip
@@ -36,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -197,6 +198,13 @@ def _parse_target(s: Section, index: int) -> ForwardTarget | None:
         s.error("signals", "must name at least one of: logs, traces, metrics")
         ok = False
     headers = _parse_headers(s)
+    basic = _basic_auth(endpoint) if ok else None
+    if basic is not None:
+        if any(name == "authorization" for name, _ in headers):
+            s.error("headers", "has an Authorization header and the endpoint has user:password@ "
+                               "too; give the credentials once")
+            ok = False
+        headers = (*headers, ("authorization", basic))
     compression = s.get_str("compression", "gzip", choices=COMPRESSIONS)
     timeout_s = s.get_duration("timeout_s", 10.0, minimum=0.01)
     t = s.section("tls")
@@ -233,6 +241,19 @@ def _parse_target(s: Section, index: int) -> ForwardTarget | None:
         spool_max_bytes=spool_max_bytes, backoff_initial_s=backoff_initial_s,
         backoff_max_s=backoff_max_s,
     )
+
+
+def _basic_auth(endpoint: str) -> str | None:
+    """`Basic …` from an endpoint's `user:password@` (Grafana Cloud's OTLP gateway, a collector
+    behind basicauth), as curl and browsers do; None when it has none. Percent-escapes in the
+    user and password are decoded, so a password may hold `@`, `:` or `/`."""
+    if endpoint.startswith(_BALANCED_PREFIXES):
+        return None
+    parts = urlsplit(endpoint)
+    if parts.username is None:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
 
 
 def _valid_endpoint(endpoint: str, protocol: str) -> bool:
