@@ -2,7 +2,8 @@
 every record went, and stop the receiver cleanly.
 
 The receiver runs with no `--config` from a scratch directory (`.demo/`), so its default
-`./logs` lands in `.demo/logs`. It needs 127.0.0.1:4317 and :8888 free.
+`./logs` lands in `.demo/logs`. It needs 127.0.0.1:4317, :4318 and :8888 free; when one is
+taken it says so and leaves the previous run's files alone.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,10 +24,30 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
 
 
+PORTS = {4317: "OTLP/gRPC", 4318: "OTLP/HTTP", 8888: "telemetry"}
+
+
+def busy_ports() -> list[str]:
+    taken = []
+    for port, what in PORTS.items():
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"127.0.0.1:{port} ({what})")
+    return taken
+
+
 def main() -> int:
+    taken = busy_ports()
+    if taken:
+        print(f"make demo needs {', '.join(taken)}: in use (another receiver, or a previous demo "
+              "still running?); stop it and run make demo again", file=sys.stderr)
+        return 1
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir()
-    print("» starting: sluice receiver run   (embedded default: 127.0.0.1:4317, files under ./logs)")
+    print("» starting: sluice receiver run   (embedded default: OTLP on 127.0.0.1:4317 and :4318, "
+          "files under ./logs, here .demo/logs)")
     receiver = subprocess.Popen(
         [sys.executable, "-m", "sluice_collector", "receiver", "run"],
         cwd=WORK, stderr=subprocess.PIPE, text=True,
@@ -42,7 +64,7 @@ def main() -> int:
         if time.monotonic() > deadline:
             break
     if receiver.poll() is not None or not status_url:
-        print("the receiver did not start (is 127.0.0.1:4317 or :8888 in use?)", file=sys.stderr)
+        print("the receiver did not start (see its lines above)", file=sys.stderr)
         receiver.kill()
         return 1
     try:
@@ -63,7 +85,9 @@ def main() -> int:
 
 
 def summarise(logs: Path) -> int:
-    files = sorted(p for p in logs.rglob("*") if p.is_file() and not p.name.startswith("."))
+    # Records only: hidden files and directories are the receiver's own state (alerts, locks).
+    files = sorted(p for p in logs.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(logs).parts))
     if not files:
         print("no files were written", file=sys.stderr)
         return 1

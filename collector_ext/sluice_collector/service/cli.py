@@ -379,7 +379,15 @@ def _index_rebuild(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from sluice_collector.progress import Progress, uncompressed_size
     from sluice_collector.query.store import stored_files
+    from sluice_collector.service.dirlock import DirectoryInUse, DirectoryLock
 
+    # Under a running receiver the rebuilt index would lose every record stored after it.
+    claim = DirectoryLock(directory)
+    try:
+        claim.acquire("a running receiver")
+    except DirectoryInUse as exc:
+        print(f"sluice index rebuild: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     total = sum(uncompressed_size(path) for path, _ in stored_files(directory))
     try:
         with Progress("indexing", total=total) as progress:
@@ -387,6 +395,8 @@ def _index_rebuild(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"sluice index rebuild: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
+    finally:
+        claim.release()
     print(f"indexed {count} records from {directory}")
     return EXIT_OK
 

@@ -28,6 +28,7 @@ from sluice_collector.receivers.asgi_server import AsgiServer, ConnectionLimits,
 from sluice_collector.receivers.otlp_grpc import OtlpGrpcReceiver, listen_problem
 from sluice_collector.receivers.otlp_http import HttpLimits, OtlpHttpApp
 from sluice_collector.service.config import ReceiverConfig
+from sluice_collector.service.dirlock import DirectoryInUse, DirectoryLock
 from sluice_collector.service.status import StatusServer
 from sluice_collector.service.summary import ActivityReporter
 from sluice_collector.sinks.base import Sink
@@ -46,6 +47,10 @@ log = logging.getLogger("sluice.receiver")
 
 class ListenError(SluiceReceiverError):
     """The receiver could not bind its listening address."""
+
+
+class DirectoryBusy(SluiceReceiverError):
+    """Another receiver (or `--workers` supervisor) holds `files.directory`."""
 
 
 def build_sinks(
@@ -133,6 +138,11 @@ class Receiver:
             # Last: it reads masked, validated spans and the router's access routes, and what
             # it derives (a routed LOGS batch) needs no stage after it.
             stages.append(AccessRecordDeriver(config.access_from_spans, self.telemetry))
+        # The directory is claimed only when the receiver writes it itself (service/dirlock.py):
+        # a standalone receiver whose sinks come from the config; `--workers` workers share
+        # their supervisor's claim, and an embedding that passes its own sinks owns the question.
+        self._dir_lock = DirectoryLock(config.files.directory) \
+            if sinks is None and worker_index is None else None
         self.sinks = list(sinks) if sinks is not None else build_sinks(
             config, self.telemetry, worker_index=worker_index, alerts_clock=alerts_clock
         )
@@ -211,6 +221,11 @@ class Receiver:
     def start(self) -> None:
         """Start sinks, then the status port, then listen. Raises on any failure."""
         started: list[Sink] = []
+        if self._dir_lock is not None:
+            try:
+                self._dir_lock.acquire()
+            except DirectoryInUse as exc:
+                raise DirectoryBusy(str(exc)) from None
         try:
             for sink in self.sinks:
                 sink.start()
@@ -245,6 +260,8 @@ class Receiver:
                 sink.shutdown()
             if self._status is not None:
                 self._status.stop()
+            if self._dir_lock is not None:
+                self._dir_lock.release()
             raise
 
     def _viewer_app(self) -> Any:
@@ -396,6 +413,8 @@ class Receiver:
             self._status.stop()
         if self._viewer is not None:
             self._viewer.close()
+        if self._dir_lock is not None:
+            self._dir_lock.release()
         self._stopped.set()
         return clean
 

@@ -95,6 +95,23 @@ def supervise(args: argparse.Namespace, config: ReceiverConfig) -> int:
         workers.append(_Worker(index, [*base, "--worker-index", str(index),
                                        "--telemetry-listen", telemetry]))
 
+    # The workers share the directory; another receiver may not (service/dirlock.py).
+    from sluice_collector.service.dirlock import DirectoryInUse, DirectoryLock
+
+    claim = DirectoryLock(config.files.directory)
+    try:
+        claim.acquire()
+    except DirectoryInUse as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _supervise(workers, config, grpc_endpoint, http_endpoint)
+    finally:
+        claim.release()
+
+
+def _supervise(workers: list[_Worker], config: ReceiverConfig, grpc_endpoint: str,
+               http_endpoint: str) -> int:
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
