@@ -176,6 +176,18 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     assert "OK" in result.stdout
 
 
+def test_check_config_takes_the_file_as_receiver_run_does(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("categories:\n  audit:\n    retention_days: lots\n")
+    for flag in ("-c", "--config"):
+        result = run_cli("receiver", "check-config", flag, str(bad))
+        assert result.returncode == 3
+        assert "categories.audit.retention_days: got 'lots'" in result.stderr
+    nothing = run_cli("receiver", "check-config")
+    assert nothing.returncode == 2
+    assert "check-config: which file? give FILE (or --config FILE)" in nothing.stderr
+
+
 def test_check_config_on_a_missing_file_says_so(tmp_path: Path) -> None:
     result = run_cli("receiver", "check-config", str(tmp_path / "absent.yaml"))
     assert result.returncode == 3

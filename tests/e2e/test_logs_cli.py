@@ -160,3 +160,37 @@ def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error() -> None:
     done = logs("127.0.0.1:1", "query", "--timeout", "soon")
     assert done.returncode == 2
     assert "--timeout: got 'soon'; expected a number of seconds" in done.stderr.decode()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(receiver: ReceiverProcess) -> None:
+    """`sluice logs query | head -1`: the pipe closes before the output is written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice_collector", "logs", "query", "--endpoint", receiver.endpoint],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "SLUICE_API_KEY": ADMIN})
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before a line was written
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 141
+    assert stderr == b""
+
+
+def test_nonsense_limits_are_usage_errors(receiver: ReceiverProcess) -> None:
+    for args, message in ((("query", "--limit", "-5"), "--limit: got -5; expected 1 or more"),
+                          (("query", "--limit", "0"), "--limit: got 0; expected 1 or more"),
+                          (("export", "--limit", "x"), "--limit: got 'x'; expected a whole number")):
+        done = logs(receiver.endpoint, *args)
+        assert done.returncode == 2
+        assert message in done.stderr.decode()
+
+
+def test_a_bad_regex_is_named_in_plain_words(receiver: ReceiverProcess) -> None:
+    done = logs(receiver.endpoint, "query", "--grep", "(")
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines() == [
+        "sluice logs: INVALID_ARGUMENT: filter.regex: '(' is not a valid RE2 expression (missing ): ()"]
+
+
+def test_stats_without_durations_says_so(receiver: ReceiverProcess) -> None:
+    done = logs(receiver.endpoint, "stats", "--service", "shop")
+    assert done.returncode == 0
+    assert "avg duration  n/a (no record carries a duration)" in done.stdout.decode()

@@ -49,6 +49,20 @@ def parse_severity(text: str) -> int:
     return number
 
 
+def _at_least(minimum: int) -> Any:
+    """An argparse type: a whole number >= minimum (a usage error otherwise, never an empty
+    answer with exit 0)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"got {text!r}; expected a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"got {value}; expected {minimum} or more")
+        return value
+    return parse
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -92,16 +106,17 @@ def add_parser(commands: Any) -> None:
                         "left out otherwise, so a query never finds itself)")
     common.add_argument("--json", action="store_true", help="one JSON record per line")
     query = sub.add_parser("query", parents=[common], help="print matching records, newest first")
-    query.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    query.add_argument("--limit", type=_at_least(1), default=100, help="at most this many (default 100)")
     query.add_argument("--oldest-first", action="store_true")
     tail = sub.add_parser("tail", parents=[common], help="the last records; -f to follow")
-    tail.add_argument("--limit", "-n", type=int, default=20, help="records shown first (default 20)")
+    tail.add_argument("--limit", "-n", type=_at_least(0), default=20,
+                      help="records shown first (default 20; 0 with -f: only new ones)")
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
     stats = sub.add_parser("stats", parents=[common], help="counts, error rate, durations")
-    stats.add_argument("--bucket", type=int, default=0, metavar="SECONDS",
+    stats.add_argument("--bucket", type=_at_least(0), default=0, metavar="SECONDS",
                        help="time bucket width (default: about 60 buckets)")
     export = sub.add_parser("export", parents=[common], help="write matching records to a file")
     export.add_argument("--format", choices=FORMAT_NAMES, default="jsonl")
     export.add_argument("--compress", choices=COMPRESSION_NAMES, default="none")
-    export.add_argument("--limit", type=int, default=0, help="at most this many (default all)")
+    export.add_argument("--limit", type=_at_least(0), default=0, help="at most this many (default all)")
     export.add_argument("--output", "-o", metavar="FILE", help="file to write (default stdout)")

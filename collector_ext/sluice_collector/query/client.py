@@ -182,9 +182,11 @@ def _dispatch(args: argparse.Namespace, channel: grpc.Channel, metadata: Any, ou
 
             out.write(MessageToJson(s, preserving_proto_field_name=True, indent=None) + "\n")
             return 0
+        duration = (f"{s.avg_duration_ms:.2f} ms over {s.with_duration} records"
+                    if s.with_duration else "n/a (no record carries a duration)")
         out.write(f"records       {s.total}\nerror rate    {s.error_rate:.2%}\n"
                   f"unique users  {s.unique_users}\n"
-                  f"avg duration  {s.avg_duration_ms:.2f} ms over {s.with_duration} records\n")
+                  f"avg duration  {duration}\n")
         for title, counts in (("category", s.by_category), ("severity", s.by_severity),
                               ("event type", s.by_event_type), ("status", s.by_status)):
             if counts:

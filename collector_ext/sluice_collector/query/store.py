@@ -245,7 +245,9 @@ def row_of_line(line: bytes, tenant: str = "") -> Row | None:
 
 @functools.lru_cache(maxsize=64)
 def _compiled(pattern: str) -> Any:
-    return re2.compile(pattern)
+    options = re2.Options()
+    options.log_errors = False  # a caller's bad pattern is their error, answered; not our log
+    return re2.compile(pattern, options)
 
 
 def _regexp(pattern: str, value: str | None) -> bool:
@@ -259,7 +261,11 @@ def check_filter(f: RecordFilter) -> None:
         try:
             _compiled(f.regex)
         except Exception as exc:  # re2.error is not exported under one name
-            raise InvalidFilter(f"filter.regex: {f.regex!r} is not a valid RE2 expression: {exc}") from exc
+            reason = exc.args[0] if exc.args else exc
+            if isinstance(reason, bytes):  # pyre2 gives RE2's own message as bytes
+                reason = reason.decode("utf-8", "replace")
+            raise InvalidFilter(
+                f"filter.regex: {f.regex!r} is not a valid RE2 expression ({reason})") from exc
     if f.trace_id and not _HEX32_RE.match(f.trace_id):
         raise InvalidFilter(f"filter.trace_id: got {f.trace_id!r}; expected 32 lower-case hex characters")
     for key, _ in f.attribute_equals:

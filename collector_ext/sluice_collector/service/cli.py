@@ -1,7 +1,7 @@
 """The `sluice` command. The only place in the receiver that exits the process.
 
     sluice receiver run [--config FILE] [--listen HOST:PORT] [--telemetry-listen HOST:PORT] [--workers N]
-    sluice receiver check-config FILE
+    sluice receiver check-config FILE | --config FILE
     sluice receiver default-config
     sluice audit verify DIR [--key-env VAR | --key-file FILE]
     sluice logs query|tail|stats|export [--endpoint HOST:PORT] [--api-key KEY] [filters...]
@@ -97,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate FILE. Prints every problem with its key path, the value found and "
         "what would be accepted, and exits 3; exits 0 and prints a summary when it is valid.",
     )
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE", nargs="?")
+    check.add_argument("-c", "--config", dest="config_file", metavar="FILE",
+                       help="the same FILE, given as `receiver run` takes it")
     receiver_commands.add_parser(
         "default-config", help="print the embedded default config (a starting point for your own)"
     )
@@ -209,6 +211,17 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Whoever read our output went away (`sluice logs query | head -1`): stop quietly, as
+        # cat does, with the exit status a SIGPIPE gives; no traceback about it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "run":
@@ -241,7 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.receiver_command == "run":
             return _run(args)
         if args.receiver_command == "check-config":
-            return _check_config(args.file)
+            if args.file and args.config_file and args.file != args.config_file:
+                parser.error("check-config: give FILE once (as FILE or as --config FILE)")
+            if not (args.file or args.config_file):
+                parser.error("check-config: which file? give FILE (or --config FILE)")
+            return _check_config(args.file or args.config_file)
         if args.receiver_command == "default-config":
             sys.stdout.write(
                 resources.files("sluice_collector").joinpath(DEFAULT_CONFIG_RESOURCE).read_text()
