@@ -132,6 +132,19 @@ def test_unknown_paths_are_404() -> None:
         receiver.stop(5)
 
 
+def test_the_viewer_address_says_how_to_turn_it_on_when_the_query_api_is_off() -> None:
+    receiver = start_receiver({}, sinks=[InMemorySink()])
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{receiver.status_port}/ui/", timeout=5)
+        assert info.value.code == 404
+        text = info.value.read().decode()
+        assert text.startswith("The viewer is off: it comes with the query API.")
+        assert "api_keys:" in text and "docs/viewer.md" in text
+    finally:
+        receiver.stop(5)
+
+
 def _keys_with(value: object, word: str, prefix: str = "") -> set[str]:
     """Every key path in a JSON value whose last key contains `word`."""
     found: set[str] = set()

@@ -73,9 +73,16 @@ class StatusApp:
             healthy, details = await asyncio.to_thread(self._health)
             body = json.dumps(details, indent=2, sort_keys=True, default=str).encode()
             await respond(send, 200 if healthy else 503, "application/json", body + b"\n")
+        elif self._viewer is None and (path in {"/", "/ui"} or path.startswith(("/ui/", "/api/"))):
+            await respond(send, 404, "text/plain; charset=utf-8", VIEWER_OFF)
         else:
             hint = b"try /metrics or /healthz" + (b" or /ui/" if self._viewer else b"") + b"\n"
             await respond(send, 404, "text/plain; charset=utf-8", hint)
+
+
+VIEWER_OFF = (b"The viewer is off: it comes with the query API. Give the receiver a key in its "
+              b"config -\n\n  query:\n    api_keys:\n      me: {key: \"<32 random characters>\", "
+              b"role: admin}\n\nand restart it (docs/viewer.md). /metrics and /healthz are here.\n")
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
