@@ -140,7 +140,8 @@ def test_the_viewer_address_says_how_to_turn_it_on_when_the_query_api_is_off() -
         assert info.value.code == 404
         text = info.value.read().decode()
         assert text.startswith("The viewer is off: it comes with the query API.")
-        assert "api_keys:" in text and "docs/viewer.md" in text
+        assert "api_keys:" in text
+        assert "docs/viewer.md" in text
     finally:
         receiver.stop(5)
 
