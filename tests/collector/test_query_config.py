@@ -39,6 +39,7 @@ def test_every_key_problem_is_reported_at_once_without_quoting_keys() -> None:
         "    boss: {key: " + KEY + ", role: root}\n"
         "    twin: {key: " + KEY + ", role: admin}\n"
         "    nokey: {role: admin}\n"
+        "    masked: {key: " + "c" * 20 + ", user_id: '[REDACTED:email]'}\n"
         "  max_limit: 0\n  index_categories: [metrics]\n  colour: blue\n"
     )
     text = "\n".join(problems)
@@ -47,6 +48,8 @@ def test_every_key_problem_is_reported_at_once_without_quoting_keys() -> None:
     assert "query.api_keys.boss.role: got 'root'; expected one of: admin, user" in text
     assert "query.api_keys.twin.key: the same key as api_keys.boss" in text
     assert "query.api_keys.nokey.key: is required" in text
+    assert ("query.api_keys.masked.user_id: got '[REDACTED:email]': a masked value is the same "
+            "for every user it hid") in text
     assert "query.max_limit" in text
     assert "query.index_categories: got 'metrics'" in text
     assert "query.colour" in text  # unknown keys are errors

@@ -141,6 +141,19 @@ def test_a_log_record_carries_its_duration_under_each_convention(key: str) -> No
     assert (row.duration_ms, row.status) == (12.5, "200")
 
 
+def test_a_user_id_masked_whole_is_no_user() -> None:
+    """`[REDACTED:email]` stands for every e-mail user at once: counting it as one user (or
+    letting a key see all of them through it) would be wrong."""
+    line = ('{"timestamp":"2026-01-01T00:00:00.0Z","category":"app","severity_number":9,'
+            '"attributes":{"user.id":"[REDACTED:email]"},"resource":{"user.id":"u-7"}}\n').encode()
+    row = row_of_line(line)
+    assert row is not None
+    assert row.user_id == ""
+    kept = row_of_line(line.replace(b"[REDACTED:email]", b"pseu_0123456789abcdef"))
+    assert kept is not None
+    assert kept.user_id == "pseu_0123456789abcdef"
+
+
 def test_metric_and_malformed_lines_are_not_rows() -> None:
     assert row_of_line(b'{"timestamp":"2026-01-01T00:00:00.0Z","category":"metrics","metric":{}}\n') is None
     assert row_of_line(b"not json\n") is None

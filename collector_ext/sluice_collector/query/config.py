@@ -60,6 +60,10 @@ def _parse_query(s: Section, categories: Sequence[str], auth: AuthConfig) -> Que
         tenant = k.get_optional_str("tenant")
         if tenant is not None and not TENANT_ID_RE.match(tenant):
             k.error("tenant", f"got {tenant!r}; expected a tenant id (1–64 of A–Z, a–z, 0–9, _, -)")
+        if user_id is not None and user_id.startswith("[REDACTED:"):
+            k.error("user_id", f"got {user_id!r}: a masked value is the same for every user it "
+                               "hid; pseudonymise user ids (masking.pseudonymize.keys) and give "
+                               "the user's pseu_ token")
         if role == "user" and not user_id and not tenant:
             k.error("", "a user key needs user_id or tenant (what it may see); "
                         "or give it role: admin")

@@ -44,6 +44,8 @@ USER_KEYS = ("user.id", "enduser.id")
 STATUS_KEYS = ("event.status", "audit.status", "status", "http.response.status_code",
                "http.status_code", "event.outcome")
 # Access records (sluice's middleware, and those derived from HTTP server spans) and jobs too.
+# A user id the masking stage replaced whole: the same token for every user it hid.
+MASKED_USER_RE = re.compile(r"\[REDACTED:[a-z0-9_]+\]\Z")
 DURATION_KEYS = ("event.duration_ms", "http.server.request.duration_ms", "job.duration_ms",
                  "duration_ms")
 # The event of the audit record every LogQuery call writes before it reads (query/service.py).
@@ -204,6 +206,10 @@ def row_of_line(line: bytes, tenant: str = "") -> Row | None:
                 break
         if user:
             break
+    if MASKED_USER_RE.match(user):
+        # `[REDACTED:email]` is every e-mail user at once: not a user (pseudonymise user ids
+        # to tell them apart, docs/masking.md).
+        user = ""
     if "severity_number" in obj:  # a log record
         severity = obj["severity_number"] if isinstance(obj["severity_number"], int) else 0
         event = _text(obj.get("event_name") or attrs.get("event.name"))
