@@ -67,15 +67,17 @@ def test_log_attributes_sensitive_keys_and_allow_list() -> None:
     request = logs_request(log_record("hi", attributes={
         "http.request.header.authorization": "Basic abc", "db.password": 1234,
         "note": f"mail {EMAIL}", "http.route": f"/u/{EMAIL}", "count": 3,
+        "request.id": "4111111111111111",
     }))
     run(request, Signal.LOGS)
     attrs = attributes(request.resource_logs[0].scope_logs[0].log_records[0].attributes)
     assert attrs["http.request.header.authorization"] == "[REDACTED:sensitive_key]"
     assert attrs["db.password"] == "[REDACTED:sensitive_key]"
     assert attrs["note"] == "mail [REDACTED:email]"
-    assert attrs["http.route"] == f"/u/{EMAIL}"  # allow-listed
+    assert attrs["http.route"] == "/u/[REDACTED:email]"  # allow-listed, but an address is an address
+    assert attrs["request.id"] == "4111111111111111"  # allow-listed: an id, not taken for a card
     assert attrs["count"] == 3
-    assert attrs["sluice.masked"] == 3
+    assert attrs["sluice.masked"] == 4
 
 
 def test_resource_and_scope_strings_are_masked_and_marked_where_they_live() -> None:

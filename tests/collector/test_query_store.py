@@ -144,8 +144,8 @@ def test_a_log_record_carries_its_duration_under_each_convention(key: str) -> No
 def test_a_user_id_masked_whole_is_no_user() -> None:
     """`[REDACTED:email]` stands for every e-mail user at once: counting it as one user (or
     letting a key see all of them through it) would be wrong."""
-    line = ('{"timestamp":"2026-01-01T00:00:00.0Z","category":"app","severity_number":9,'
-            '"attributes":{"user.id":"[REDACTED:email]"},"resource":{"user.id":"u-7"}}\n').encode()
+    line = (b'{"timestamp":"2026-01-01T00:00:00.0Z","category":"app","severity_number":9,'
+            b'"attributes":{"user.id":"[REDACTED:email]"},"resource":{"user.id":"u-7"}}\n')
     row = row_of_line(line)
     assert row is not None
     assert row.user_id == ""

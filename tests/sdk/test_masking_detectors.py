@@ -625,12 +625,22 @@ def test_ordinary_keys_are_scanned_not_masked_whole(key: str) -> None:
     assert Masker().mask_many(["plain words"], [key]).values[0] is None
 
 
-def test_allow_listed_keys_are_never_masked() -> None:
+def test_allow_listed_keys_keep_ids_but_not_secrets_or_addresses() -> None:
+    """An allow-listed key (an id correlation depends on) is spared the detectors that take ids
+    for personal data — a 19-digit snowflake id passes the Luhn check one time in ten — but a
+    password, a token or an e-mail address under it is masked like anywhere else."""
     masker = Masker(MaskerConfig(allow_keys=("build.secret_hint",)))
-    result = masker.mask_many(["bob@example.com", "password=x1y2z3", "bob@example.com"],
-                              ["http.route", "build.secret_hint", "other"])
-    assert result.values[:2] == [None, None]
-    assert result.values[2] == "[REDACTED:email]"
+    luhn_valid_id = "4111111111111111"
+    result = masker.mask_many(
+        ["bob@example.com", "password=x1y2z3", "bob@example.com", luhn_valid_id, luhn_valid_id,
+         "10.0.3.7:8080", "Bearer abcdef0123456789abcdef0123456789"],
+        ["http.route", "build.secret_hint", "other", "request.id", "other", "service.instance.id",
+         "code.function"])
+    assert result.values == [
+        "[REDACTED:email]", "password=[REDACTED:kv_secret]", "[REDACTED:email]", None,
+        "[REDACTED:card]", None, "Bearer [REDACTED:bearer_token]"]
+    assert result.hits == {0: 1, 1: 1, 2: 1, 4: 1, 6: 1}
+    assert result.counts == {"email": 2, "kv_secret": 1, "card": 1, "bearer_token": 1}
 
 
 def test_extra_sensitive_keys_from_config() -> None:

@@ -15,6 +15,7 @@ can be dropped. Every token is recognised on a second pass, which makes masking 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -28,7 +29,7 @@ import re2
 from sluice.masking import keys as _keys
 from sluice.masking._prescan import BatchPrescan, widen_whitespace
 from sluice.masking._rewrite import Pattern, substitute
-from sluice.masking.config import MaskerConfig, MaskingConfigError, Problem, validate
+from sluice.masking.config import DetectorSetting, MaskerConfig, MaskingConfigError, Problem, validate
 from sluice.masking.detectors import BUILTIN_DETECTORS, DEFAULT_OFF, Check, Partial
 
 __all__ = ["MaskedBatch", "Masker"]
@@ -44,6 +45,12 @@ _PSEUDONYM_SHAPE = r"pseu_[0-9a-f]{16}"
 # once more then changes nothing. A token followed by a space, quote, `@`, delimiter or closing
 # bracket, the usual case, ends the work after one round.
 _MAX_ROUNDS = 4
+# Detectors that can take an identifier for personal data: a 16- or 19-digit id (a snowflake)
+# passes the Luhn check one time in ten, an order number can look like an SSN, a phone number
+# or an IBAN, an instance id holds an address. Values under allow-listed keys (the ids and
+# names correlation and routing depend on) skip these, and only these: a password, a token, a
+# key or an e-mail address is masked wherever it is.
+ID_LIKE_DETECTORS = frozenset({"card", "card_cvv", "iban", "ssn", "phone", "ipv4", "ipv6"})
 _SAFE_AFTER_TOKEN = "\"'`,;&@)]}>"  # noqa: S105 (characters, not a password)
 
 
@@ -79,7 +86,7 @@ class Masker:
     after that, `mask` and `mask_many` never raise on any text.
     """
 
-    def __init__(self, config: MaskerConfig | None = None) -> None:
+    def __init__(self, config: MaskerConfig | None = None, *, _for_allowed_keys: bool = False) -> None:
         config = config or MaskerConfig()
         problems = validate(config)
         if problems:
@@ -120,6 +127,12 @@ class Masker:
             for name in (*(a.name for a in self._active), "sensitive_key")
         }
         self._replacers = [self._replacer(active) for active in self._active]
+        # The engine for values under allow-listed keys: everything but ID_LIKE_DETECTORS.
+        self._on_allowed: Masker | None = None
+        if not _for_allowed_keys:
+            off = {name: DetectorSetting(enabled=False) for name in ID_LIKE_DETECTORS}
+            self._on_allowed = Masker(dataclasses.replace(config, detectors={**config.detectors, **off}),
+                                      _for_allowed_keys=True)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _build_detectors(self, config: MaskerConfig) -> tuple[_Active, ...]:
@@ -217,6 +230,7 @@ class Masker:
             scan_texts: Sequence[str] = texts
         else:
             scan_indexes = []
+            allowed: list[int] = []
             for index, key in enumerate(keys):
                 if key is None:
                     scan_indexes.append(index)
@@ -224,13 +238,29 @@ class Masker:
                 rule = self._key_rules.rule(key)
                 if rule is _keys.KeyRule.SCAN:
                     scan_indexes.append(index)
-                elif rule is not _keys.KeyRule.ALLOW:
+                elif rule is _keys.KeyRule.ALLOW:
+                    allowed.append(index)
+                else:
                     self._mask_by_key(index, texts[index], rule, result)
             scan_texts = [texts[i] for i in scan_indexes]
+            if allowed and self._on_allowed is not None:
+                self._merge(result, allowed, self._on_allowed.mask_many([texts[i] for i in allowed]))
         for position in self._prescan.candidates(scan_texts):
             index = scan_indexes[position]
             self._rewrite(index, texts[index], result)
         return result
+
+    @staticmethod
+    def _merge(result: MaskedBatch, indexes: Sequence[int], part: MaskedBatch) -> None:
+        """Fold the outcome of masking `texts[i] for i in indexes` into `result`."""
+        for position, value in enumerate(part.values):
+            if value is not None:
+                result.values[indexes[position]] = value
+        for position, hits in part.hits.items():
+            result.hits[indexes[position]] = hits
+        for position in part.drop:
+            result.drop.add(indexes[position])
+        result.counts.update(part.counts)
 
     def mask_without_prescan(self, text: str) -> str:
         """Every detector over `text`, no pre-scan: the reference the fast path must equal.
