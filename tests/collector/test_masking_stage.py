@@ -368,9 +368,14 @@ def test_hash_key_from_the_environment_variable_named_by_key_env(monkeypatch: py
     assert first.removeprefix("from ") == second.removeprefix("to ")
 
 
+def test_a_misspelt_detector_gets_a_did_you_mean() -> None:
+    (problem,) = problems_of("masking:\n  detectors:\n    emial: {enabled: false}\n")
+    assert problem.startswith("masking.detectors.emial: unknown detector; did you mean 'email'? known")
+
+
 def test_unknown_detector_lists_the_known_ones() -> None:
-    (problem,) = problems_of("masking:\n  detectors:\n    creditcard: {enabled: true}\n")
-    assert problem.startswith("masking.detectors.creditcard: unknown detector; known detectors: age_key, ")
+    (problem,) = problems_of("masking:\n  detectors:\n    mastercard: {enabled: true}\n")
+    assert problem.startswith("masking.detectors.mastercard: unknown detector; known detectors: age_key, ")
     assert "auth_header, " in problem
     assert "card, " in problem
 

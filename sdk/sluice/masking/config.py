@@ -7,6 +7,7 @@ own section name and report them all at once.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -107,8 +108,10 @@ def validate(config: MaskerConfig) -> list[Problem]:
     needs_key = bool(config.pseudonymize_keys)
     for name, setting in config.detectors.items():
         if name not in builtin and name not in KEY_DETECTORS:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             problems.append(Problem(
-                f"detectors.{name}", f"unknown detector; known detectors: {', '.join(known)}"))
+                f"detectors.{name}", f"unknown detector; {hint}known detectors: {', '.join(known)}"))
             continue
         if setting.action is None:
             continue
