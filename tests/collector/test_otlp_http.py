@@ -19,38 +19,17 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from sluice_collector.batch import Batch
-from sluice_collector.errors import ConfigError, DecodeError, RequestTooLarge, SinkError
+from sluice_collector.errors import ConfigError, DecodeError, RequestTooLarge
 from sluice_collector.receivers.otlp_http import inflate
 from sluice_collector.service.config import parse_config
 from sluice_collector.service.receiver import Receiver
+from sluice_collector.sinks.memory import BlockingSink, FailingSink
 from sluice_collector.testing import InMemorySink, start_receiver
 from tests.http_client import JSON, PROTOBUF, request
 from tests.otlp_builders import log_record, logs_request
 from tests.tlsutil import make_tls_files
 
 TOKEN = "acme-token-0123456789abcdef"
-
-
-class BlockingSink(InMemorySink):
-    """Holds every batch until released: a slow disk."""
-
-    def __init__(self) -> None:
-        super().__init__("blocking")
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def consume(self, batch: Batch) -> None:
-        self.entered.set()
-        self.release.wait(20)
-        super().consume(batch)
-
-
-class FailingSink(InMemorySink):
-    """A destination that is gone."""
-
-    def consume(self, batch: Batch) -> None:
-        raise SinkError("disk is on fire", retry_after_s=2.5)
 
 
 @pytest.fixture
@@ -406,29 +385,29 @@ def test_over_capacity_gets_429_with_retry_after() -> None:
         first = threading.Thread(target=request, args=(receiver.http_endpoint,),
                                  kwargs={"body": good_request("first")})
         first.start()
-        assert sink.entered.wait(10)
+        assert sink.wait_for_waiting(1)
         reply = request(receiver.http_endpoint, body=good_request("second"))
         assert reply.status == 429
         assert reply.headers["retry-after"] == "3"
         assert reply.rpc_status().code == code_pb2.UNAVAILABLE
         assert "at capacity" in reply.rpc_status().message
         assert reply.retry_delay_s() == 3
-        sink.release.set()
+        sink.release()
         first.join(20)
         assert bodies(sink) == ["first"]
     finally:
-        sink.release.set()
+        sink.release()
         receiver.stop(5)
 
 
 def test_a_failing_sink_gets_503_with_retry_after_and_nothing_is_acknowledged() -> None:
-    receiver = start_receiver({}, sinks=[FailingSink()])
+    receiver = start_receiver({}, sinks=[FailingSink(retry_after_s=2.5)])
     try:
         reply = request(receiver.http_endpoint, body=good_request())
         assert reply.status == 503
         assert reply.headers["retry-after"] == "3"  # 2.5 s rounded up: the header takes whole seconds
         assert reply.retry_delay_s() == 2.5
-        assert "disk is on fire" in reply.rpc_status().message
+        assert "refusing a batch on purpose" in reply.rpc_status().message
         as_json = request(receiver.http_endpoint, body=json_logs([{"body": {"stringValue": "x"}}]),
                           content_type=JSON)
         assert as_json.status == 503
@@ -597,10 +576,10 @@ def test_stop_lets_an_http_export_in_flight_finish() -> None:
     first = threading.Thread(target=lambda: replies.append(
         request(receiver.http_endpoint, body=good_request("in flight"))))
     first.start()
-    assert sink.entered.wait(10)
+    assert sink.wait_for_waiting(1)
     stopper = threading.Thread(target=receiver.stop, args=(15,))
     stopper.start()
-    threading.Timer(0.5, sink.release.set).start()
+    threading.Timer(0.5, sink.release).start()
     first.join(20)
     stopper.join(20)
     assert [r.status for r in replies] == [200]
