@@ -144,14 +144,17 @@ def is_admin(key: ApiKeyConfig) -> bool:
 # -- the index follower ----------------------------------------------------------------------
 
 class IndexFollower:
-    """One thread per receiver that watches the index's newest row id and wakes every tail.
+    """Knows the index's newest row id and wakes every tail when it moves.
 
-    However many tails are open (gRPC or viewer), the index is asked one cheap question
-    (`MAX(id)`) every `poll_s`, and only while someone listens. Thread waiters block on a
-    condition; asyncio waiters get their event set on their own loop.
+    Commits of this process are pushed: the index store calls `_pushed` right after each one,
+    so a tail hears of a record as soon as it is indexed, and an idle receiver asks the index
+    nothing. Only where other processes write the same index (`--workers`: `poll_s` set) does a
+    thread also ask it one cheap question (`MAX(id)`) every `poll_s`, and only while someone
+    listens. Thread waiters block on a condition; asyncio waiters get their event set on their
+    own loop.
     """
 
-    def __init__(self, store: IndexStore, poll_s: float = FOLLOW_POLL_S) -> None:
+    def __init__(self, store: IndexStore, poll_s: float | None = None) -> None:
         self._store = store
         self._poll_s = poll_s
         self._cond = threading.Condition()
@@ -160,15 +163,23 @@ class IndexFollower:
         self._async: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
+        store.add_commit_listener(self._pushed)
 
     @property
     def closing(self) -> bool:
         return self._closing.is_set()
 
+    def _pushed(self, newest: int) -> None:
+        with self._cond:
+            if newest <= self._newest:
+                return
+            self._newest = newest
+        self._wake()
+
     def subscribe(self) -> None:
         with self._cond:
             self._listeners += 1
-            if self._thread is None or not self._thread.is_alive():
+            if self._poll_s is not None and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="sluice-index-follower",
                                                 daemon=True)
                 self._thread.start()
@@ -211,6 +222,7 @@ class IndexFollower:
                 self._async.discard(entry)
 
     def close(self) -> None:
+        self._store.remove_commit_listener(self._pushed)
         self._closing.set()
         self._wake()
 
@@ -233,11 +245,8 @@ class IndexFollower:
             except Exception as exc:  # a locked or vanished index must not kill the follower
                 log.debug("query: index follower: %s", exc)
                 newest = self._newest
-            if newest != self._newest:
-                with self._cond:
-                    self._newest = newest
-                self._wake()
-            self._closing.wait(self._poll_s)
+            self._pushed(newest)
+            self._closing.wait(self._poll_s or FOLLOW_POLL_S)
 
 
 class TailCursor:
@@ -311,14 +320,16 @@ class QueryCore:
 
     def __init__(self, config: QueryConfig, store: IndexStore, ingest: IngestCore, *,
                  files_directory: Path | None = None, chain_key: bytes | None = None,
-                 audit_templates: Sequence[str] = ()) -> None:
+                 audit_templates: Sequence[str] = (), shared_index: bool = False) -> None:
+        """`shared_index`: other processes (`--workers`) write the index too, so tails also
+        poll for their rows; a single receiver's own commits are pushed."""
         self.config = config
         self.store = store
         self._ingest = ingest
         self._authenticate = ApiKeyAuthenticator(config)
         self._queries = KeySlots(config.max_queries, config.max_queries_per_key)
         self._streams = KeySlots(config.max_streams, config.max_streams_per_key)
-        self.follower = IndexFollower(store)
+        self.follower = IndexFollower(store, FOLLOW_POLL_S if shared_index else None)
         self.files_directory = files_directory
         self._chain_key = chain_key
         self._audit_templates = list(audit_templates)  # paths audit sets are written under

@@ -380,14 +380,34 @@ class Stats:
     severity_buckets: list[tuple[int, str, int]] = field(default_factory=list)
 
 
+# Who wants to hear of each commit to an index file of this process (query/core.py's
+# IndexFollower, for pushed tails), by the file's resolved path: the index sink and the query
+# core hold IndexStore objects of their own for one file.
+_commit_listeners: dict[Path, list[Callable[[int], None]]] = {}
+_listeners_lock = threading.Lock()
+
+
 class IndexStore:
     """The index database of one files directory. Thread-safe: one writer connection behind a
     lock; every read opens its own connection, so readers never wait for the writer (WAL)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._resolved = Path(path).resolve()  # the key of its commit listeners
         self._lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+
+    def add_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(newest row id)` after every commit of rows to this file, from the
+        committing thread (so it must only note the id and wake someone)."""
+        with _listeners_lock:
+            _commit_listeners.setdefault(self._resolved, []).append(listener)
+
+    def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
+        with _listeners_lock:
+            listeners = _commit_listeners.get(self._resolved, [])
+            if listener in listeners:
+                listeners.remove(listener)
 
     @classmethod
     def for_directory(cls, directory: Path) -> IndexStore:
@@ -447,10 +467,15 @@ class IndexStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(_INSERT, [(*row, stored_ns) for row in rows])
+                newest = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        with _listeners_lock:
+            listeners = list(_commit_listeners.get(self._resolved, ()))
+        for listener in listeners:
+            listener(int(newest))
 
     def delete_older(self, category: str, cutoff_ns: int) -> int:
         """Delete the rows of `category` stored before `cutoff_ns` (never by record time: a

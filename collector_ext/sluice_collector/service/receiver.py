@@ -163,6 +163,7 @@ class Receiver:
                 files_directory=Path(config.files.directory),
                 chain_key=chain.key if chain.enabled else None,
                 audit_templates=files.audit_templates() if files is not None else (),
+                shared_index=worker_index is not None,
             )
         self._reuse_port = worker_index is not None
         self.activity = ActivityReporter(
