@@ -32,6 +32,7 @@ from sluice.masking import (
     Masker,
     MaskerConfig,
 )
+from sluice.masking._prescan import match_spans
 from sluice.masking.config import Problem, validate
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
@@ -213,7 +214,7 @@ class SecretMasker:
         means "all of them" (no encoded bytes, or no safe pattern set, or odd framing)."""
         if self._raw_prescan is None or not batch.raw:
             return None
-        spans = [match.span() for match in self._raw_prescan.finditer(batch.raw)]
+        spans = match_spans(self._raw_prescan, batch.raw)
         try:
             return locate(batch.raw, spans)
         except WireFormatError:
