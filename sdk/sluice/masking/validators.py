@@ -44,6 +44,8 @@ def card_ok(text: str) -> bool:
     `3714 496353 98431`). Two dates side by side (`2000-01-03 1999-03-01`) are not a card, even
     when their digits happen to pass Luhn.
     """
+    if text.isascii():
+        return _ascii_card_ok(text)
     separators = {c for c in text if not c.isdigit()}
     if separators:
         if len(separators) > 1:
@@ -57,6 +59,34 @@ def card_ok(text: str) -> bool:
     if len(set(digits)) == 1:
         return False
     return luhn_valid(digits)
+
+
+# For an ASCII text: its characters other than digits, and each digit's Luhn value when doubled.
+_ASCII_DIGITS_GONE = str.maketrans("", "", "0123456789")
+_DOUBLED = {str(d): (2 * d - 9 if d > 4 else 2 * d) for d in range(10)}
+
+
+def _ascii_card_ok(text: str) -> bool:
+    """`card_ok` for an ASCII text (every card match is one), with str methods instead of a
+    Python loop per character; the same answer (tests hold the two equal)."""
+    separators = text.translate(_ASCII_DIGITS_GONE)
+    if separators:
+        separator = separators[0]
+        if separators.count(separator) != len(separators):
+            return False
+        groups = text.split(separator)
+        if any(len(group) < 4 for group in groups[:-1]):
+            return False
+        digits = text.replace(separator, "")
+    else:
+        digits = text
+    if not 13 <= len(digits) <= 19 or digits[0] not in _CARD_FIRST_DIGITS:
+        return False
+    if digits.count(digits[0]) == len(digits):
+        return False
+    # Luhn: from the right, digits in odd places count as they are, the others doubled.
+    total = sum(map(int, digits[-1::-2])) + sum(map(_DOUBLED.__getitem__, digits[-2::-2]))
+    return total % 10 == 0
 
 
 def mod97_valid(iban: str) -> bool:
