@@ -19,8 +19,9 @@ __all__ = [
 # Issuer prefixes start with 2-6 (Mastercard 2-series, Amex/JCB/Diners 3, Visa 4, Mastercard and
 # Maestro 5, Discover/UnionPay 6). Epoch timestamps (1...) and most internal ids do not.
 _CARD_FIRST_DIGITS = frozenset("23456")
-# One IPv4 octet as `ipaddress` accepts it: 0-255, ASCII digits, no leading zero.
-_OCTET_TEXT = re.compile(r"25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]")
+# A dotted quad as `ipaddress` accepts it: octets 0-255 in ASCII digits, no leading zero.
+_OCTET_TEXT = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_TEXT = re.compile(rf"(?:{_OCTET_TEXT}\.){{3}}{_OCTET_TEXT}")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -122,9 +123,8 @@ def ip_ok(text: str) -> bool:
     """A real address that can point at a person: loopback and unspecified addresses are kept."""
     # Dotted-quad IPv4, the common case (every `ipv4` hit): the same answer as `ipaddress`
     # without building an address object per hit. Anything else goes to `ipaddress`.
-    octets = text.split(".")
-    if len(octets) == 4 and all(_OCTET_TEXT.fullmatch(octet) for octet in octets):
-        return not (octets[0] == "127" or text == "0.0.0.0")
+    if _IPV4_TEXT.fullmatch(text):
+        return not (text.startswith("127.") or text == "0.0.0.0")
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
