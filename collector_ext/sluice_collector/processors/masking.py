@@ -41,6 +41,7 @@ from sluice_collector.processors.wirescan import Located, WireFormatError, locat
 from sluice_collector.telemetry import ReceiverTelemetry
 
 MASKED_ATTRIBUTE = "sluice.masked"
+_MASKED_KEY = MASKED_ATTRIBUTE.encode()
 DEFAULT_KEY_ENV = "SLUICE_MASKING_KEY"
 
 
@@ -194,6 +195,9 @@ class SecretMasker:
         if only is not None and not (only.records or only.scopes or only.resources):
             return batch  # the common case: nothing in the whole request looks like a secret
         walk = _Walk(self._masker, self._categories, only)
+        # Keys sit verbatim in the protobuf bytes the raw scan read (`only` says it could): when
+        # no `sluice.masked` is among them, a mark is appended without a search for an old one.
+        walk.marked_before = only is None or _MASKED_KEY in batch.raw
         if batch.signal is Signal.LOGS:
             walk.logs(batch.request)
         elif batch.signal is Signal.TRACES:
@@ -275,6 +279,7 @@ class _Walk:
         self._drop: set[int] = set()
         self._counts: Counter[str] = Counter()
         self.dropped = 0
+        self.marked_before = True  # may some attribute list already hold `sluice.masked`?
 
     # -- collection -----------------------------------------------------------------------------
     def _owner(self, container: Any, index: int, attributes: Any, records: int, parent: int) -> int:
@@ -454,7 +459,10 @@ class _Walk:
         for owner_id, hits in self._hits.items():
             attributes = self._owners[owner_id].attributes
             if attributes is not None and owner_id not in self._drop:
-                _add_masked(attributes, hits)
+                if self.marked_before:
+                    _add_masked(attributes, hits)
+                else:
+                    attributes.add(key=MASKED_ATTRIBUTE).value.int_value = hits
         if self._drop:
             self._remove()
         return self._counts
