@@ -51,6 +51,24 @@ def test_log_body_string_is_masked_and_the_record_marked() -> None:
     assert masked_count(rec.attributes) == 2
 
 
+@pytest.mark.parametrize("raw", [True, False], ids=["protobuf", "no-raw-bytes"])
+def test_a_mark_already_on_a_record_is_added_to_not_repeated(raw: bool) -> None:
+    """A record masked upstream (one sluice forwarding to another) keeps one `sluice.masked`,
+    holding the sum; one mark is added where there was none, with or without the raw scan."""
+    request = logs_request(
+        log_record(f"mail {EMAIL}", attributes={"sluice.masked": 2, "n": 1}),
+        log_record(f"mail {EMAIL}", attributes={"n": 2}),
+    )
+    batch = Batch(signal=Signal.LOGS, request=request, received_unix_nano=0,
+                  raw=request.SerializeToString() if raw else b"")
+    masker()(batch)
+    first, second = request.resource_logs[0].scope_logs[0].log_records
+    assert [kv.key for kv in first.attributes].count("sluice.masked") == 1
+    assert masked_count(first.attributes) == 3
+    assert [kv.key for kv in second.attributes].count("sluice.masked") == 1
+    assert masked_count(second.attributes) == 1
+
+
 def test_nested_kvlist_and_array_bodies_are_masked_at_every_depth() -> None:
     body = {"user": {"contact": [EMAIL, "ok"], "token": 12345}, "msg": f"pushed {GH}"}
     request = logs_request(log_record(body))

@@ -41,6 +41,7 @@ from sluice.masking import (
     Masker,
     MaskerConfig,
 )
+from sluice.masking._prescan import match_spans
 from sluice.masking.config import Problem, validate
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
@@ -54,6 +55,7 @@ from sluice_collector.processors.wirescan import Located, WireFormatError, locat
 from sluice_collector.telemetry import ReceiverTelemetry
 
 MASKED_ATTRIBUTE = "sluice.masked"
+_MASKED_KEY = MASKED_ATTRIBUTE.encode()
 DEFAULT_KEY_ENV = "SLUICE_MASKING_KEY"
 
 
@@ -207,6 +209,9 @@ class SecretMasker:
         if only is not None and not (only.records or only.scopes or only.resources):
             return batch  # the common case: nothing in the whole request looks like a secret
         walk = _Walk(self._masker, self._categories, only)
+        # Keys sit verbatim in the protobuf bytes the raw scan read (`only` says it could): when
+        # no `sluice.masked` is among them, a mark is appended without a search for an old one.
+        walk.marked_before = only is None or _MASKED_KEY in batch.raw
         if batch.signal is Signal.LOGS:
             walk.logs(batch.request)
         elif batch.signal is Signal.TRACES:
@@ -227,7 +232,7 @@ class SecretMasker:
         means "all of them" (no encoded bytes, or no safe pattern set, or odd framing)."""
         if self._raw_prescan is None or not batch.raw:
             return None
-        spans = [match.span() for match in self._raw_prescan.finditer(batch.raw)]
+        spans = match_spans(self._raw_prescan, batch.raw)
         try:
             found = locate(batch.raw, spans)
         except WireFormatError:
@@ -295,6 +300,7 @@ class _Walk:
         self._drop: set[int] = set()
         self._counts: Counter[str] = Counter()
         self.dropped = 0
+        self.marked_before = True  # may some attribute list already hold `sluice.masked`?
 
     # -- collection -----------------------------------------------------------------------------
     def _owner(self, container: Any, index: int, attributes: Any, records: int, parent: int) -> int:
@@ -496,10 +502,20 @@ class _Walk:
             for index in result.drop:
                 self._drop.add(group.owners[index])
             self._counts.update(result.counts)
+        # Owners may share where their mark goes (a metric and its points: the metric's
+        # metadata), so each container gets one mark, found again here rather than searched.
+        marks: dict[int, Any] = {}
         for owner_id, hits in self._hits.items():
             attributes = self._owners[owner_id].attributes
             if attributes is not None and owner_id not in self._drop:
-                _add_masked(attributes, hits)
+                mark = marks.get(id(attributes))
+                if mark is not None:
+                    mark.value.int_value += hits
+                elif self.marked_before:
+                    marks[id(attributes)] = _add_masked(attributes, hits)
+                else:
+                    mark = marks[id(attributes)] = attributes.add(key=MASKED_ATTRIBUTE)
+                    mark.value.int_value = hits
         if self._drop:
             self._remove()
         return self._counts
@@ -529,9 +545,12 @@ def _points(metric: Any) -> int:
     return 0 if kind is None else len(getattr(metric, kind).data_points)
 
 
-def _add_masked(attributes: Any, hits: int) -> None:
+def _add_masked(attributes: Any, hits: int) -> Any:
+    """Add `hits` to the container's `sluice.masked` (made if missing); returns that KeyValue."""
     for kv in attributes:
         if kv.key == MASKED_ATTRIBUTE:
             kv.value.int_value = kv.value.int_value + hits
-            return
-    attributes.add(key=MASKED_ATTRIBUTE).value.int_value = hits
+            return kv
+    mark = attributes.add(key=MASKED_ATTRIBUTE)
+    mark.value.int_value = hits
+    return mark

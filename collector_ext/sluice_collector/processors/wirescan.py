@@ -53,7 +53,7 @@ def _fields(buf: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
     """(field number, value start, value end) of every length-delimited field in [start, end).
 
     The hot loop of the raw scan (it runs once per record of a flagged scope), so single-byte
-    tags and lengths — nearly all of them — skip the general varint decoder.
+    tags and one- or two-byte lengths — nearly all of them — skip the general varint decoder.
     """
     out: list[tuple[int, int, int]] = []
     append = out.append
@@ -69,6 +69,9 @@ def _fields(buf: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
             length = buf[pos] if pos < end else 0x80
             if length < 0x80:
                 pos += 1
+            elif pos + 1 < end and buf[pos + 1] < 0x80:  # two bytes: a record of 128 B to 16 KiB
+                length = (length & 0x7F) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 length, pos = _varint(buf, pos)
             value_end = pos + length

@@ -54,6 +54,10 @@ ID_LIKE_DETECTORS = frozenset({"card", "card_cvv", "iban", "ssn", "phone", "ipv4
 _SAFE_AFTER_TOKEN = "\"'`,;&@)]}>"  # noqa: S105 (characters, not a password)
 
 
+# What rewriting one string gives: (new text, values masked, masked per detector, drop?).
+_Outcome = tuple[str, int, dict[str, int], bool]
+
+
 @dataclass(slots=True)
 class MaskedBatch:
     """The outcome of `Masker.mask_many` for a list of strings.
@@ -119,9 +123,12 @@ class Masker:
         # How far before a secret a token overlapping it can start: longer than any token.
         self._token_reach = 200 + len(config.replacement)
         # Text every token holds (the template's text before `{detector}`, `[HASH:`, `pseu_`):
-        # where none of it is near a match, no token can be, and the token regex need not run.
+        # where none of it is near a match, no token can be, and the token regex need not run
+        # (one search of the text around the match, no copy of it).
         prefix = config.replacement.split("{detector}", 1)[0]
-        self._token_marks = ("[HASH:", "pseu_", prefix) if prefix else None
+        self._marks_re = (
+            re.compile("|".join(re.escape(mark) for mark in ("[HASH:", "pseu_", prefix))) if prefix else None
+        )
         self._tokens = {
             name: config.replacement.format(detector=name)
             for name in (*(a.name for a in self._active), "sensitive_key")
@@ -245,9 +252,24 @@ class Masker:
             scan_texts = [texts[i] for i in scan_indexes]
             if allowed and self._on_allowed is not None:
                 self._merge(result, allowed, self._on_allowed.mask_many([texts[i] for i in allowed]))
+        # Equal strings mask alike (the output depends on the text alone), so a value repeated
+        # in a batch (a client address, a user's e-mail, the same header) is rewritten once.
+        done: dict[str, _Outcome] = {}
+        tally = result.counts
         for position in self._prescan.candidates(scan_texts):
             index = scan_indexes[position]
-            self._rewrite(index, texts[index], result)
+            text = texts[index]
+            outcome = done.get(text)
+            if outcome is None:
+                outcome = done[text] = self._rewrite_text(text)
+            new, total, counts, drop = outcome
+            if total:
+                result.values[index] = new
+                result.hits[index] = total
+                for name, count in counts.items():
+                    tally[name] += count
+            if drop:
+                result.drop.add(index)
         return result
 
     @staticmethod
@@ -309,8 +331,12 @@ class Masker:
         if drop:
             result.drop.add(index)
 
-    def _rewrite(self, index: int, text: str, result: MaskedBatch) -> None:
+    def _rewrite_text(self, text: str) -> _Outcome:
+        """Every detector the pre-scan names for `text`, in order: (new text, values masked,
+        masked per detector, whether a `drop` detector matched)."""
         chunk, overlap = self.config.chunk_chars, self.config.overlap_chars
+        counts: dict[str, int] = {}
+        drop = False
         total = 0
         for _ in range(_MAX_ROUNDS):
             changed = 0
@@ -320,15 +346,13 @@ class Masker:
                 text, count = substitute(active.regex, text, self._replacers[position], chunk, overlap)
                 if count:
                     changed += count
-                    result.counts[active.name] += count
+                    counts[active.name] = counts.get(active.name, 0) + count
                     if active.action == "drop":
-                        result.drop.add(index)
+                        drop = True
             total += changed
             if not changed or not self._has_glued_token(text):
                 break
-        if total:
-            result.values[index] = text
-            result.hits[index] = total
+        return text, total, counts, drop
 
     def _replacer(self, active: _Active) -> Callable[[Any], str | None]:
         def replace(match: Any) -> str | None:
@@ -369,10 +393,9 @@ class Masker:
         belongs to the text around it), and whether the span holds anything but tokens and
         whitespace: `[REDACTED:kv_secret]` alone is done, `[REDACTED:kv_secret]Hunter2` is not."""
         reach = self._token_reach
-        if self._token_marks is not None:
-            near = text[max(0, start - reach):end + reach]
-            if not any(mark in near for mark in self._token_marks):
-                return start, end, True
+        marks = self._marks_re
+        if marks is not None and marks.search(text, max(0, start - reach), end + reach) is None:
+            return start, end, True
         tokens = [
             token.span()
             for token in self._token_re.finditer(text, max(0, start - reach), min(len(text), end + reach))

@@ -9,6 +9,7 @@ answers whether masking it is warranted.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 __all__ = [
     "card_ok", "discord_token_ok", "iban_ok", "ip_ok", "luhn_valid", "mod97_valid", "network_ok", "phone_ok",
@@ -18,6 +19,9 @@ __all__ = [
 # Issuer prefixes start with 2-6 (Mastercard 2-series, Amex/JCB/Diners 3, Visa 4, Mastercard and
 # Maestro 5, Discover/UnionPay 6). Epoch timestamps (1...) and most internal ids do not.
 _CARD_FIRST_DIGITS = frozenset("23456")
+# A dotted quad as `ipaddress` accepts it: octets 0-255 in ASCII digits, no leading zero.
+_OCTET_TEXT = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_TEXT = re.compile(rf"(?:{_OCTET_TEXT}\.){{3}}{_OCTET_TEXT}")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -41,6 +45,8 @@ def card_ok(text: str) -> bool:
     `3714 496353 98431`). Two dates side by side (`2000-01-03 1999-03-01`) are not a card, even
     when their digits happen to pass Luhn.
     """
+    if text.isascii():
+        return _ascii_card_ok(text)
     separators = {c for c in text if not c.isdigit()}
     if separators:
         if len(separators) > 1:
@@ -54,6 +60,34 @@ def card_ok(text: str) -> bool:
     if len(set(digits)) == 1:
         return False
     return luhn_valid(digits)
+
+
+# For an ASCII text: its characters other than digits, and each digit's Luhn value when doubled.
+_ASCII_DIGITS_GONE = str.maketrans("", "", "0123456789")
+_DOUBLED = {str(d): (2 * d - 9 if d > 4 else 2 * d) for d in range(10)}
+
+
+def _ascii_card_ok(text: str) -> bool:
+    """`card_ok` for an ASCII text (every card match is one), with str methods instead of a
+    Python loop per character; the same answer (tests hold the two equal)."""
+    separators = text.translate(_ASCII_DIGITS_GONE)
+    if separators:
+        separator = separators[0]
+        if separators.count(separator) != len(separators):
+            return False
+        groups = text.split(separator)
+        if any(len(group) < 4 for group in groups[:-1]):
+            return False
+        digits = text.replace(separator, "")
+    else:
+        digits = text
+    if not 13 <= len(digits) <= 19 or digits[0] not in _CARD_FIRST_DIGITS:
+        return False
+    if digits.count(digits[0]) == len(digits):
+        return False
+    # Luhn: from the right, digits in odd places count as they are, the others doubled.
+    total = sum(map(int, digits[-1::-2])) + sum(map(_DOUBLED.__getitem__, digits[-2::-2]))
+    return total % 10 == 0
 
 
 def mod97_valid(iban: str) -> bool:
@@ -87,6 +121,10 @@ def ssn_ok(text: str) -> bool:
 
 def ip_ok(text: str) -> bool:
     """A real address that can point at a person: loopback and unspecified addresses are kept."""
+    # Dotted-quad IPv4, the common case (every `ipv4` hit): the same answer as `ipaddress`
+    # without building an address object per hit. Anything else goes to `ipaddress`.
+    if _IPV4_TEXT.fullmatch(text):
+        return not (text.startswith("127.") or text == "0.0.0.0")
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
