@@ -194,3 +194,12 @@ def test_stats_without_durations_says_so(receiver: ReceiverProcess) -> None:
     done = logs(receiver.endpoint, "stats", "--service", "shop")
     assert done.returncode == 0
     assert "avg duration  n/a (no record carries a duration)" in done.stdout.decode()
+
+
+def test_human_times_say_their_zone(receiver: ReceiverProcess) -> None:
+    import re
+
+    done = logs(receiver.endpoint, "query", "--service", "shop")
+    lines = done.stdout.decode().splitlines()
+    assert len(lines) == SEEDED - 1
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  ", line) for line in lines), lines

@@ -86,7 +86,8 @@ def add_parser(commands: Any) -> None:
                         help="give up on a query or stats call after this long (default 30); "
                              "export and tail -f run as long as they stream")
     common.add_argument("--since", type=parse_time, metavar="TIME",
-                        help="from this time: RFC 3339 or a time ago (15m, 2h, 7d)")
+                        help="from this time: RFC 3339 (without a zone: UTC, as every time "
+                             "sluice prints) or a time ago (15m, 2h, 7d)")
     common.add_argument("--until", type=parse_time, metavar="TIME", help="up to this time (exclusive)")
     common.add_argument("--category", action="append", default=[], metavar="NAME",
                         help="only this category (repeatable)")

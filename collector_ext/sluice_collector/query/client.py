@@ -58,8 +58,11 @@ def _human(records: Iterable[pb.Record], out: TextIO) -> None:
         body = obj.get("body", obj.get("name", ""))
         user = attrs.get("user.id") or attrs.get("enduser.id") or ""
         text = body if isinstance(body, str) else orjson.dumps(body).decode()
+        stamp = str(obj.get("timestamp", ""))
+        # Milliseconds are enough on a terminal; the zone stays (stored times are UTC, "Z").
+        shown = stamp[:23] + "Z" if len(stamp) > 23 and stamp.endswith("Z") else stamp
         rows.append(tuple(printable(value) for value in (
-            str(obj.get("timestamp", ""))[:23], str(level), record.category,
+            shown, str(level), record.category,
             str(obj.get("service.name", "")), str(user), text)))
     if not rows:
         return
