@@ -55,11 +55,19 @@ class Batch:
     # The request body exactly as received, in any encoding: a retry sends the same bytes, so
     # this is what tells a retry apart from new data (`Pipeline`, "refused means nothing kept").
     body: bytes = b""
+    # Set by a stage that changes `request` without it showing in `masked`, `dropped` or
+    # `rejected`: from then on `raw` no longer encodes the request (see `encoded`).
+    request_changed: bool = False
     routes: dict[str, list[RecordRef]] = field(default_factory=dict)
     # The router's reading of each routed log record's attributes (key → plain value), parallel
     # to `routes[category]`. Read-only for sinks: they serialise from it instead of walking the
     # protobuf attributes a second time (the costliest per-record work of the receiver).
     route_attributes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # The position of each routed record in request order, parallel to `routes[category]`, and
+    # the compiled path's index of the request's encoding (`fastpath.index_batch`, built by the
+    # router after the last stage that changes the request; None on the Python path).
+    route_positions: dict[str, list[int]] = field(default_factory=dict)
+    wire_index: Any = None
     # Records refused as invalid (reported to the client as OTLP partial_success).
     rejected: int = 0
     rejected_reason: str = ""
@@ -78,6 +86,16 @@ class Batch:
 
     def record_count(self) -> int:
         return count_records(self.signal, self.request)
+
+    def encoded(self) -> bytes:
+        """The protobuf encoding of `request` as it is now: `raw` while no stage changed the
+        request (nothing masked, dropped, rejected or otherwise changed), else a fresh
+        serialisation. Masking rewrites the decoded messages, never `raw`: whatever reads
+        records from bytes must read these."""
+        if self.raw and not (self.request_changed or self.masked or self.dropped or self.rejected):
+            return self.raw if type(self.raw) is bytes else bytes(self.raw)
+        data: bytes = self.request.SerializeToString()
+        return data
 
     def family(self) -> list[Batch]:
         """This batch, then the batches derived from it: what a sink's `consume` stores."""

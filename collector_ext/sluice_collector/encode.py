@@ -15,6 +15,11 @@ protobuf messages, where every attribute access allocates a Python object:
   records held 853 MiB of lines (RSS peak 775 MiB; with the copy ~100 MiB). The copy costs
   ~0.6 µs a record.
 
+This Python code is the reference. When the compiled twin is on (`fastpath.py`), log and span
+lines come from `_fastpath` instead, read straight from the request's encoding, with the same
+bytes (tests/collector/test_fastpath.py); resources and scopes are still serialised here, once
+per batch, and handed to it. Metrics and the text format are always Python.
+
 Every function returns whole lines ending in ``\\n``; a line is never split across records,
 so a file holds exactly one record per line.
 """
@@ -111,7 +116,8 @@ class BatchCache:
     attributes a second time; `resource_attrs` likewise keeps each resource's dict.
     """
 
-    __slots__ = ("record_attrs", "resource_attrs", "resources", "scopes", "services", "trace_url")
+    __slots__ = ("_json", "_tables", "record_attrs", "resource_attrs", "resources", "scopes",
+                 "services", "trace_url")
 
     def __init__(self) -> None:
         self.resources: dict[int, _Fragment] = {}
@@ -121,6 +127,8 @@ class BatchCache:
         self.record_attrs: list[dict[str, Any]] | None = None
         # `files.trace_url` template ("" = none): lines with a trace id get a `trace_url`.
         self.trace_url = ""
+        self._json: dict[int, bytes] = {}  # the bytes of each fragment above, by message identity
+        self._tables: dict[int, tuple[list[bytes], list[bytes], list[bytes]]] = {}
 
     def resource_attributes(self, rl: Any) -> dict[str, Any]:
         self.resource(rl)
@@ -134,7 +142,8 @@ class BatchCache:
             name = attrs.get("service.name")
             self.services[key] = name if isinstance(name, str) and name else "unknown_service"
             self.resource_attrs[key] = attrs
-            frag = self.resources[key] = _Fragment(_dumps(attrs, option=orjson.OPT_NON_STR_KEYS))
+            data = self._json[key] = _dumps(attrs, option=orjson.OPT_NON_STR_KEYS)
+            frag = self.resources[key] = _Fragment(data)
         return frag, self.services[key]
 
     def scope(self, sl: Any) -> tuple[_Fragment, str]:
@@ -144,8 +153,56 @@ class BatchCache:
         if hit is None:
             scope = sl.scope
             obj = {"name": scope.name, "version": scope.version, "attributes": _attrs(scope.attributes)}
-            hit = self.scopes[key] = (_Fragment(_dumps(obj, option=orjson.OPT_NON_STR_KEYS)), scope.name)
+            data = self._json[key] = _dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+            hit = self.scopes[key] = (_Fragment(data), scope.name)
         return hit
+
+    def tables(self, batch: Batch) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """For the compiled encoder: the JSON of every resource, of its service name, and of
+        every scope of `batch`, in request order (the positions its index counts)."""
+        hit = self._tables.get(id(batch))
+        if hit is None:
+            resources: list[bytes] = []
+            services: list[bytes] = []
+            scopes: list[bytes] = []
+            traces = batch.signal is Signal.TRACES
+            request: Any = batch.request
+            for rl in request.resource_spans if traces else request.resource_logs:
+                service = self.resource(rl)[1]
+                resources.append(self._json[id(rl)])
+                services.append(_dumps(service))
+                for sl in rl.scope_spans if traces else rl.scope_logs:
+                    self.scope(sl)
+                    scopes.append(self._json[id(sl)])
+            hit = self._tables[id(batch)] = (resources, services, scopes)
+        return hit
+
+
+def _compiled_lines(batch: Batch, category: str, refs: list[RecordRef] | Iterable[RecordRef],
+                    shared: BatchCache) -> list[bytes] | None:
+    """The lines of `refs` from the compiled twin, or None where it does not apply: no index
+    (the Python path, or a batch the router did not index) or refs that are not the routed ones."""
+    index = batch.wire_index
+    if index is None or batch.routes.get(category) is not refs:
+        return None
+    positions = batch.route_positions.get(category)
+    if positions is None or len(positions) != len(batch.routes[category]):
+        return None
+    resources, services, scopes = shared.tables(batch)
+    if len(resources) != index.resource_count or len(scopes) != index.scope_count:
+        return None
+    trace_url = shared.trace_url
+    parts = tuple(_dumps(p)[1:-1] for p in trace_url.split("{trace_id}")) if trace_url else None
+    lines: list[bytes] = index.lines(positions, _dumps(category), resources, services, scopes,
+                                     batch.received_unix_nano, parts)
+    keep = shared.record_attrs
+    if keep is not None:
+        ready = batch.route_attributes.get(category)
+        if ready is not None and len(ready) == len(positions):
+            keep.extend(ready)
+        else:
+            keep.extend(index.attributes(positions))
+    return lines
 
 
 # -- logs -----------------------------------------------------------------------------------
@@ -153,6 +210,9 @@ class BatchCache:
 
 def _log_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: BatchCache,
                ts: TimestampFormatter) -> list[bytes]:
+    compiled = _compiled_lines(batch, category, refs, shared)
+    if compiled is not None:
+        return compiled
     # Deliberately one flat loop: function calls and attribute lookups are the cost here.
     out: list[bytes] = []
     append = out.append
@@ -242,6 +302,9 @@ def _log_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: B
 
 def _span_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: BatchCache,
                 ts: TimestampFormatter) -> list[bytes]:
+    compiled = _compiled_lines(batch, category, refs, shared)
+    if compiled is not None:
+        return compiled
     out: list[bytes] = []
     keep = shared.record_attrs
     for rs, ss, span in refs:

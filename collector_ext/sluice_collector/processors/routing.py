@@ -34,6 +34,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from sluice_collector import fastpath
 from sluice_collector.batch import Batch, RecordRef, Signal
 from sluice_collector.configreader import Section
 from sluice_collector.errors import ConfigProblem
@@ -252,11 +253,42 @@ def compile_match_rule(rule: MatchRule) -> RecordPredicate:
     return all_of
 
 
-def _compile_rules(rules: tuple[MatchRule, ...]) -> list[_Condition]:
-    """Predicates for one category; runs of presence-only rules become one set intersection,
-    because the built-in `access` rules are four of them and every record is tested."""
-    out: list[_Condition] = []
-    pending: set[str] = set()
+# A rule as the compiled twin reads it (`_fastpath.WireIndex.classify`): its conditions, each
+# a tuple (kind, arguments as bytes or int) it decides from the encoding, or (PYTHON,) for one
+# it leaves to the predicate. Kinds match the C enum.
+_PRESENT, _PREFIX, _SEVERITY, _EQUALS, _EVENT, _PYTHON = 0, 1, 2, 3, 4, 9
+_Spec = list[tuple[Any, ...]]
+
+
+def rule_spec(rule: MatchRule) -> _Spec:
+    """`rule`'s conditions for the compiled twin; the predicate (`compile_match_rule`) stays
+    the reference for what each one means."""
+    spec: _Spec = []
+    if rule.attribute is not None:
+        key = rule.attribute.encode()
+        if rule.matches is not None:
+            spec.append((_PYTHON,))
+        elif rule.equals is not None:
+            spec.append((_EQUALS, key, rule.equals.encode()))
+        else:
+            spec.append((_PRESENT, (key,)))
+    if rule.attribute_prefix is not None:
+        spec.append((_PREFIX, rule.attribute_prefix.encode()))
+    if rule.severity_at_least is not None:
+        spec.append((_SEVERITY, rule.severity_at_least))
+    if rule.scope is not None or rule.body_matches is not None:
+        spec.append((_PYTHON,))
+    if rule.event_name is not None:
+        spec.append((_EVENT, rule.event_name.encode()))
+    return spec
+
+
+def _compile_rules(rules: tuple[MatchRule, ...]) -> list[tuple[_Condition, _Spec]]:
+    """Predicates for one category, each with its spec for the compiled twin; runs of
+    presence-only rules become one set intersection, because the built-in `access` rules are
+    four of them and every record is tested."""
+    out: list[tuple[_Condition, _Spec]] = []
+    pending: list[str] = []
 
     def flush() -> None:
         if pending:
@@ -266,16 +298,16 @@ def _compile_rules(rules: tuple[MatchRule, ...]) -> list[_Condition]:
                 rl: Any, sl: Any, rec: Any, keys: dict[str, Any], rkeys: frozenset[str]
             ) -> bool:
                 return not (wanted.isdisjoint(keys) and wanted.isdisjoint(rkeys))
-            out.append(any_present)
+            out.append((any_present, [(_PRESENT, tuple(k.encode() for k in dict.fromkeys(pending)))]))
             pending.clear()
 
     for rule in rules:
         presence_only = rule.attribute is not None and rule == MatchRule(attribute=rule.attribute)
         if presence_only:
-            pending.add(rule.attribute)  # type: ignore[arg-type]
+            pending.append(rule.attribute)  # type: ignore[arg-type]
             continue
         flush()
-        out.append(compile_match_rule(rule))
+        out.append((compile_match_rule(rule), rule_spec(rule)))
     flush()
     return out
 
@@ -284,58 +316,93 @@ class CategoryRouter:
     """Stage: fills `batch.routes`. Reads records, never changes them."""
 
     def __init__(self, config: RoutingConfig | None = None, *,
-                 known: Collection[str] = ()) -> None:
+                 known: Collection[str] = (), compiled: bool = True) -> None:
         """`known`: more names a `log.category` may pick beyond the configured ones, never
         counted against the dynamic cap — the categories masking has an override for, so that
-        a record masked under a category's settings is always written to that category."""
+        a record masked under a category's settings is always written to that category.
+        `compiled=False` keeps this router on the Python reference even when the compiled
+        twin is available (the differential tests run both)."""
         config = config or RoutingConfig.default()
+        self._compiled = compiled
         # Known names: the configured ones, plus dynamic ones (added under the lock, capped).
         self.categories: set[str] = set(config.names) | {
             name for name in known if CATEGORY_NAME_RE.match(name)}
         self._lock = threading.Lock()
         self._dynamic = 0
         self._rules: list[tuple[str, _Condition]] = []
+        specs: list[_Spec] = []
         for category in config.categories:
-            self._rules.extend((category.name, predicate) for predicate in _compile_rules(category.match))
+            for predicate, spec in _compile_rules(category.match):
+                self._rules.append((category.name, predicate))
+                specs.append(spec)
+        # The same rules, in the same order, for the compiled twin.
+        levels = [(name.encode(), number) for name, number in SEVERITY_LEVELS.items()]
+        self._program = (specs, CATEGORY_ATTRIBUTE.encode(), levels)
 
     def __call__(self, batch: Batch) -> Batch:
-        if batch.signal is Signal.TRACES:
-            batch.routes = {TRACES_CATEGORY: batch.records()}
-            return batch
         if batch.signal is Signal.METRICS:
             batch.routes = {METRICS_CATEGORY: batch.records()}
             return batch
+        # The last stage before the sinks: the request will not change any more, so this is
+        # where the compiled path indexes its encoding (None: the Python path).
+        index = fastpath.index_batch(batch) if self._compiled else None
+        if index is None:
+            batch.wire_index = None
+        if batch.signal is Signal.TRACES:
+            batch.routes = {TRACES_CATEGORY: batch.records()}
+            batch.route_positions = {TRACES_CATEGORY: list(range(len(batch.routes[TRACES_CATEGORY])))}
+            return batch
         routes: dict[str, list[RecordRef]] = {}
         route_attributes: dict[str, list[dict[str, Any]]] = {}
+        route_positions: dict[str, list[int]] = {}
         rules = self._rules
+        rule_names = [name for name, _predicate in rules]
         categories = self.categories
+        # With the compiled twin, every record's attributes in one call and, per record, the
+        # rule that holds (-1: none, -2: the predicates below decide); else one by one below.
+        ready = index.attributes() if index is not None else None
+        codes = index.classify(self._program) if index is not None else None
+        position = 0
         for rl in batch.request.resource_logs:  # type: ignore[union-attr]
             rkeys = frozenset([kv.key for kv in rl.resource.attributes])
             for sl in rl.scope_logs:
                 for rec in sl.log_records:
                     category = None
                     # Read once here and reused by the sinks (see Batch.route_attributes).
-                    attrs: dict[str, Any] = {}
-                    for kv in rec.attributes:
-                        value = kv.value
-                        attrs[kv.key] = value.string_value or any_value(value)
-                    if CATEGORY_ATTRIBUTE in attrs:
-                        category = self._explicit_category(attrs[CATEGORY_ATTRIBUTE], categories)
-                    if category is None:
-                        for name, predicate in rules:
-                            if predicate(rl, sl, rec, attrs, rkeys):
-                                category = name
-                                break
-                        else:
+                    if ready is not None:
+                        attrs: dict[str, Any] = ready[position]
+                        code = codes[position]  # type: ignore[index]
+                        if code >= 0:
+                            category = rule_names[code]
+                        elif code == -1:
                             category = DEFAULT_CATEGORY
+                    else:
+                        attrs = {}
+                        for kv in rec.attributes:
+                            value = kv.value
+                            attrs[kv.key] = value.string_value or any_value(value)
+                    if category is None:
+                        if CATEGORY_ATTRIBUTE in attrs:
+                            category = self._explicit_category(attrs[CATEGORY_ATTRIBUTE], categories)
+                        if category is None:
+                            for name, predicate in rules:
+                                if predicate(rl, sl, rec, attrs, rkeys):
+                                    category = name
+                                    break
+                            else:
+                                category = DEFAULT_CATEGORY
                     bucket = routes.get(category)
                     if bucket is None:
                         bucket = routes[category] = []
                         route_attributes[category] = []
+                        route_positions[category] = []
                     bucket.append((rl, sl, rec))
                     route_attributes[category].append(attrs)
+                    route_positions[category].append(position)
+                    position += 1
         batch.routes = routes
         batch.route_attributes = route_attributes
+        batch.route_positions = route_positions
         return batch
 
     def _explicit_category(self, value: Any, categories: set[str]) -> str | None:
