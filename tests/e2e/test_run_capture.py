@@ -475,6 +475,7 @@ def test_an_interpreter_without_sluice_is_captured_and_sluice_run_says_why_it_is
     assert "AttributeError" not in message
     assert "cannot import sluice" in message
     assert "install sluice into that interpreter's environment" in message
+    assert f"({OTHER_PYTHON} -m pip install sluice-otel)" in message
     assert message.startswith("sluice run: ")
     assert receiver.stop(signal.SIGTERM) == 0
     assert bodies(receiver, "app") == ["hello from elsewhere"]

@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -114,11 +115,17 @@ def parse_level(text: str) -> int:
 
 def not_instrumented_message(reason: str) -> str:
     """What `sluice run` says when a Python child cannot import sluice (issue: `sluice run --
-    /other/python app.py`): plainly what is wrong and the two ways to fix it."""
+    /other/python app.py`): plainly what is wrong and the two ways to fix it.
+
+    The install command is one the user can paste: it names the child's own interpreter (the
+    bootstrap starts `reason` with its `sys.executable`, then ` (Python `) and the distribution
+    `sluice-otel` — `pip install sluice` would fetch an unrelated PyPI project."""
+    interpreter, found, _ = reason.partition(" (Python ")
+    python = shlex.quote(interpreter) if found and interpreter else "python"
     return (f"{reason}. That interpreter does not have sluice installed, so the program runs without "
             "the SDK: no spans, metrics or trace-correlated log records; its output is still captured "
             "line by line. To instrument it, install sluice into that interpreter's environment "
-            f"(<that python> -m pip install sluice), or run the program with {sys.executable}, the "
+            f"({python} -m pip install sluice-otel), or run the program with {sys.executable}, the "
             "interpreter sluice is installed for.")
 
 
