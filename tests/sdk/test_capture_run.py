@@ -81,3 +81,16 @@ def test_an_interpreter_without_sluice_is_told_the_real_install_command_for_itse
     assert "('/opt/other env/bin/python3' -m pip install sluice-otel)" in message
     assert "<that python>" not in message
     assert "pip install sluice)" not in message
+
+
+def test_secret_flags_of_the_command_do_not_reach_the_resource() -> None:
+    settings = settings_for("svc", None, {}, env={})
+    resource = _resource(settings, ["prog", "--password", "hunter3", "--token=abc"], "/usr/bin/prog", 42)
+    assert resource["process.command_args"] == [
+        "prog", "--password", "[REDACTED:kv_secret]", "--token=[REDACTED:kv_secret]"]
+
+
+def test_with_scrub_on_the_masking_engine_also_runs_over_the_command() -> None:
+    settings = settings_for("svc", None, {}, env={"SLUICE_SCRUB": "true"})
+    resource = _resource(settings, ["psql", "postgres://app:s3cr3tpw@db/x"], None, 42)
+    assert resource["process.command_args"] == ["psql", "postgres://app:[REDACTED:url_credentials]@db/x"]
