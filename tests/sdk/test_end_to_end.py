@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.receiver_process import ReceiverProcess
 from tests.sdk.otlp_sink import Sink, free_port, run_script, start_sink
 
 
@@ -460,3 +462,28 @@ def test_force_flush_on_the_handle_delivers_without_shutdown(sink: Sink, tmp_pat
     """)
     assert result.stdout.strip() == "True", result.stderr
     assert [r["body"] for r in sink.log_records()] == ["flushed"]
+
+
+def test_a_shared_http_json_protocol_variable_does_not_stop_the_app_and_logs_still_arrive(
+    tmp_path: Path,
+) -> None:
+    """OTEL_EXPORTER_OTLP_PROTOCOL=http/json (set for a JavaScript SDK beside the app) made
+    `sluice.init()` raise and the app die. Now one warning, and the records reach the real
+    receiver's OTLP/HTTP door as protobuf."""
+    receiver = ReceiverProcess(tmp_path).start()
+    try:
+        result = run_script(f"""
+            import logging, sluice
+            sluice.init(service_name="shared-env", runtime_metrics=False, spill_dir="{tmp_path / 'spill'}")
+            logging.getLogger("app").warning("still running")
+            sluice.shutdown()
+            print("app finished")
+        """, env={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+                  "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{receiver.http_endpoint}"})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "app finished"
+        assert result.stderr.count("http/json") == 1, result.stderr
+        assert receiver.stop(signal.SIGTERM) == 0
+    finally:
+        receiver.kill()
+    assert [r["body"] for r in receiver.read("app")] == ["still running"]
