@@ -305,6 +305,41 @@ def test_receiver_down_is_one_console_line_not_a_traceback(tmp_path: Path) -> No
         "app: line 0", "app: line 1", "app: line 2"]
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_receiver_down_the_span_and_metric_exporters_say_one_line_each_not_every_retry(
+    tmp_path: Path, protocol: str,
+) -> None:
+    """OpenTelemetry's exporters printed `Transient error StatusCode.UNAVAILABLE encountered while
+    exporting metrics ...`, `Failed to export ...` and `Shutdown in progress, aborting retry.`
+    for every attempt of every interval, beside sluice's one line for logs. Now each signal says
+    it once, the way the log shipper does."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = run_script(f"""
+        import logging, sys, time, sluice
+        from opentelemetry import metrics, trace
+        logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
+        sluice.init(endpoint="{dead}", protocol="{protocol}", runtime_metrics=False, instrument=False,
+                    spill_dir="{tmp_path}", metric_interval_s=0.5, export_timeout_s=1, exit_timeout_s=2,
+                    schedule_delay_s=0.2)
+        metrics.get_meter("m").create_counter("orders").add(1)
+        with trace.get_tracer("t").start_as_current_span("work"):
+            logging.getLogger("app").warning("line")
+        from sluice import _health
+        deadline = time.monotonic() + 30  # a hang detector: the first failures come within a second
+        while time.monotonic() < deadline and not (
+                _health.counters["errors.metric_export"] and _health.counters["errors.span_export"]):
+            time.sleep(0.05)
+        sluice.shutdown()
+    """, timeout_s=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    internal = [line for line in lines if line.startswith("sluice.internal:")]
+    assert [line for line in lines if line not in internal] == ["app: line"], result.stderr
+    for kind in ("traces", "metrics"):
+        [said] = [line for line in internal if f"cannot deliver {kind} to {dead}" in line]
+        assert "is a receiver listening there?" in said
+
+
 def test_audit_records_spill_when_the_receiver_is_down_and_are_replayed_later(tmp_path: Path) -> None:
     port = free_port()
     spill = tmp_path / "spill"
