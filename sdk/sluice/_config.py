@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
+from sluice import _health
 from sluice.errors import ConfigError
 
 __all__ = ["OPTIONS", "Settings", "resolve"]
@@ -28,6 +29,10 @@ T = TypeVar("T")
 DEFAULT_ENDPOINT = "http://localhost:4317"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 PROTOCOLS = ("grpc", "http/protobuf")
+# A standard OTLP protocol that the OpenTelemetry Python exporters sluice uses cannot speak.
+HTTP_JSON = "http/json"
+_NO_JSON = ("sluice sends OTLP with the OpenTelemetry Python exporters, which have no JSON encoding; "
+            "use 'http/protobuf' (same port 4318 and /v1/* paths) or 'grpc'")
 EXPORTERS = ("otlp", "none")
 
 
@@ -261,6 +266,12 @@ def resolve(arguments: Mapping[str, Any], env: Mapping[str, str] | None = None) 
             source, raw = fallbacks[name]
         if source is None:
             continue
+        if name == "protocol" and isinstance(raw, str) and raw.strip().lower() == HTTP_JSON:
+            if source != otel_var:
+                message = f"sluice.init: {source}={raw!r} is not supported: {_NO_JSON}"
+                errors.append(ConfigError(source, raw, "'grpc' or 'http/protobuf'", message=message))
+                continue
+            raw = _json_fallback(source)
         try:
             values[name] = parse(raw)
             sources[name] = source
@@ -275,6 +286,17 @@ def resolve(arguments: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         combined.args = ("; ".join(str(e) for e in errors),)
         raise combined
     return _finish(values)
+
+
+def _json_fallback(variable: str) -> str:
+    """`http/json` in the standard variable: another SDK on the machine (JavaScript, ...) may have
+    set it for itself, and a shared setting must not stop this app, so sluice warns once and
+    sends `http/protobuf` to the same OTLP/HTTP endpoint instead."""
+    _health.report_once(
+        "protocol_http_json",
+        f"{variable}=http/json is not supported by the OpenTelemetry Python exporters; sending "
+        "http/protobuf instead (set SLUICE_PROTOCOL to choose explicitly)")
+    return "http/protobuf"
 
 
 def _unknown(name: str, value: Any) -> ConfigError:

@@ -72,6 +72,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from sluice import _health
 from sluice._config import Settings, resolve
 from sluice._context import CorrelationLogProcessor, CorrelationSpanProcessor
+from sluice._exportlog import ExporterLogFilter
+from sluice._exportlog import attach as attach_exporter_log_filter
 from sluice._logbridge import (
     OtelLogSink,
     SluiceHandler,
@@ -317,6 +319,7 @@ class Sluice:
             ))
             self.shipper = build_log_shipper(settings, dict(self.resource.attributes))
         self.log_handler = SluiceHandler(self.shipper, level=settings.log_level)
+        self.exporter_log_filter = ExporterLogFilter(settings.endpoint, settings.protocol)
 
         if settings.trace_url:
             self.span_fanout.processors.append(TraceLinkPrinter(settings.trace_url))
@@ -385,6 +388,8 @@ class Sluice:
         propagate.set_global_textmap(
             CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
         install_record_factory()
+        if self.settings.exporter == "otlp":
+            attach_exporter_log_filter(self.exporter_log_filter)
         if self.settings.capture_logs:
             attach(self.log_handler, self.settings.log_level)
 

@@ -11,12 +11,22 @@ the length-prefixed resource). The directory is shared by every process of a ser
 forked workers, each `sluice run` — so a record replayed by another process must keep its own
 resource (`process.pid`, and under `sluice run` the `user.id` of the run), not take the replayer's.
 Files without the header (older ones) are replayed under the replayer's resource, as before.
+
+The files hold records as the app made them, before the receiver masks anything, and the default
+directory is under the shared `/tmp` with a name anyone can predict. So the directory is made
+0700 and each file 0600, and a directory that already exists but is not this user's own private
+one — a symbolic link, owned by another user, or writable by group or others — is refused: a
+spill there would hand the records to whoever made it, and its files could be forged records
+we would replay. Refusing is warned once and counted (`spill.refused`), like a full disk: the
+records are then dropped, which `SLUICE_SPILL_DIR` pointing at a private directory avoids. A
+directory of ours that others can merely read (made 0755 by an older sluice) is tightened.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +54,35 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def _unsafe(directory: Path, *, create: bool) -> str | None:
+    """Why `directory` must not hold spill files (None: it is this user's private directory).
+
+    With `create`, a missing directory is made 0700 (its missing parents with the usual mode).
+    Judged on `lstat`, so a symbolic link is never followed to somewhere else; files in a
+    directory that others could read are made 0600 when the directory is tightened."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700, parents=True)
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        return None if not create else "vanished while it was created"
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if info.st_uid != os.geteuid():
+        return f"is owned by another user (uid {info.st_uid}, this process runs as uid {os.geteuid()})"
+    if info.st_mode & 0o022:
+        return f"is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    if info.st_mode & 0o077:
+        os.chmod(directory, 0o700)
+        for path in directory.iterdir():
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o600, follow_symlinks=False)
+    return None
+
+
 class Claimed(NamedTuple):
     """A spill file taken for sending: where it is now, its records and their resource (if kept)."""
 
@@ -58,6 +97,17 @@ class SpillQueue:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+
+    def _safe(self, *, create: bool) -> bool:
+        """Whether spill files may be written to or read from the directory; warned once if not."""
+        why = _unsafe(self.directory, create=create)
+        if why is None:
+            return True
+        _health.report_once(
+            "spill_unsafe", f"spill directory {self.directory} {why}, so audit/security records are "
+            "not spilled there (they are dropped when the receiver cannot take them); set "
+            "SLUICE_SPILL_DIR (spill_dir) to a directory only this user can write")
+        return False
 
     def _files(self) -> list[Path]:
         try:
@@ -94,10 +144,13 @@ class SpillQueue:
                 _health.increment("spill.refused", len(entries))
                 _health.report_once("spill_full", f"spill directory {self.directory} is full; dropping")
                 return False
-            self.directory.mkdir(parents=True, exist_ok=True)
+            if not self._safe(create=True):
+                _health.increment("spill.refused", len(entries))
+                return False
             stem = f"{time.time_ns():020d}-{os.getpid()}"
             tmp = self.directory / f"{stem}.tmp"
-            with open(tmp, "wb") as fh:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            with open(os.open(tmp, flags, 0o600), "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -110,7 +163,10 @@ class SpillQueue:
         return True
 
     def claim(self) -> Claimed | None:
-        """Take the oldest spill file for sending: rename it so nobody else takes it, and parse it."""
+        """Take the oldest spill file for sending: rename it so nobody else takes it, and parse it.
+        Nothing is taken from a directory another user could have written records into."""
+        if not self.directory.exists() or not self._safe(create=False):
+            return None
         for path in self._files():
             claimed = path.with_name(f"{path.name}.sending-{os.getpid()}")
             try:

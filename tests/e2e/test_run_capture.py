@@ -444,6 +444,25 @@ def test_a_python_programs_logging_is_shipped_once_by_its_sdk_and_the_rest_is_ca
     assert len(error) == 3
 
 
+def test_secret_flags_of_the_command_are_redacted_in_the_stored_command_args(
+    tmp_path: Path, receiver: ReceiverProcess,
+) -> None:
+    """`sluice run -- prog --password hunter3 --token=abc` stored both secrets in the clear in
+    `process.command_args`, on every record of the run: the receiver's masking cannot tell that
+    `hunter3` is a password once it is an argument of its own."""
+    run = subprocess.run(
+        [*SLUICE_RUN, "--endpoint", f"http://{receiver.endpoint}", "--service-name", "argv", "--",
+         "sh", "-c", "echo started", "sh", "--password", "hunter3", "--token=abc", "--user", "bob"],
+        cwd=tmp_path, capture_output=True, timeout=60, env=env_for(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert receiver.stop(signal.SIGTERM) == 0
+    [record] = receiver.read("app")
+    assert record["resource"]["process.command_args"] == [
+        "sh", "-c", "echo started", "sh", "--password", "[REDACTED:kv_secret]",
+        "--token=[REDACTED:kv_secret]", "--user", "bob"]
+    assert "hunter3" not in json.dumps(record)
+
+
 def _python_without_sluice() -> str | None:
     for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
         if os.path.exists(candidate) and os.path.realpath(candidate) != os.path.realpath(sys.executable):
@@ -475,6 +494,7 @@ def test_an_interpreter_without_sluice_is_captured_and_sluice_run_says_why_it_is
     assert "AttributeError" not in message
     assert "cannot import sluice" in message
     assert "install sluice into that interpreter's environment" in message
+    assert f"({OTHER_PYTHON} -m pip install sluice-otel)" in message
     assert message.startswith("sluice run: ")
     assert receiver.stop(signal.SIGTERM) == 0
     assert bodies(receiver, "app") == ["hello from elsewhere"]

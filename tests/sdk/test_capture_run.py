@@ -8,7 +8,15 @@ import signal
 import pytest
 
 from sluice._capture.channel import ENV_FD
-from sluice._capture.run import RunOptions, _resource, _status, child_environment, parse_level, settings_for
+from sluice._capture.run import (
+    RunOptions,
+    _resource,
+    _status,
+    child_environment,
+    not_instrumented_message,
+    parse_level,
+    settings_for,
+)
 from sluice.errors import ConfigError
 
 
@@ -62,3 +70,27 @@ def test_levels_by_name_and_exit_statuses() -> None:
         parse_level("loud")
     assert _status(3 << 8) == (3, None)
     assert _status(signal.SIGTERM) == (128 + signal.SIGTERM, signal.SIGTERM)
+
+
+def test_an_interpreter_without_sluice_is_told_the_real_install_command_for_itself() -> None:
+    """A new user pasted `<that python> -m pip install sluice`: a placeholder, and PyPI's `sluice`
+    is an unrelated project. The command names the child's interpreter and `sluice-otel`."""
+    reason = ("/opt/other env/bin/python3 (Python 3.12.3) cannot import sluice: "
+              "No module named 'sluice'")
+    message = not_instrumented_message(reason)
+    assert "('/opt/other env/bin/python3' -m pip install sluice-otel)" in message
+    assert "<that python>" not in message
+    assert "pip install sluice)" not in message
+
+
+def test_secret_flags_of_the_command_do_not_reach_the_resource() -> None:
+    settings = settings_for("svc", None, {}, env={})
+    resource = _resource(settings, ["prog", "--password", "hunter3", "--token=abc"], "/usr/bin/prog", 42)
+    assert resource["process.command_args"] == [
+        "prog", "--password", "[REDACTED:kv_secret]", "--token=[REDACTED:kv_secret]"]
+
+
+def test_with_scrub_on_the_masking_engine_also_runs_over_the_command() -> None:
+    settings = settings_for("svc", None, {}, env={"SLUICE_SCRUB": "true"})
+    resource = _resource(settings, ["psql", "postgres://app:s3cr3tpw@db/x"], None, 42)
+    assert resource["process.command_args"] == ["psql", "postgres://app:[REDACTED:url_credentials]@db/x"]

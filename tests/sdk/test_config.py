@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from sluice import _health
 from sluice._config import DEFAULT_ENDPOINT, resolve
 from sluice.errors import ConfigError
 
@@ -42,6 +44,39 @@ def test_otel_sampler_variables_set_the_head_sampling_ratio() -> None:
 def test_http_protocol_defaults_to_port_4318_and_https_is_secure() -> None:
     assert resolve({"protocol": "http/protobuf"}, env={}).endpoint == "http://localhost:4318"
     assert resolve({"endpoint": "https://otel.example:4317"}, env={}).insecure is False
+
+
+def test_http_json_in_the_shared_otel_variable_falls_back_to_http_protobuf_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A JavaScript SDK on the same machine may set OTEL_EXPORTER_OTLP_PROTOCOL=http/json; that
+    raised ConfigError and killed the app. The Python exporters cannot send JSON, so the same
+    OTLP/HTTP endpoint gets protobuf, and the operator is told once."""
+    _health.reset()
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}
+    with caplog.at_level(logging.WARNING, logger="sluice.internal"):
+        first = resolve({}, env=env)
+        second = resolve({}, env={**env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert (first.protocol, first.endpoint) == ("http/protobuf", "http://localhost:4318")
+    assert (second.protocol, second.endpoint) == ("http/protobuf", "http://collector:4318")
+    warnings = [r.getMessage() for r in caplog.records if "http/json" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/json" in warnings[0]
+    assert "http/protobuf instead" in warnings[0]
+    assert resolve({"protocol": "grpc"}, env=env).protocol == "grpc"  # an argument still wins
+    _health.reset()
+
+
+@pytest.mark.parametrize(("arguments", "env", "named"), [
+    ({"protocol": "http/json"}, {}, "protocol"),
+    ({}, {"SLUICE_PROTOCOL": "HTTP/JSON"}, "SLUICE_PROTOCOL"),
+])
+def test_http_json_asked_of_sluice_itself_is_an_error_that_says_why(
+    arguments: dict[str, object], env: dict[str, str], named: str,
+) -> None:
+    with pytest.raises(ConfigError, match=f"(?i){named}=.*http/json.*no JSON encoding.*'http/protobuf'") as info:
+        resolve(arguments, env=env)
+    assert info.value.name == named
 
 
 def test_millisecond_otel_intervals_become_seconds() -> None:

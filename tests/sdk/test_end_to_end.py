@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.receiver_process import ReceiverProcess
 from tests.sdk.otlp_sink import Sink, free_port, run_script, start_sink
 
 
@@ -303,6 +305,44 @@ def test_receiver_down_is_one_console_line_not_a_traceback(tmp_path: Path) -> No
         "app: line 0", "app: line 1", "app: line 2"]
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_receiver_down_the_span_and_metric_exporters_say_one_line_each_not_every_retry(
+    tmp_path: Path, protocol: str,
+) -> None:
+    """OpenTelemetry's exporters printed `Transient error StatusCode.UNAVAILABLE encountered while
+    exporting metrics ...`, `Failed to export ...` and `Shutdown in progress, aborting retry.`
+    for every attempt of every interval, beside sluice's one line for logs. Now each signal says
+    it once, the way the log shipper does."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = run_script(f"""
+        import logging, sys, time, sluice
+        from opentelemetry import metrics, trace
+        logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
+        sluice.init(endpoint="{dead}", protocol="{protocol}", runtime_metrics=False, instrument=False,
+                    spill_dir="{tmp_path}", metric_interval_s=0.5, export_timeout_s=1, exit_timeout_s=2,
+                    schedule_delay_s=0.2)
+        metrics.get_meter("m").create_counter("orders").add(1)
+        with trace.get_tracer("t").start_as_current_span("work"):
+            logging.getLogger("app").warning("line")
+        from sluice import _health
+        deadline = time.monotonic() + 30  # a hang detector: the first failures come within a second
+        while time.monotonic() < deadline and not (
+                _health.counters["errors.metric_export"] and _health.counters["errors.span_export"]):
+            time.sleep(0.05)
+        sluice.shutdown()
+    """, timeout_s=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    internal = [line for line in lines if line.startswith("sluice.internal:")]
+    assert [line for line in lines if line not in internal] == ["app: line"], result.stderr
+    said = {kind: [line for line in internal if f"cannot deliver {kind} to {dead}" in line]
+            for kind in ("traces", "metrics")}
+    assert all(len(lines) <= 1 for lines in said.values()), result.stderr
+    # Under load one exporter may not have failed yet when the script stops waiting.
+    assert any(said.values()), result.stderr
+    assert all("is a receiver listening there?" in line for lines in said.values() for line in lines)
+
+
 def test_audit_records_spill_when_the_receiver_is_down_and_are_replayed_later(tmp_path: Path) -> None:
     port = free_port()
     spill = tmp_path / "spill"
@@ -460,3 +500,28 @@ def test_force_flush_on_the_handle_delivers_without_shutdown(sink: Sink, tmp_pat
     """)
     assert result.stdout.strip() == "True", result.stderr
     assert [r["body"] for r in sink.log_records()] == ["flushed"]
+
+
+def test_a_shared_http_json_protocol_variable_does_not_stop_the_app_and_logs_still_arrive(
+    tmp_path: Path,
+) -> None:
+    """OTEL_EXPORTER_OTLP_PROTOCOL=http/json (set for a JavaScript SDK beside the app) made
+    `sluice.init()` raise and the app die. Now one warning, and the records reach the real
+    receiver's OTLP/HTTP door as protobuf."""
+    receiver = ReceiverProcess(tmp_path).start()
+    try:
+        result = run_script(f"""
+            import logging, sluice
+            sluice.init(service_name="shared-env", runtime_metrics=False, spill_dir="{tmp_path / 'spill'}")
+            logging.getLogger("app").warning("still running")
+            sluice.shutdown()
+            print("app finished")
+        """, env={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+                  "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{receiver.http_endpoint}"})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "app finished"
+        assert result.stderr.count("http/json") == 1, result.stderr
+        assert receiver.stop(signal.SIGTERM) == 0
+    finally:
+        receiver.kill()
+    assert [r["body"] for r in receiver.read("app")] == ["still running"]

@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -41,15 +42,19 @@ import termios
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from sluice import _health
+from sluice._capture.argv import redact_command
 from sluice._capture.channel import ENV_FD
 from sluice._capture.frames import CONFIG, FrameWriter, pack
 from sluice._capture.lines import ERROR, INFO, LEVEL_NAMES, level_from_word
 from sluice._capture.pump import OutputStream, Pump, widen_pipe
 from sluice._config import Settings, resolve
+
+if TYPE_CHECKING:
+    from sluice.masking import Masker
 
 __all__ = [
     "RunError",
@@ -114,11 +119,17 @@ def parse_level(text: str) -> int:
 
 def not_instrumented_message(reason: str) -> str:
     """What `sluice run` says when a Python child cannot import sluice (issue: `sluice run --
-    /other/python app.py`): plainly what is wrong and the two ways to fix it."""
+    /other/python app.py`): plainly what is wrong and the two ways to fix it.
+
+    The install command is one the user can paste: it names the child's own interpreter (the
+    bootstrap starts `reason` with its `sys.executable`, then ` (Python `) and the distribution
+    `sluice-otel` — `pip install sluice` would fetch an unrelated PyPI project."""
+    interpreter, found, _ = reason.partition(" (Python ")
+    python = shlex.quote(interpreter) if found and interpreter else "python"
     return (f"{reason}. That interpreter does not have sluice installed, so the program runs without "
             "the SDK: no spans, metrics or trace-correlated log records; its output is still captured "
             "line by line. To instrument it, install sluice into that interpreter's environment "
-            f"(<that python> -m pip install sluice), or run the program with {sys.executable}, the "
+            f"({python} -m pip install sluice-otel), or run the program with {sys.executable}, the "
             "interpreter sluice is installed for.")
 
 
@@ -172,6 +183,12 @@ def settings_for(
     return resolve(arguments, env)
 
 
+def _masker() -> Masker:
+    from sluice.masking import Masker  # here: ~0.4 s (import, compile) a run without scrub skips
+
+    return Masker()
+
+
 def _resource(settings: Settings, command: Sequence[str], executable: str | None, pid: int) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "service.name": settings.service_name,
@@ -190,7 +207,10 @@ def _resource(settings: Settings, command: Sequence[str], executable: str | None
     # Facts about the process are not the user's to override.
     attrs["process.pid"] = pid
     attrs["process.parent_pid"] = os.getpid()
-    attrs["process.command_args"] = list(command)
+    # Secrets given as flags never leave the machine; with `scrub` on, the masking engine also
+    # runs here (else the receiver's masking sees every argument, without this process paying
+    # for compiling the engine).
+    attrs["process.command_args"] = redact_command(command, _masker().mask if settings.scrub else None)
     attrs["process.executable.name"] = os.path.basename(executable or command[0])
     if executable:
         attrs["process.executable.path"] = executable
