@@ -235,8 +235,12 @@ def browser() -> Iterator[Any]:
     """Debian's Chromium, headless, through Playwright (`executable_path`: nothing is downloaded)."""
     from playwright.sync_api import sync_playwright
 
+    # Under `make test-dates` the browser is an outside client on the real calendar: Chromium's
+    # many processes with libfaketime preloaded never finish loading a page.
+    env = {k: v for k, v in os.environ.items()
+           if k != "LD_PRELOAD" and not k.startswith(("FAKETIME", "DONT_FAKE"))}
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=env)
         try:
             yield b
         finally:

@@ -14,20 +14,25 @@ from sluice._exportlog import EXPORTER_LOGGERS, ExporterLogFilter, attach
 
 @pytest.fixture
 def grpc_logger() -> Iterator[logging.Logger]:
+    """The exporter loggers with our filter alone: an exporter made by an earlier test leaves
+    OTel's own DuplicateFilter there, which would hide repeated lines from ours."""
     _health.reset()
+    saved = {name: list(logging.getLogger(name).filters) for name in EXPORTER_LOGGERS}
+    for name in EXPORTER_LOGGERS:
+        logging.getLogger(name).filters.clear()
     logger = logging.getLogger(EXPORTER_LOGGERS[0])
     attach(ExporterLogFilter("http://127.0.0.1:9", "grpc"))
     yield logger
-    for name in EXPORTER_LOGGERS:
-        for f in list(logging.getLogger(name).filters):
-            logging.getLogger(name).removeFilter(f)
+    for name, filters in saved.items():
+        logging.getLogger(name).filters[:] = filters
     _health.reset()
 
 
 def test_retries_of_one_signal_are_one_line_and_the_aftermath_is_only_counted(
     grpc_logger: logging.Logger, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.DEBUG):
+    # The exporter's own logger at DEBUG too: an earlier test's init() may have set its level.
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger=grpc_logger.name):
         for _ in range(3):
             grpc_logger.warning("Transient error %s encountered while exporting %s to %s, retrying in %.2fs. "
                                 "Error details: %s", grpc.StatusCode.UNAVAILABLE, "metrics", "127.0.0.1:9",
