@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from sluice_collector.configreader import Section
 from sluice_collector.processors.routing import CATEGORY_NAME_RE, MatchRule, parse_match_rule
+from sluice_collector.sinks._delivery.settings import parse_headers, valid_http_url
 from sluice_collector.sinks.alerts.template import SYNTAX_HELP, Template, TemplateError
 
 MiB = 1024 * 1024
@@ -400,11 +400,11 @@ def _parse_alertmanager(s: Section) -> AlertmanagerConfig | None:
     if not url:
         s.error("url", "is required: the Alertmanager's base URL, e.g. http://alertmanager:9093")
         ok = False
-    elif not _valid_url(url):
+    elif not valid_http_url(url):
         s.error("url", f"got {url!r}; expected http://HOST:PORT[/PREFIX] or https://... "
                        "(sluice POSTs to <url>/api/v2/alerts)")
         ok = False
-    headers = _parse_headers(s)
+    headers = parse_headers(s)
     t = s.section("tls")
     ca_file = t.get_optional_str("ca_file")
     if ca_file and not Path(ca_file).is_file():
@@ -432,32 +432,6 @@ def _parse_alertmanager(s: Section) -> AlertmanagerConfig | None:
         spool_max_bytes=s.section("spool").get_size("max_bytes", 16 * MiB, minimum=64 * 1024),
     )
     return config if ok else None
-
-
-def _valid_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return False
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        return False
-    return port is None or 0 < port <= 65535
-
-
-def _parse_headers(s: Section) -> tuple[tuple[str, str], ...]:
-    raw = s.raw("headers")
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict) or not all(
-        isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
-        for k, v in raw.items()
-    ):
-        # Never echo the value: headers carry credentials (authorization: Bearer ...).
-        s.error("headers", f"got a {type(raw).__name__}; expected a mapping of header names to "
-                           "strings")
-        return ()
-    return tuple((k, str(v)) for k, v in raw.items())
 
 
 __all__ = [

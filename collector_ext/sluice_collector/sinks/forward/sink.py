@@ -55,6 +55,7 @@ from sluice_collector.configreader import Section
 from sluice_collector.errors import SinkError, SluiceReceiverError
 from sluice_collector.redact import redact_text, redact_url
 from sluice_collector.sinks._delivery.sender import Backoff, SpoolSender, flush_senders
+from sluice_collector.sinks._delivery.settings import parse_headers, valid_http_url
 from sluice_collector.sinks._delivery.spool import DiskSpool
 from sluice_collector.telemetry import ReceiverTelemetry
 
@@ -197,7 +198,7 @@ def _parse_target(s: Section, index: int) -> ForwardTarget | None:
     if not signals and ok:
         s.error("signals", "must name at least one of: logs, traces, metrics")
         ok = False
-    headers = _parse_headers(s)
+    headers = parse_headers(s)
     basic = _basic_auth(endpoint) if ok else None
     if basic is not None:
         if any(name == "authorization" for name, _ in headers):
@@ -262,31 +263,9 @@ def _valid_endpoint(endpoint: str, protocol: str) -> bool:
     if protocol == "grpc" and endpoint.startswith(("ipv4:", "ipv6:")):
         addresses = endpoint.split(":", 1)[1].split(",")
         return all(a.rpartition(":")[2].isdigit() and a.rpartition(":")[0] for a in addresses)
-    try:
-        parts = urlsplit(endpoint)
-        port = parts.port
-    except ValueError:
+    if not valid_http_url(endpoint):
         return False
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        return False
-    if port is not None and not 0 < port <= 65535:
-        return False
-    return protocol != "grpc" or parts.path in ("", "/")
-
-
-def _parse_headers(s: Section) -> tuple[tuple[str, str], ...]:
-    raw = s.raw("headers")
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict) or not all(
-        isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
-        for k, v in raw.items()
-    ):
-        # Never echo the value: headers carry credentials (authorization: Bearer ...).
-        s.error("headers", f"got a {type(raw).__name__}; expected a mapping of header names to "
-                           "strings")
-        return ()
-    return tuple((k.lower(), str(v)) for k, v in raw.items())
+    return protocol != "grpc" or urlsplit(endpoint).path in ("", "/")
 
 
 def _existing_file(section: Section, name: str) -> str | None:
