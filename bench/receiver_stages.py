@@ -66,9 +66,10 @@ def run(payloads: list[bytes], directory: Path, masking: bool) -> dict[str, floa
             ts = TimestampFormatter()
             groups: dict[str, object] = {}
             counts: dict[tuple[str, str], int] = {}
-            sink._encode(batch, groups, counts, cache, ts)  # type: ignore[arg-type]
+            over: dict[str, int] = {}
+            sink._encode(batch, groups, counts, over, cache, ts)  # type: ignore[arg-type]
             t5 = clock()
-            sink._write_groups(groups, counts)  # type: ignore[arg-type]
+            sink._write_groups(groups, counts, over)  # type: ignore[arg-type]
             t6 = clock()
             for step, took in zip(STEPS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5),
                                   strict=True):

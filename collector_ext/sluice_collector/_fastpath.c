@@ -2354,6 +2354,302 @@ static PyTypeObject WireIndexType = {
     .tp_getset = WireIndex_getset,
 };
 
+/* -- locate: the twin of processors/wirescan.py's `locate` ----------------------------------
+ * Which resources, scopes and records (and which fields of a record) a sorted list of byte
+ * spans overlaps. Stricter than the Python reference, never more lenient: on anything odd (a
+ * varint wider than 64 bits, a field running past its message, a group) it raises Unsupported
+ * and the caller asks the reference, which then decides. */
+
+typedef struct {
+    uint64_t number;
+    Py_ssize_t start, end;
+} Field;
+
+typedef struct {
+    const uint8_t *buf;
+    Py_ssize_t pos, end;
+} FieldIter;
+
+static int
+loc_varint(const uint8_t *buf, Py_ssize_t end, Py_ssize_t *pos, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 10; i++) {
+        if (*pos >= end)
+            return unsupported("truncated varint");
+        uint8_t b = buf[(*pos)++];
+        if (i == 9 && (b & 0x7e))
+            return unsupported("varint wider than 64 bits");
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return unsupported("varint longer than 10 bytes");
+}
+
+/* The next length-delimited field of [pos, end): 1 with *f set, 0 at the end, -1 on error. */
+static int
+loc_next(FieldIter *it, Field *f)
+{
+    while (it->pos < it->end) {
+        uint64_t tag, n;
+        if (loc_varint(it->buf, it->end, &it->pos, &tag))
+            return -1;
+        switch (tag & 7) {
+        case WT_LEN:
+            if (loc_varint(it->buf, it->end, &it->pos, &n))
+                return -1;
+            if (n > (uint64_t)(it->end - it->pos))
+                return unsupported("length past the end of its message");
+            f->number = tag >> 3;
+            f->start = it->pos;
+            f->end = it->pos + (Py_ssize_t)n;
+            it->pos = f->end;
+            return 1;
+        case WT_VARINT:
+            if (loc_varint(it->buf, it->end, &it->pos, &n))
+                return -1;
+            break;
+        case WT_I64:
+        case WT_I32: {
+            Py_ssize_t width = (tag & 7) == WT_I64 ? 8 : 4;
+            if (it->end - it->pos < width)
+                return unsupported("field runs past the end of its message");
+            it->pos += width;
+            break;
+        }
+        default:
+            return unsupported("wire type not used by OTLP");
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    const Py_ssize_t *starts, *ends;
+    Py_ssize_t count;
+} Spans;
+
+/* The first span ending after `lo` (bisect_right over the ends). */
+static Py_ssize_t
+spans_after(const Spans *sp, Py_ssize_t lo)
+{
+    Py_ssize_t a = 0, b = sp->count;
+    while (a < b) {
+        Py_ssize_t mid = (a + b) / 2;
+        if (lo < sp->ends[mid])
+            b = mid;
+        else
+            a = mid + 1;
+    }
+    return a;
+}
+
+static int
+spans_overlap(const Spans *sp, Py_ssize_t lo, Py_ssize_t hi)
+{
+    Py_ssize_t i = spans_after(sp, lo);
+    return i < sp->count && sp->starts[i] < hi;
+}
+
+/* A list of (field number, occurrence) of the record's fields a span overlaps; NULL on error.
+ * Occurrences are counted per number; numbers above 64 count in one shared slot table. */
+static PyObject *
+loc_parts(const uint8_t *buf, Py_ssize_t start, Py_ssize_t end, const Spans *sp, Py_ssize_t k)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t seen_small[65] = {0};
+    PyObject *seen_big = NULL; /* number -> count, for numbers past 64 (never in OTLP) */
+    FieldIter it = {buf, start, end};
+    Field f;
+    int r;
+    while ((r = loc_next(&it, &f)) == 1) {
+        Py_ssize_t occurrence;
+        if (f.number <= 64) {
+            occurrence = seen_small[f.number]++;
+        } else {
+            if (seen_big == NULL && (seen_big = PyDict_New()) == NULL)
+                goto fail;
+            PyObject *key = PyLong_FromUnsignedLongLong(f.number);
+            if (key == NULL)
+                goto fail;
+            PyObject *had = PyDict_GetItemWithError(seen_big, key);
+            if (had == NULL && PyErr_Occurred()) {
+                Py_DECREF(key);
+                goto fail;
+            }
+            occurrence = had == NULL ? 0 : PyLong_AsSsize_t(had);
+            PyObject *next = PyLong_FromSsize_t(occurrence + 1);
+            if (next == NULL || PyDict_SetItem(seen_big, key, next) < 0) {
+                Py_XDECREF(next);
+                Py_DECREF(key);
+                goto fail;
+            }
+            Py_DECREF(next);
+            Py_DECREF(key);
+        }
+        while (k < sp->count && sp->ends[k] <= f.start)
+            k++;
+        if (k < sp->count && sp->starts[k] < f.end) {
+            PyObject *part = Py_BuildValue("(Kn)", (unsigned long long)f.number, occurrence);
+            if (part == NULL || PyList_Append(out, part) < 0) {
+                Py_XDECREF(part);
+                goto fail;
+            }
+            Py_DECREF(part);
+        }
+    }
+    if (r < 0)
+        goto fail;
+    Py_XDECREF(seen_big);
+    return out;
+fail:
+    Py_XDECREF(seen_big);
+    Py_DECREF(out);
+    return NULL;
+}
+
+static int
+loc_add_int(PyObject *set, Py_ssize_t v)
+{
+    PyObject *o = PyLong_FromSsize_t(v);
+    if (o == NULL)
+        return -1;
+    int r = PySet_Add(set, o);
+    Py_DECREF(o);
+    return r;
+}
+
+static int
+loc_scope(const uint8_t *buf, Field *scope, const Spans *sp, Py_ssize_t ri, Py_ssize_t si,
+          PyObject *scopes, PyObject *records, PyObject *parts, Py_ssize_t *elsewhere)
+{
+    Py_ssize_t k = spans_after(sp, scope->start), li = -1;
+    FieldIter it = {buf, scope->start, scope->end};
+    Field f;
+    int r;
+    while ((r = loc_next(&it, &f)) == 1) {
+        if (f.number != 2) {
+            if (spans_overlap(sp, f.start, f.end)) {
+                if (f.number == 1) {
+                    PyObject *where = Py_BuildValue("(nn)", ri, si);
+                    if (where == NULL || PySet_Add(scopes, where) < 0) {
+                        Py_XDECREF(where);
+                        return -1;
+                    }
+                    Py_DECREF(where);
+                } else {
+                    (*elsewhere)++;
+                }
+            }
+            continue;
+        }
+        li++;
+        while (k < sp->count && sp->ends[k] <= f.start)
+            k++;
+        if (k < sp->count && sp->starts[k] < f.end) {
+            PyObject *where = Py_BuildValue("(nnn)", ri, si, li);
+            if (where == NULL)
+                return -1;
+            PyObject *hit = loc_parts(buf, f.start, f.end, sp, k);
+            if (hit == NULL || PySet_Add(records, where) < 0 || PyDict_SetItem(parts, where, hit) < 0) {
+                Py_XDECREF(hit);
+                Py_DECREF(where);
+                return -1;
+            }
+            Py_DECREF(hit);
+            Py_DECREF(where);
+        }
+    }
+    return r;
+}
+
+static PyObject *
+fp_locate(PyObject *Py_UNUSED(mod), PyObject *args)
+{
+    Py_buffer view;
+    PyObject *span_list;
+    if (!PyArg_ParseTuple(args, "y*O!", &view, &PyList_Type, &span_list))
+        return NULL;
+    PyObject *resources = NULL, *scopes = NULL, *records = NULL, *parts = NULL, *out = NULL;
+    Py_ssize_t count = PyList_GET_SIZE(span_list), elsewhere = 0;
+    Py_ssize_t *bounds = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * count + 1));
+    if (bounds == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Spans sp = {bounds, bounds + count, count};
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *span = PyList_GET_ITEM(span_list, i);
+        Py_ssize_t a, b;
+        if (!PyTuple_Check(span) || !PyArg_ParseTuple(span, "nn", &a, &b)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "spans must be (start, end) tuples");
+            goto done;
+        }
+        bounds[i] = a;
+        bounds[count + i] = b;
+    }
+    if ((resources = PySet_New(NULL)) == NULL || (scopes = PySet_New(NULL)) == NULL ||
+        (records = PySet_New(NULL)) == NULL || (parts = PyDict_New()) == NULL)
+        goto done;
+    if (count) {
+        const uint8_t *buf = view.buf;
+        FieldIter top = {buf, 0, view.len};
+        Field rf;
+        Py_ssize_t ri = -1;
+        int r;
+        while ((r = loc_next(&top, &rf)) == 1) {
+            if (rf.number != 1) {
+                if (spans_overlap(&sp, rf.start, rf.end))
+                    elsewhere++;
+                continue;
+            }
+            ri++;
+            if (!spans_overlap(&sp, rf.start, rf.end))
+                continue;
+            Py_ssize_t si = -1;
+            FieldIter mid = {buf, rf.start, rf.end};
+            Field sf;
+            int r2;
+            while ((r2 = loc_next(&mid, &sf)) == 1) {
+                if (sf.number == 1) {
+                    if (spans_overlap(&sp, sf.start, sf.end) && loc_add_int(resources, ri) < 0)
+                        goto done;
+                    continue;
+                }
+                if (sf.number != 2) {
+                    if (spans_overlap(&sp, sf.start, sf.end))
+                        elsewhere++;
+                    continue;
+                }
+                si++;
+                if (!spans_overlap(&sp, sf.start, sf.end))
+                    continue;
+                if (loc_scope(buf, &sf, &sp, ri, si, scopes, records, parts, &elsewhere) < 0)
+                    goto done;
+            }
+            if (r2 < 0)
+                goto done;
+        }
+        if (r < 0)
+            goto done;
+    }
+    out = Py_BuildValue("(OOOOn)", resources, scopes, records, parts, elsewhere);
+done:
+    Py_XDECREF(resources);
+    Py_XDECREF(scopes);
+    Py_XDECREF(records);
+    Py_XDECREF(parts);
+    PyMem_Free(bounds);
+    PyBuffer_Release(&view);
+    return out;
+}
+
 /* -- module-level helpers (the tests compare them with their Python counterparts) ------------- */
 
 static PyObject *
@@ -2410,6 +2706,8 @@ static PyMethodDef module_methods[] = {
     {"format_float", fp_format_float, METH_O, "A float as the JSON lines spell it (bytes)."},
     {"json_string", fp_json_string, METH_O, "A str as a JSON string (bytes)."},
     {"rfc3339", fp_rfc3339, METH_O, "Unix nanoseconds as the JSON lines' RFC 3339 text."},
+    {"locate", fp_locate, METH_VARARGS,
+     "locate(buf, spans) -> (resources, scopes, records, parts, elsewhere); see wirescan.locate."},
     {NULL}};
 
 static struct PyModuleDef module = {

@@ -27,7 +27,7 @@ from typing import Any
 
 from sluice_collector.batch import Batch, Signal
 
-__all__ = ["COMPILED", "OFF_REASON", "SCHEMA", "index_batch"]
+__all__ = ["COMPILED", "OFF_REASON", "SCHEMA", "compiled_function", "index_batch"]
 
 # The fields the C code reads, by message: (name, number, type) in descriptor order, and the
 # members of AnyValue's oneof. Types are FieldDescriptor.TYPE_* numbers.
@@ -114,6 +114,11 @@ _compiled, OFF_REASON = _load()
 # True when the compiled path is in use; OFF_REASON says why not otherwise.
 COMPILED: bool = _compiled is not None
 Unsupported: type[Exception] = _compiled.Unsupported if _compiled is not None else ValueError
+
+
+def compiled_function(name: str) -> Any:
+    """A module-level function of the extension, or None when the compiled path is off."""
+    return getattr(_compiled, name, None) if _compiled is not None else None
 
 
 def index_batch(batch: Batch) -> Any:

@@ -510,6 +510,51 @@ def test_mangled_encodings_are_read_as_upb_reads_them_or_refused(case: tuple[Sig
     assert_same(signal, request, raw, expect_index=False)
 
 
+@st.composite
+def located_cases(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, int]]]:
+    """An encoding of any signal (valid, or mangled as above) and sorted, disjoint byte spans."""
+    signal = draw(st.sampled_from([Signal.LOGS, Signal.TRACES, Signal.METRICS]))
+    request = draw({Signal.LOGS: logs_requests(), Signal.TRACES: traces_requests(),
+                    Signal.METRICS: metrics_requests()}[signal])
+    data = bytearray(request.SerializeToString())
+    if draw(st.booleans()):
+        for _ in range(draw(st.integers(1, 3))):
+            at = draw(st.integers(0, len(data)))
+            if draw(st.booleans()) and at < len(data):
+                data[at] ^= 1 << draw(st.integers(0, 7))
+            else:
+                data[at:at] = draw(st.binary(min_size=1, max_size=11))
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(data)), max_size=12))))
+    spans = [(a, b) for a, b in zip(cuts[::2], cuts[1::2], strict=False) if a < b]
+    return bytes(data), spans
+
+
+@compiled_only
+@DIFF
+@given(case=located_cases())
+def test_the_raw_scan_is_located_alike_on_both_paths(case: tuple[bytes, list[tuple[int, int]]]) -> None:
+    """Which resources, scopes, records and record fields a span falls in: the compiled twin
+    gives the reference's answer, or refuses (Unsupported) and leaves the answer to it; it
+    never accepts an encoding the reference refuses."""
+    from sluice_collector.processors.wirescan import Located, WireFormatError, locate, locate_python
+
+    data, spans = case
+    try:
+        expected: Located | None = locate_python(data, spans)
+    except WireFormatError:
+        expected = None
+    try:
+        resources, scopes, records, parts, elsewhere = _ext().locate(data, spans)
+    except _ext().Unsupported:
+        got = None
+    else:
+        got = Located(resources, scopes, records, parts, elsewhere)
+        assert expected is not None, "the compiled twin accepted what the reference refuses"
+        assert got == expected
+    if expected is not None:
+        assert locate(data, spans) == expected
+
+
 @compiled_only
 def test_error_paths_release_what_they_took() -> None:
     """Every way a call can fail, many times over: memory traced by tracemalloc (objects and
@@ -550,6 +595,10 @@ def test_error_paths_release_what_they_took() -> None:
         lambda: ext.format_float("x"),
         lambda: ext.json_string(b"x"),
         lambda: ext.rfc3339(-1),
+        lambda: ext.locate(raw[:-3], [(0, len(raw))]),
+        lambda: ext.locate(raw, [(0, 5), "x"]),
+        lambda: ext.locate(raw, [(0,)]),
+        lambda: ext.locate(raw, ((0, 5),)),
     ]
 
     def fail_all() -> None:
@@ -559,6 +608,7 @@ def test_error_paths_release_what_they_took() -> None:
         index.attributes()
         index.lines(None, b'"c"', *tables, 0, (b"u/", b""))
         index.classify(([[(0, (b"k",))], [(9,)]], b"log.category", [(b"INFO", 9)]))
+        ext.locate(raw, [(0, 3), (100, 120), (len(raw) - 9, len(raw))])
 
     for _ in range(20):  # warm up: caches, interned strings, exception machinery
         fail_all()

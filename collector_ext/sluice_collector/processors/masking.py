@@ -57,6 +57,10 @@ from sluice_collector.telemetry import ReceiverTelemetry
 MASKED_ATTRIBUTE = "sluice.masked"
 _MASKED_KEY = MASKED_ATTRIBUTE.encode()
 DEFAULT_KEY_ENV = "SLUICE_MASKING_KEY"
+# Field numbers of the OTLP messages whose strings the walk reads (opentelemetry/proto/logs/v1
+# and trace/v1), for the fields a raw-scan match points at.
+_LOG_SEVERITY_TEXT, _LOG_BODY, _LOG_ATTRIBUTES, _LOG_EVENT_NAME = 3, 5, 6, 12
+_SPAN_TRACE_STATE, _SPAN_NAME, _SPAN_ATTRIBUTES, _SPAN_EVENTS, _SPAN_LINKS, _SPAN_STATUS = 3, 5, 9, 11, 13, 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +400,54 @@ class _Walk:
             else:
                 self._value(group, value, kv.key, owner)
 
+    def _parts(self, r_index: int, s_index: int, index: int) -> list[tuple[int, int]] | None:
+        """The fields of a record the raw scan hit, or None: look at all of it."""
+        if self._only is None:
+            return None
+        return self._only.parts.get((r_index, s_index, index))
+
+    def _log_parts(self, group: _Group, rec: Any, parts: list[tuple[int, int]], owner: int) -> None:
+        """Only the fields of a log record a raw-scan match overlaps: a string that holds no
+        match of the raw patterns (a superset of every detector and watched key) cannot change,
+        and a value whose key decides its fate shares its KeyValue with that key."""
+        done: set[int] = set()  # a singular field read once, however often it is on the wire
+        for number, occurrence in parts:
+            if number == _LOG_ATTRIBUTES:
+                if occurrence < len(rec.attributes):
+                    self._attributes(group, (rec.attributes[occurrence],), owner)
+            elif number in done:
+                continue
+            elif number == _LOG_BODY:
+                self._value(group, rec.body, None, owner)
+            elif number == _LOG_SEVERITY_TEXT:
+                self._string(group, rec, "severity_text", None, owner)
+            elif number == _LOG_EVENT_NAME:
+                self._string(group, rec, "event_name", None, owner)
+            done.add(number)
+
+    def _span_parts(self, group: _Group, span: Any, parts: list[tuple[int, int]], owner: int) -> None:
+        """Only the fields of a span a raw-scan match overlaps (see `_log_parts`)."""
+        done: set[int] = set()
+        for number, occurrence in parts:
+            if number == _SPAN_ATTRIBUTES:
+                if occurrence < len(span.attributes):
+                    self._attributes(group, (span.attributes[occurrence],), owner)
+            elif number == _SPAN_EVENTS:
+                if occurrence < len(span.events):
+                    self._event(group, span.events[occurrence], owner)
+            elif number == _SPAN_LINKS:
+                if occurrence < len(span.links):
+                    self._link(group, span.links[occurrence], owner)
+            elif number in done:
+                continue
+            elif number == _SPAN_NAME:
+                self._string(group, span, "name", None, owner)
+            elif number == _SPAN_TRACE_STATE:
+                self._string(group, span, "trace_state", None, owner)
+            elif number == _SPAN_STATUS:
+                self._string(group, span.status, "message", None, owner)
+            done.add(number)
+
     def _indexes(self, r_index: int, s_index: int, count: int) -> Iterable[int]:
         if self._only is None:
             return range(count)
@@ -413,10 +465,14 @@ class _Walk:
                     if group is None:
                         continue
                     owner = self._owner(sl.log_records, index, rec.attributes, 1, scope)
-                    self._string(group, rec, "severity_text", None, owner)
-                    self._string(group, rec, "event_name", None, owner)
-                    self._value(group, rec.body, None, owner)
-                    self._attributes(group, rec.attributes, owner)
+                    parts = self._parts(r_index, s_index, index)
+                    if parts is None:
+                        self._string(group, rec, "severity_text", None, owner)
+                        self._string(group, rec, "event_name", None, owner)
+                        self._value(group, rec.body, None, owner)
+                        self._attributes(group, rec.attributes, owner)
+                    else:
+                        self._log_parts(group, rec, parts, owner)
 
     def traces(self, request: Any) -> None:
         group = self._group_of(TRACES_CATEGORY)  # None: masking is off for `traces`
@@ -430,16 +486,26 @@ class _Walk:
                 for index in self._indexes(r_index, s_index, len(ss.spans)):
                     span = ss.spans[index]
                     owner = self._owner(ss.spans, index, span.attributes, 1, scope)
-                    self._string(group, span, "name", None, owner)
-                    self._string(group, span, "trace_state", None, owner)
-                    self._string(group, span.status, "message", None, owner)
-                    self._attributes(group, span.attributes, owner)
-                    for event in span.events:
-                        self._string(group, event, "name", None, owner)
-                        self._attributes(group, event.attributes, owner)
-                    for link in span.links:
-                        self._string(group, link, "trace_state", None, owner)
-                        self._attributes(group, link.attributes, owner)
+                    parts = self._parts(r_index, s_index, index)
+                    if parts is None:
+                        self._string(group, span, "name", None, owner)
+                        self._string(group, span, "trace_state", None, owner)
+                        self._string(group, span.status, "message", None, owner)
+                        self._attributes(group, span.attributes, owner)
+                        for event in span.events:
+                            self._event(group, event, owner)
+                        for link in span.links:
+                            self._link(group, link, owner)
+                    else:
+                        self._span_parts(group, span, parts, owner)
+
+    def _event(self, group: _Group, event: Any, owner: int) -> None:
+        self._string(group, event, "name", None, owner)
+        self._attributes(group, event.attributes, owner)
+
+    def _link(self, group: _Group, link: Any, owner: int) -> None:
+        self._string(group, link, "trace_state", None, owner)
+        self._attributes(group, link.attributes, owner)
 
     def metrics(self, request: Any) -> None:
         group = self._group_of(METRICS_CATEGORY)  # None: masking is off for `metrics`

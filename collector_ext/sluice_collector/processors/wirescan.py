@@ -19,6 +19,11 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from typing import Any
+
+from sluice_collector import fastpath
+
+_compiled_locate: Any = fastpath.compiled_function("locate")
 
 
 class WireFormatError(ValueError):
@@ -32,6 +37,11 @@ class Located:
     resources: set[int] = field(default_factory=set)
     scopes: set[tuple[int, int]] = field(default_factory=set)
     records: set[tuple[int, int, int]] = field(default_factory=set)
+    # Per record: the (field number, occurrence) of each of its length-delimited fields a match
+    # overlaps. The k-th occurrence of a repeated field is element k of the decoded list; a
+    # singular field may occur more than once on the wire (the decoder merges them), so callers
+    # read the decoded field whole, whichever occurrence was hit.
+    parts: dict[tuple[int, int, int], list[tuple[int, int]]] = field(default_factory=dict)
     # Matches in parts the walker does not attribute (e.g. schema_url): callers may ignore them.
     elsewhere: int = 0
 
@@ -96,8 +106,22 @@ def locate(buf: bytes, spans: list[tuple[int, int]]) -> Located:
     """Attribute every [start, end) byte span to the records, scopes and resources it overlaps.
 
     `spans` must be sorted and not overlap each other (as `finditer` yields them). A span
-    overlapping several records marks all of them.
+    overlapping several records marks all of them. The compiled twin answers when it is built
+    (a walk over every record of a flagged scope is the masking stage's costliest Python after
+    the rewrite itself); it raises on anything odd, and then this reference decides.
     """
+    if _compiled_locate is not None:
+        try:
+            resources, scopes, records, parts, elsewhere = _compiled_locate(buf, spans)
+        except ValueError:
+            pass
+        else:
+            return Located(resources, scopes, records, parts, elsewhere)
+    return locate_python(buf, spans)
+
+
+def locate_python(buf: bytes, spans: list[tuple[int, int]]) -> Located:
+    """`locate` in Python: the reference the compiled twin is tested against."""
     found = Located()
     if not spans:
         return found
@@ -148,5 +172,25 @@ def locate(buf: bytes, spans: list[tuple[int, int]]) -> Located:
                 while k < count and ends[k] <= l_start:
                     k += 1
                 if k < count and starts[k] < l_end:
-                    records.add((resource_index, scope_index, record_index))
+                    where = (resource_index, scope_index, record_index)
+                    records.add(where)
+                    found.parts[where] = _parts(buf, l_start, l_end, starts, ends, k)
     return found
+
+
+def _parts(
+    buf: bytes, start: int, end: int, starts: list[int], ends: list[int], k: int,
+) -> list[tuple[int, int]]:
+    """(field number, occurrence) of the record's length-delimited fields a span overlaps;
+    `k` is the first span ending after `start` (fields come in byte order, so one sweep)."""
+    out: list[tuple[int, int]] = []
+    seen: dict[int, int] = {}
+    count = len(starts)
+    for number, f_start, f_end in _fields(buf, start, end):
+        occurrence = seen.get(number, 0)
+        seen[number] = occurrence + 1
+        while k < count and ends[k] <= f_start:
+            k += 1
+        if k < count and starts[k] < f_end:
+            out.append((number, occurrence))
+    return out
