@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Pattern", "substitute"]
+__all__ = ["Pattern", "substitute", "substitute_window"]
 
 
 class Pattern(Protocol):
@@ -30,7 +30,7 @@ def substitute(
     """`text` with every match replaced by `replace(match)` (None keeps it), and the count."""
     size = len(text)
     if size <= chunk + overlap:
-        return _substitute_window(regex, text, replace)
+        return substitute_window(regex, text, replace)
     out: list[str] = []
     count = 0
     pos = 0
@@ -67,9 +67,10 @@ def substitute(
     return ("".join(out), count) if count else (text, 0)
 
 
-def _substitute_window(
+def substitute_window(
     regex: Pattern, text: str, replace: Callable[[Any], str | None],
 ) -> tuple[str, int]:
+    """`substitute` for a text no longer than one window: one `finditer` over all of it."""
     out: list[str] = []
     count = 0
     written = 0

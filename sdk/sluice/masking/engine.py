@@ -28,7 +28,7 @@ import re2
 
 from sluice.masking import keys as _keys
 from sluice.masking._prescan import BatchPrescan, widen_whitespace
-from sluice.masking._rewrite import Pattern, substitute
+from sluice.masking._rewrite import Pattern, substitute, substitute_window
 from sluice.masking.config import DetectorSetting, MaskerConfig, MaskingConfigError, Problem, validate
 from sluice.masking.detectors import BUILTIN_DETECTORS, DEFAULT_OFF, Check, Partial
 
@@ -126,8 +126,9 @@ class Masker:
         # where none of it is near a match, no token can be, and the token regex need not run
         # (one search of the text around the match, no copy of it).
         prefix = config.replacement.split("{detector}", 1)[0]
+        self._mark_texts = ("[HASH:", "pseu_", prefix)
         self._marks_re = (
-            re.compile("|".join(re.escape(mark) for mark in ("[HASH:", "pseu_", prefix))) if prefix else None
+            re.compile("|".join(re.escape(mark) for mark in self._mark_texts)) if prefix else None
         )
         self._tokens = {
             name: config.replacement.format(detector=name)
@@ -335,6 +336,8 @@ class Masker:
         """Every detector the pre-scan names for `text`, in order: (new text, values masked,
         masked per detector, whether a `drop` detector matched)."""
         chunk, overlap = self.config.chunk_chars, self.config.overlap_chars
+        window = chunk + overlap
+        active_all, replacers = self._active, self._replacers
         counts: dict[str, int] = {}
         drop = False
         total = 0
@@ -342,8 +345,11 @@ class Masker:
             changed = 0
             # Detector order is kept: `which` answers in ascending order, the order they run in.
             for position in self._prescan.which(text):
-                active = self._active[position]
-                text, count = substitute(active.regex, text, self._replacers[position], chunk, overlap)
+                active = active_all[position]
+                if len(text) <= window:  # the usual case, without the windowing loop
+                    text, count = substitute_window(active.regex, text, replacers[position])
+                else:
+                    text, count = substitute(active.regex, text, replacers[position], chunk, overlap)
                 if count:
                     changed += count
                     counts[active.name] = counts.get(active.name, 0) + count
@@ -355,24 +361,50 @@ class Masker:
         return text, total, counts, drop
 
     def _replacer(self, active: _Active) -> Callable[[Any], str | None]:
+        # Runs once per match of a flagged string, so what it needs is bound here once: the
+        # group to mask, the check, and (for `mask`, the default) the token itself.
+        name, check, partial, action = active.name, active.check, active.partial, active.action
+        groups = active.group_indexes
+        token = self._tokens[name]
+        plain = action in {"mask", "drop"} or (action == "partial" and partial is None)
+        marks = self._marks_re.search if self._marks_re is not None else None
+        # The same marks as plain substrings: `in` finds none of them in a string that holds
+        # no token at all (every string, until a detector writes one) far faster than the
+        # regex search of the text around each match.
+        hash_mark, pseudonym_mark, token_mark = self._mark_texts
+        reach = self._token_reach
+        outside_tokens = self._outside_tokens
+        render = self._render
+
         def replace(match: Any) -> str | None:
             whole_start, whole_end = match.span()
             start, end = whole_start, whole_end
-            for group in active.group_indexes:
+            for group in groups:
                 span = match.span(group)
                 if span[0] >= 0:
                     start, end = span
                     break
             text: str = match.string
             # Tokens an earlier pass wrote are left as they are, so masking is idempotent; but
-            # they are no hiding place: text glued to one is still masked.
-            start, end, fresh = self._outside_tokens(text, start, end)
-            if not fresh:
+            # they are no hiding place: text glued to one is still masked. Where no token's
+            # text is near the match, none can overlap it (the usual case: one search).
+            if marks is None or (
+                (token_mark in text or hash_mark in text or pseudonym_mark in text)
+                and marks(text, max(0, start - reach), end + reach) is not None
+            ):
+                start, end, fresh = outside_tokens(text, start, end)
+                if not fresh:
+                    return None
+            if check is not None and not check(text, start, end):
                 return None
-            if active.check is not None and not active.check(text, start, end):
-                return None
-            secret = text[start:end]
-            rendered = self._render(active.name, active.action, secret, active.partial)
+            if plain:
+                rendered = token
+            elif action == "partial" and partial is not None:
+                rendered = partial(text[start:end], token)
+            else:
+                rendered = render(name, action, text[start:end], partial)
+            if start == whole_start and end == whole_end:
+                return rendered
             return text[whole_start:start] + rendered + text[end:whole_end]
 
         return replace
