@@ -118,8 +118,9 @@ def test_query_and_stats_run_a_bounded_number_at_a_time(tmp_path: Path) -> None:
     a key's share and past `max_queries` they are refused at once; the admitted ones finish
     once the sink lets go."""
     blocking = BlockingSink()
-    receiver = start_receiver(_settings(tmp_path, max_queries=2, max_queries_per_key=1),
-                              extra_sinks=[blocking])
+    settings = _settings(tmp_path, max_queries=2, max_queries_per_key=1)
+    settings["queue"] = {"max_processing": 2}  # both audits in the sink at once, not in turn
+    receiver = start_receiver(settings, extra_sinks=[blocking])
     pool = ThreadPoolExecutor(4)
     try:
         with grpc.insecure_channel(receiver.endpoint) as channel:

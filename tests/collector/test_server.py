@@ -37,6 +37,31 @@ class BlockingSink(InMemorySink):
         super().consume(batch)
 
 
+class OverlapSink(BlockingSink):
+    """A blocking sink that also counts how many batches are inside it at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Condition()
+        self.inside = 0
+        self.most_inside = 0
+
+    def consume(self, batch: Batch) -> None:
+        with self._lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            self._lock.notify_all()
+        try:
+            super().consume(batch)
+        finally:
+            with self._lock:
+                self.inside -= 1
+
+    def wait_inside(self, count: int, timeout_s: float) -> bool:
+        with self._lock:
+            return self._lock.wait_for(lambda: self.inside >= count, timeout_s)
+
+
 class FailingSink(InMemorySink):
     """A sink whose destination is gone."""
 
@@ -229,3 +254,61 @@ def test_stop_drains_in_flight_batches_before_closing_sinks() -> None:
     assert results, "the in-flight Export was not acknowledged"
     assert len(sink.by_category["app"]) == 1
     assert sink.stopped
+
+
+def _two_exports(receiver: Receiver, results: list[Any]) -> list[threading.Thread]:
+    threads = [threading.Thread(target=lambda: results.append(call(receiver, good_request())))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _wait_admitted(receiver: Receiver, count: int) -> None:
+    registry = receiver.telemetry.registry
+    for _ in range(500):
+        if (registry.get_sample_value("sluice_queue_batches") or 0) >= count:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{count} requests were never admitted together")
+
+
+def test_admitted_batches_take_turns_by_default() -> None:
+    """One batch at a time per process (queue.max_processing: 1): the second is admitted and
+    waits for its turn instead of sharing the GIL with the first; both are acknowledged."""
+    sink = OverlapSink()
+    receiver = start_receiver({"masking": {"enabled": False}}, sinks=[sink])
+    results: list[Any] = []
+    try:
+        threads = _two_exports(receiver, results)
+        assert sink.wait_inside(1, 5)
+        _wait_admitted(receiver, 2)
+        # Were there no turns, the second batch would be in the sink beside the first by now.
+        assert not sink.wait_inside(2, 1.0)
+        sink.release.set()
+        for thread in threads:
+            thread.join(10)
+        assert len(results) == 2
+        assert len(sink.by_category["app"]) == 2
+        assert sink.most_inside == 1
+    finally:
+        sink.release.set()
+        receiver.stop(5)
+
+
+def test_max_processing_lets_batches_run_side_by_side() -> None:
+    sink = OverlapSink()
+    receiver = start_receiver({"masking": {"enabled": False}, "queue": {"max_processing": 2}},
+                              sinks=[sink])
+    results: list[Any] = []
+    try:
+        threads = _two_exports(receiver, results)
+        assert sink.wait_inside(2, 5), "the second batch did not run beside the first"
+        sink.release.set()
+        for thread in threads:
+            thread.join(10)
+        assert len(results) == 2
+        assert len(sink.by_category["app"]) == 2
+    finally:
+        sink.release.set()
+        receiver.stop(5)

@@ -30,13 +30,18 @@ class QueueConfig:
     max_requests: int = 64
     max_bytes: int = 256 * MiB
     retry_after_s: float = 1.0
+    # Admitted batches decoded, processed and stored at the same time in one process; the rest
+    # wait their turn (admitted, holding no more than their bytes). See `IngestCore.export`.
+    max_processing: int = 1
 
     @classmethod
     def from_section(cls, q: Section) -> QueueConfig:
+        max_requests = q.get_int("max_requests", 64, minimum=1)
         return cls(
-            max_requests=q.get_int("max_requests", 64, minimum=1),
+            max_requests=max_requests,
             max_bytes=q.get_size("max_bytes", 256 * MiB, minimum=1024),
             retry_after_s=q.get_duration("retry_after_s", 1.0),
+            max_processing=q.get_int("max_processing", 1, minimum=1, maximum=max(1, max_requests)),
         )
 
 
