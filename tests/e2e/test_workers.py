@@ -93,6 +93,58 @@ def test_workers_share_the_otlp_http_port_too(tmp_path: Path) -> None:
     assert bodies == {f"h{n}" for n in range(40)}
 
 
+def _metric_sum(url: str, pattern: str) -> float:
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    return sum(float(value) for value in re.findall(pattern + r" (\S+)", text))
+
+
+def test_one_connection_uses_every_worker(tmp_path: Path) -> None:
+    """An upstream Collector sends everything over one connection, which the kernel gives to
+    one worker: that worker hands requests to the idle one while its own turn is taken
+    (ingest/peers.py). Every request is answered by the worker that holds the connection, the
+    records are written by both, each exactly once."""
+    import re
+
+    receiver = ReceiverProcess(tmp_path, extra_args=["--workers", "2"]).start()
+    streams, per_stream, per_request = 8, 8, 100
+    try:
+        with grpc.insecure_channel(receiver.endpoint) as channel:
+            export = channel.unary_unary(EXPORT)
+
+            def stream(index: int) -> None:
+                for n in range(per_stream):
+                    records = [log_record(f"s{index}-r{n}-{i}") for i in range(per_request)]
+                    export(logs_request(*records).SerializeToString(), timeout=60)
+
+            threads = [threading.Thread(target=stream, args=(i,)) for i in range(streams)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+        urls = re.search(r"telemetry per worker: (\S+) (\S+)\)", receiver.stderr)
+        assert urls, receiver.stderr
+        answered = [_metric_sum(url, r'sluice_requests_total\{outcome="OK",signal="logs"\}')
+                    for url in urls.groups()]
+        stored = [_metric_sum(url, r'sluice_records_accepted_total\{[^}]*signal="logs"[^}]*\}')
+                  for url in urls.groups()]
+        assert sorted(answered) == [0, streams * per_stream], "not one connection to one worker"
+        assert sum(stored) == streams * per_stream * per_request
+        # 64 requests from 8 concurrent streams: the holder's turn was never once taken when
+        # another arrived only by a vanishing chance.
+        assert all(stored), f"one worker did all the work: {stored}"
+        assert receiver.stop(signal.SIGTERM) == 0, receiver.stderr
+    finally:
+        receiver.kill()
+    bodies = [json.loads(line)["body"] for line in read_all_lines(receiver.logs_dir)]
+    expected = {f"s{t}-r{n}-{i}" for t in range(streams) for n in range(per_stream)
+                for i in range(per_request)}
+    assert len(bodies) == len(expected)
+    assert set(bodies) == expected
+
+
 def test_sigterm_while_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
     """systemd may stop a service the moment it started: the supervisor stops its workers and
     exits 0, without calling it a failed start and without leaving a worker behind."""

@@ -40,11 +40,13 @@ from sluice_collector.errors import (
     InternalError,
     RequestTooLarge,
     Retryable,
+    SluiceReceiverError,
     Unauthenticated,
 )
 from sluice_collector.ingest.admission import Admission, QueueConfig, Slot
 from sluice_collector.ingest.auth import AuthConfig, TokenAuthenticator
 from sluice_collector.ingest.decode import Encoding, decode_request
+from sluice_collector.ingest.peers import Peers
 from sluice_collector.pipeline import Pipeline
 from sluice_collector.telemetry import ReceiverTelemetry
 
@@ -120,6 +122,8 @@ class IngestCore:
         # batch waits here for its turn (`queue.max_processing`), holding only its bytes;
         # health, queries and the reading of other requests go on meanwhile.
         self._turns = threading.BoundedSemaphore(config.queue.max_processing)
+        # The other `--workers` workers, set by the receiver when it has some.
+        self.peers: Peers | None = None
         self._authenticator = TokenAuthenticator(config.auth) if config.auth.enabled else None
         self._auth_failures = Counter(
             "sluice_auth_failures", "Export requests refused as UNAUTHENTICATED, by reason "
@@ -167,10 +171,7 @@ class IngestCore:
             if slot is None:
                 slot = self.admission.reserve(len(body))  # counted below when refused
             try:
-                with self._turns:
-                    batch = decode_request(signal, body, max_bytes=self.config.max_request_bytes,
-                                           tenant=caller.tenant, encoding=encoding)
-                    batch = self.pipeline.process(batch)
+                result = self._in_turn(signal, body, encoding, caller.tenant)
             finally:
                 slot.release()
         except DecodeError:
@@ -183,16 +184,62 @@ class IngestCore:
             requests.labels(signal.value, "UNAVAILABLE").inc()
             raise
         except Exception as exc:
-            # A bug of ours, not the client's: ask for a retry (nothing was acknowledged) and
-            # log the first occurrence of each kind with its traceback.
             requests.labels(signal.value, "UNAVAILABLE").inc()
-            kind = type(exc).__name__
-            if kind not in self._logged_unexpected:
-                self._logged_unexpected.add(kind)
-                log.exception("unexpected error while processing a %s batch", signal.value)
-            raise InternalError(f"receiver error ({kind}); retry later") from exc
+            raise self._unexpected(signal, exc) from exc
         requests.labels(signal.value, "OK").inc()
-        return _result(batch)
+        return result
+
+    def _unexpected(self, signal: Signal, exc: Exception) -> InternalError:
+        """A bug of ours, not the client's: ask for a retry (nothing was acknowledged) and
+        log the first occurrence of each kind with its traceback."""
+        kind = type(exc).__name__
+        if kind not in self._logged_unexpected:
+            self._logged_unexpected.add(kind)
+            log.error("unexpected error while processing a %s batch", signal.value, exc_info=exc)
+        return InternalError(f"receiver error ({kind}); retry later")
+
+    def _process(self, signal: Signal, body: bytes, encoding: Encoding, tenant: str) -> ExportResult:
+        batch = decode_request(signal, body, max_bytes=self.config.max_request_bytes,
+                               tenant=tenant, encoding=encoding)
+        return _result(self.pipeline.process(batch))
+
+    def _in_turn(self, signal: Signal, body: bytes, encoding: Encoding, tenant: str) -> ExportResult:
+        """Process an admitted request in this process's turn; while it is taken, first offer
+        the request to the other workers (`peers.py`), one of which may be idle."""
+        if self._turns.acquire(blocking=False):
+            try:
+                return self._process(signal, body, encoding, tenant)
+            finally:
+                self._turns.release()
+        if self.peers is not None:
+            taken = self.peers.offer(signal, body, encoding, tenant)
+            if taken is not None:
+                return ExportResult(**taken)
+        with self._turns:
+            return self._process(signal, body, encoding, tenant)
+
+    def take_over(self, signal: Signal, body: bytes, encoding: Encoding,
+                  tenant: str) -> ExportResult | None:
+        """Process a request another worker offers (`peers.py`) — at once, or not at all (None:
+        this one is busy, full or stopping). Never waits, never passes it on. Not counted in
+        `sluice_requests_total`: the worker that answers the client counts it."""
+        try:
+            slot = self.admission.reserve(len(body))
+        except Retryable:
+            return None
+        try:
+            if not self._turns.acquire(blocking=False):
+                return None
+            try:
+                return self._process(signal, body, encoding, tenant)
+            except SluiceReceiverError:
+                raise
+            except Exception as exc:
+                raise self._unexpected(signal, exc) from exc
+            finally:
+                self._turns.release()
+        finally:
+            slot.release()
 
     def close(self, timeout_s: float) -> bool:
         """Refuse new requests and wait for the in-flight ones (see `Admission.close`)."""

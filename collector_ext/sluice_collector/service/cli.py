@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
         "(default 1)",
     )
     run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    # Set by the supervisor: where the workers hand requests to each other, and how many.
+    run.add_argument("--peer-dir", type=Path, help=argparse.SUPPRESS)
+    run.add_argument("--worker-count", type=int, default=0, help=argparse.SUPPRESS)
     run.add_argument(
         "--log-level", default=os.environ.get("SLUICE_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -490,7 +494,9 @@ def _run(args: argparse.Namespace) -> int:
     from sluice_collector.service.receiver import Receiver
 
     try:
-        receiver = Receiver(config, worker_index=args.worker_index)
+        peers = (args.peer_dir, args.worker_count) if args.peer_dir and args.worker_count > 1 \
+            else None
+        receiver = Receiver(config, worker_index=args.worker_index, peers=peers)
         receiver.start()
     except SluiceReceiverError as exc:
         print(f"sluice: {redact_text(str(exc))}", file=sys.stderr)

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from prometheus_client import Counter
 
 from sluice_collector import __version__, memory
 from sluice_collector.batch import Signal
 from sluice_collector.errors import SluiceReceiverError
 from sluice_collector.ingest import Caller, Encoding, IngestCore
+from sluice_collector.ingest.peers import Peers, PeerServer, socket_path
 from sluice_collector.pipeline import Pipeline, Stage
 from sluice_collector.processors.access import AccessRecordDeriver
 from sluice_collector.processors.masking import SecretMasker
@@ -120,10 +122,12 @@ class Receiver:
         sinks: Sequence[Sink] | None = None,
         extra_sinks: Sequence[Sink] = (),
         worker_index: int | None = None,
+        peers: tuple[Path, int] | None = None,
         alerts_clock: Callable[[], float] = time.time,
     ) -> None:
         """`sinks` replaces the sinks the config asks for (tests, embedding); `extra_sinks` run
-        after them, in order."""
+        after them, in order. `peers` — (directory, number of workers) — makes this worker
+        (`worker_index`) hand requests to idle fellow workers (`ingest/peers.py`)."""
         self.config = config
         memory.tune_malloc()  # big requests must not leave big buffers resident (memory.py)
         self.telemetry = ReceiverTelemetry()
@@ -149,6 +153,17 @@ class Receiver:
         self.sinks.extend(extra_sinks)
         self.pipeline = Pipeline(stages, self.sinks, self.telemetry)
         self.ingest = IngestCore(self.pipeline, config.ingest, self.telemetry)
+        self._peer_server: PeerServer | None = None
+        if peers is not None and worker_index is not None:
+            directory, count = peers
+            self._peer_server = PeerServer(socket_path(directory, worker_index),
+                                           self.ingest.take_over)
+            self.ingest.peers = Peers(
+                [socket_path(directory, index) for index in range(count) if index != worker_index],
+                Counter("sluice_worker_handoffs", "Requests this worker offered to another "
+                        "worker while its own turn was taken, by what that worker did (taken, "
+                        "busy, unreachable).", ["outcome"], registry=self.telemetry.registry),
+            )
         # The read core: the gRPC LogQuery service and the viewer's JSON API both call it.
         self._query: QueryCore | None = None
         self._query_service: LogQueryService | None = None
@@ -234,6 +249,8 @@ class Receiver:
             if self._query is not None:
                 self._query.open()
             self._start_chain_monitor()
+            if self._peer_server is not None:
+                self._peer_server.start()
             if self.config.telemetry.listen:
                 try:
                     self._status = StatusServer(
@@ -255,6 +272,7 @@ class Receiver:
             self.activity.start()
         except BaseException:
             self._stop_front_doors(0)
+            self._stop_peers(0)
             if self._chain_monitor is not None:
                 self._chain_monitor.stop()
             for sink in reversed(started):
@@ -382,6 +400,12 @@ class Receiver:
         if self._http_app is not None:
             self._http_app.shutdown_executor()
 
+    def _stop_peers(self, grace: float) -> None:
+        if self._peer_server is not None:
+            self._peer_server.stop(grace)
+        if self.ingest.peers is not None:
+            self.ingest.peers.close()
+
     def stop(self, timeout_s: float | None = None) -> bool:
         """Stop listening, finish in-flight batches, flush and close sinks. Idempotent."""
         with self._stop_lock:
@@ -401,6 +425,7 @@ class Receiver:
         if self._query_service is not None:
             self._query_service.shutdown()
         clean = self.ingest.close(grace) and clean
+        self._stop_peers(grace)  # after close: a closed ingest answers its peers `busy`
         # Last sink first: a later sink may still hand records to earlier ones (the alert
         # sink writes its `alerts` records to files, syslog, forward, index), so each is
         # flushed and shut down only once nothing after it can give it more.

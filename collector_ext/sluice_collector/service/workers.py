@@ -4,8 +4,11 @@ Python runs one core per process, so a busy receiver scales by processes. Each w
 same OTLP/gRPC and OTLP/HTTP addresses with SO_REUSEPORT (the kernel spreads connections; the
 supervisor picks the concrete ports when the config says port 0), writes the shared category
 files under a cross-process lock (see `sinks.files`), and serves its own /metrics on the
-telemetry port + its index. The supervisor only starts, watches and stops workers: it restarts
-one that dies, and on SIGTERM/SIGINT passes SIGTERM on and waits for every worker to drain.
+telemetry port + its index. The kernel spreads connections, not requests, so the workers also
+hand requests to each other over Unix sockets in a private directory the supervisor makes
+(`ingest/peers.py`): one connection's requests use every core. The supervisor only starts,
+watches and stops workers: it restarts one that dies, and on SIGTERM/SIGINT passes SIGTERM on
+and waits for every worker to drain.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from types import FrameType
@@ -87,6 +92,9 @@ def supervise(args: argparse.Namespace, config: ReceiverConfig) -> int:
             "--listen", grpc_endpoint, "--http-listen", http_endpoint, "--log-level", args.log_level]
     if args.config:
         base += ["--config", args.config]
+    # Mode 0700 (mkdtemp): only this user may hand the workers requests, which skip auth there.
+    peer_dir = tempfile.mkdtemp(prefix="sluice-peers-")
+    base += ["--peer-dir", peer_dir, "--worker-count", str(args.workers)]
     workers = []
     for index in range(args.workers):
         telemetry = ""
@@ -103,11 +111,13 @@ def supervise(args: argparse.Namespace, config: ReceiverConfig) -> int:
         claim.acquire()
     except DirectoryInUse as exc:
         print(f"sluice: {exc}", file=sys.stderr)
+        shutil.rmtree(peer_dir, ignore_errors=True)
         return 1
     try:
         return _supervise(workers, config, grpc_endpoint, http_endpoint)
     finally:
         claim.release()
+        shutil.rmtree(peer_dir, ignore_errors=True)
 
 
 def _supervise(workers: list[_Worker], config: ReceiverConfig, grpc_endpoint: str,
