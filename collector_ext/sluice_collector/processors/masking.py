@@ -560,7 +560,9 @@ class _Walk:
         for group in self._groups.values():
             if not group.texts:
                 continue
-            result = group.masker.mask_many(group.texts, group.keys)
+            # With the raw scan's fields (`only`), the strings are already the ones near a hit.
+            result = group.masker.mask_many(group.texts, group.keys,
+                                            prescanned=self._only is not None)
             for index, hits in result.hits.items():
                 message, field_name = group.targets[index]
                 setattr(message, field_name, result.values[index])
