@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,17 @@ import grpc
 import pytest
 from google.rpc.error_details_pb2 import RetryInfo
 
+from sluice_collector.ingest import peers
 from sluice_collector.service.receiver import Receiver
 from sluice_collector.sinks.base import Sink
 from sluice_collector.testing import InMemorySink, config_from
-from tests.collector.test_server import BlockingSink, FailingSink, call, good_request
+from tests.collector.test_server import (
+    BlockingSink,
+    FailingSink,
+    OverlapSink,
+    call,
+    good_request,
+)
 
 SETTINGS = {"masking": {"enabled": False}, "query": {"enabled": False},
             "telemetry": {"listen": ""}}
@@ -26,12 +34,13 @@ SETTINGS = {"masking": {"enabled": False}, "query": {"enabled": False},
 class Workers:
     """Receivers started as workers 0..n-1 of one peer directory; `sinks[i]` is worker i's."""
 
-    def __init__(self, directory: Path, sinks: Sequence[Sink | None]) -> None:
+    def __init__(self, directory: Path, sinks: Sequence[Sink | None],
+                 settings: Sequence[dict[str, Any]]) -> None:
         self.receivers: list[Receiver] = []
         for index, sink in enumerate(sinks):
             if sink is None:  # a worker that is not running
                 continue
-            receiver = Receiver(config_from(SETTINGS), sinks=[sink], worker_index=index,
+            receiver = Receiver(config_from(settings[index]), sinks=[sink], worker_index=index,
                                 peers=(directory, len(sinks)))
             receiver.start()
             self.receivers.append(receiver)
@@ -51,10 +60,13 @@ def blocked() -> BlockingSink:
 def start_workers(tmp_path: Path, blocked: BlockingSink) -> Iterator[Any]:
     started: list[Workers] = []
 
-    def start(*sinks: Sink | None) -> list[Receiver]:
+    def start(*sinks: Sink | None, settings: dict[str, Any] = SETTINGS,
+              **per_worker: dict[str, Any]) -> list[Receiver]:
+        """`settings` for every worker; `w1={...}` for worker 1 alone."""
         directory = tmp_path / "peers"
         directory.mkdir()
-        started.append(Workers(directory, sinks))
+        started.append(Workers(directory, sinks, [per_worker.get(f"w{index}", settings)
+                                                  for index in range(len(sinks))]))
         return started[-1].receivers
 
     yield start
@@ -82,10 +94,13 @@ class Clients:
         self.results: list[Any] = []
         self.threads: list[threading.Thread] = []
 
-    def send(self, receiver: Receiver, payload: bytes | None = None) -> None:
+    def send(self, receiver: Receiver, payload: bytes | None = None,
+             authorization: str = "") -> None:
+        metadata = (("authorization", authorization),) if authorization else None
+
         def run() -> None:
             try:
-                self.results.append(call(receiver, payload or good_request()))
+                self.results.append(call(receiver, payload or good_request(), metadata=metadata))
             except grpc.RpcError as exc:
                 self.results.append(exc)
 
@@ -192,3 +207,60 @@ def test_a_stopping_worker_takes_nothing_more(start_workers: Any, blocked: Block
     assert clients.all_acknowledged(blocked, 2)
     assert not idle.by_category
     assert len(blocked.by_category["app"]) == 2
+
+
+def test_a_silent_worker_is_given_up_on_and_the_request_runs_here(
+        start_workers: Any, blocked: BlockingSink, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that takes the call and never answers (frozen, swapping) holds no request for
+    ever: after the offer's timeout the request runs where it arrived."""
+    monkeypatch.setattr(peers, "OFFER_TIMEOUT_S", 0.5)
+    (busy,) = start_workers(blocked, None)
+    frozen = threading.Event()
+    server = grpc.server(ThreadPoolExecutor(2))
+    never = grpc.unary_unary_rpc_method_handler(lambda body, context: frozen.wait(30) and b"")
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("sluice.internal.v1.Peer", {"Export": never}),))
+    server.add_insecure_port(f"unix:{peers.socket_path(tmp_path / 'peers', 1)}")
+    server.start()
+    try:
+        clients = holding(busy, blocked)
+        clients.send(busy)
+        wait_for(lambda: handoffs(busy, "timeout") == 1, "the offer to the frozen worker timed out")
+        assert clients.all_acknowledged(blocked, 2)
+        assert len(blocked.by_category["app"]) == 2
+    finally:
+        frozen.set()
+        server.stop(0)
+
+
+def test_the_tenant_goes_with_the_request(start_workers: Any, blocked: BlockingSink) -> None:
+    """Auth happens where the request arrived; the worker that stores it files it under the
+    tenant the token named."""
+    token = "acme-token-0123456789abcdef"
+    idle = InMemorySink()
+    settings = {**SETTINGS, "auth": {"tenants": {"acme": {"token": token}}}}
+    busy, _ = start_workers(blocked, idle, settings=settings)
+    clients = Clients()
+    clients.send(busy, authorization=f"Bearer {token}")
+    assert blocked.entered.wait(5)
+    call(busy, good_request(), metadata=(("authorization", f"Bearer {token}"),))
+    assert [batch.tenant for batch in idle.batches] == ["acme"]
+    assert handoffs(busy, "taken") == 1
+    assert clients.all_acknowledged(blocked, 1)
+
+
+def test_an_idle_worker_takes_as_many_requests_as_it_has_turns(
+        start_workers: Any, blocked: BlockingSink) -> None:
+    """Worker 1 runs 5 batches at once (`queue.max_processing: 5`): five offers made while its
+    sink holds them are all taken, none waits behind a running batch for a thread."""
+    idle = OverlapSink()
+    idle.release = blocked.release
+    busy, _ = start_workers(blocked, idle,
+                            w1={**SETTINGS, "queue": {"max_processing": 5}})
+    clients = holding(busy, blocked)
+    for _ in range(5):
+        clients.send(busy)
+    assert idle.wait_inside(5, 10), f"only {idle.inside} of 5 offers were taken at once"
+    assert clients.all_acknowledged(blocked, 6)
+    assert handoffs(busy, "taken") == 5

@@ -124,6 +124,7 @@ def test_one_connection_uses_every_worker(tmp_path: Path) -> None:
                 thread.start()
             for thread in threads:
                 thread.join(120)
+                assert not thread.is_alive(), "a stream never finished"
         urls = re.search(r"telemetry per worker: (\S+) (\S+)\)", receiver.stderr)
         assert urls, receiver.stderr
         answered = [_metric_sum(url, r'sluice_requests_total\{outcome="OK",signal="logs"\}')

@@ -11,9 +11,10 @@ so nothing is acknowledged before some worker's sinks returned.
 
 A peer never waits and never passes a request on: busy (its turn taken), over its queue bound
 or stopping, it answers `busy` at once, and the sender tries the next one or waits for its own
-turn. A peer it cannot reach (not started yet, restarting) is left alone for `DOWN_FOR_S` and
-the request is processed locally — should the peer have died after storing the request, the
-client's retry stores it twice (at-least-once, like any lost acknowledgement), never not at all.
+turn. A peer it cannot reach (not started yet, restarting), or that has not answered within
+`OFFER_TIMEOUT_S` (frozen, swapping), is left alone for `DOWN_FOR_S` and the request is
+processed locally. Should that peer have stored the request after all, it is stored twice
+(at-least-once, like any lost acknowledgement), never not at all.
 
 The wire is gRPC with raw bytes: the request body as sent by the client, with its signal,
 encoding and tenant (authenticated by the sender) in the call's metadata; the answer is one JSON
@@ -52,9 +53,16 @@ from sluice_collector.ingest.decode import Encoding
 log = logging.getLogger("sluice.receiver")
 
 METHOD = "/sluice.internal.v1.Peer/Export"
-DOWN_FOR_S = 5.0
+DOWN_FOR_S = 1.0
+# Longer than any batch takes on a healthy worker (a 64 MiB request: under a second); a peer
+# still silent by then is stuck, and the request must not wait on it for ever.
+OFFER_TIMEOUT_S = 30.0
 # Peer calls carry whole requests; the sender already checked them against max_request_bytes.
 _UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+# A restarted worker is offered requests again within about a second, not after gRPC's default
+# reconnect backoff (up to two minutes).
+_CHANNEL = [*_UNLIMITED, ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
 _RETRYABLE: dict[str, type[Retryable]] = {
     cls.__name__: cls for cls in (Retryable, Overloaded, SinkError, DiskFullError, InternalError)
 }
@@ -104,16 +112,19 @@ TakeOver = Callable[[Signal, bytes, Encoding, str], Any]
 class PeerServer:
     """This worker's side: takes requests other workers offer, when it is idle."""
 
-    def __init__(self, path: Path, take_over: TakeOver) -> None:
+    def __init__(self, path: Path, take_over: TakeOver, turns: int) -> None:
         self.path = path
         self._take_over = take_over
+        # A thread for each turn (`queue.max_processing`), plus two to answer `busy` at once
+        # while every turn is taken: an offer must never queue behind a running batch.
+        self._threads = turns + 2
         self._server: grpc.Server | None = None
 
     def start(self) -> None:
         self.path.unlink(missing_ok=True)  # left by a worker that died
-        # A few threads: a call either runs on this worker's one turn or is answered busy.
-        server = grpc.server(ThreadPoolExecutor(max_workers=4, thread_name_prefix="sluice-peer"),
-                             options=_UNLIMITED)
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="sluice-peer"),
+            options=_UNLIMITED)
         handler = grpc.unary_unary_rpc_method_handler(self._export)
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("sluice.internal.v1.Peer", {"Export": handler}),))
@@ -144,7 +155,7 @@ class Peers:
     """This worker's view of the others: offers a request to each idle one in turn."""
 
     def __init__(self, paths: Sequence[Path], handoffs: Counter) -> None:
-        self._channels = [grpc.insecure_channel(f"unix:{path}", options=_UNLIMITED)
+        self._channels = [grpc.insecure_channel(f"unix:{path}", options=_CHANNEL)
                           for path in paths]
         self._calls = [channel.unary_unary(METHOD, None, None) for channel in self._channels]
         self._down_until = [0.0] * len(paths)
@@ -168,10 +179,11 @@ class Peers:
             if self._down_until[index] > time.monotonic():
                 continue
             try:
-                answer = self._calls[index](body, metadata=metadata)
+                answer = self._calls[index](body, metadata=metadata, timeout=OFFER_TIMEOUT_S)
             except grpc.RpcError as exc:
                 self._down_until[index] = time.monotonic() + DOWN_FOR_S
-                self._handoffs.labels("unreachable").inc()
+                silent = exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+                self._handoffs.labels("timeout" if silent else "unreachable").inc()
                 log.debug("worker peer %d unreachable: %s", index, exc)
                 continue
             if answer == BUSY:

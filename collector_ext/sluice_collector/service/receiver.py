@@ -157,12 +157,12 @@ class Receiver:
         if peers is not None and worker_index is not None:
             directory, count = peers
             self._peer_server = PeerServer(socket_path(directory, worker_index),
-                                           self.ingest.take_over)
+                                           self.ingest.take_over, config.ingest.queue.max_processing)
             self.ingest.peers = Peers(
                 [socket_path(directory, index) for index in range(count) if index != worker_index],
                 Counter("sluice_worker_handoffs", "Requests this worker offered to another "
                         "worker while its own turn was taken, by what that worker did (taken, "
-                        "busy, unreachable).", ["outcome"], registry=self.telemetry.registry),
+                        "busy, unreachable, timeout).", ["outcome"], registry=self.telemetry.registry),
             )
         # The read core: the gRPC LogQuery service and the viewer's JSON API both call it.
         self._query: QueryCore | None = None
