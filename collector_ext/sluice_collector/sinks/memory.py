@@ -33,9 +33,14 @@ class InMemorySink:
         with self._lock:
             for member in batch.family():
                 self.batches.append(member)
+                # A ref's resource and scope messages hold every record under them: copied once
+                # per batch and shared by its refs, not once per record (that was quadratic: a
+                # 1,060-record 64 MiB request took 24 GB).
+                copies: dict[int, Message] = {}
                 for category, refs in member.routes.items():
                     bucket = self.by_category.setdefault(category, [])
-                    bucket.extend(tuple(_copy(m) for m in ref) for ref in refs)  # type: ignore[misc]
+                    bucket.extend(tuple(_copy_once(m, copies) for m in ref)  # type: ignore[misc]
+                                  for ref in refs)
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
         return True
@@ -50,6 +55,13 @@ class InMemorySink:
 def _copy(message: Message) -> Message:
     clone = type(message)()
     clone.CopyFrom(message)
+    return clone
+
+
+def _copy_once(message: Message, copies: dict[int, Message]) -> Message:
+    clone = copies.get(id(message))
+    if clone is None:
+        clone = copies[id(message)] = _copy(message)
     return clone
 
 
