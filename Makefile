@@ -113,6 +113,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/receiver.py --load pii --configs default,workers-2 --shared-connection
 	$(BIN)/python bench/receiver_cpu.py --load pii
 	$(BIN)/python bench/masking.py
+	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/sdk_logging.py
 	$(BIN)/python bench/run_capture.py
 	$(BIN)/python bench/viewer.py

@@ -34,6 +34,6 @@ def test_reference_config_example_is_valid(tmp_path: Path, monkeypatch: pytest.M
     assert config.routing.names[0] == "payments"
     assert not config.syslog.enabled  # `enabled: false` wins over a target
     assert [t.url for t in config.syslog.targets] == ["unix:///dev/log", "udp://127.0.0.1:514"]
-    assert config.files.rotation.compress_level == 6
+    assert config.files.rotation.compress_level == 3
     assert config.ingest.auth.enabled
     assert sorted(t.name for t in config.ingest.auth.tenants) == ["acme", "globex"]

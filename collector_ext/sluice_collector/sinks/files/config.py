@@ -28,9 +28,12 @@ class RotationConfig:
     utc: bool = True
     max_backups: int = 0  # rotated files kept per file set; 0 = no limit (retention decides)
     compress: bool = True
-    # gzip's own default: most of level 9's ratio on JSON lines at about a third of its CPU, and
-    # the gzip thread shares the machine with ingest.
-    compress_level: int = 6
+    # Every byte written is compressed once, so this is a cost per record: on our JSON lines
+    # (~584 bytes a PII record) level 6, gzip's own default, costs 6.0 ms of CPU per 1,000
+    # records (as much as the rest of ingest with masking off) for a 10.8x ratio; level 3
+    # costs 2.5 ms for 9.1x (levels 1-3 are zlib's fast path, and 3 compresses best of them;
+    # `python bench/compression.py`). The gzip thread shares the machine with ingest.
+    compress_level: int = 3
 
 
 @dataclass(frozen=True, slots=True)
