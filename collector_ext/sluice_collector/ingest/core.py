@@ -203,14 +203,22 @@ class IngestCore:
                                tenant=tenant, encoding=encoding)
         return _result(self.pipeline.process(batch))
 
+    def _at_once(self, signal: Signal, body: bytes, encoding: Encoding,
+                 tenant: str) -> ExportResult | None:
+        """Process the request now when a turn is free; None when every turn is taken."""
+        if not self._turns.acquire(blocking=False):
+            return None
+        try:
+            return self._process(signal, body, encoding, tenant)
+        finally:
+            self._turns.release()
+
     def _in_turn(self, signal: Signal, body: bytes, encoding: Encoding, tenant: str) -> ExportResult:
         """Process an admitted request in this process's turn; while it is taken, first offer
         the request to the other workers (`peers.py`), one of which may be idle."""
-        if self._turns.acquire(blocking=False):
-            try:
-                return self._process(signal, body, encoding, tenant)
-            finally:
-                self._turns.release()
+        result = self._at_once(signal, body, encoding, tenant)
+        if result is not None:
+            return result
         if self.peers is not None:
             taken = self.peers.offer(signal, body, encoding, tenant)
             if taken is not None:
@@ -228,16 +236,11 @@ class IngestCore:
         except Retryable:
             return None
         try:
-            if not self._turns.acquire(blocking=False):
-                return None
-            try:
-                return self._process(signal, body, encoding, tenant)
-            except SluiceReceiverError:
-                raise
-            except Exception as exc:
-                raise self._unexpected(signal, exc) from exc
-            finally:
-                self._turns.release()
+            return self._at_once(signal, body, encoding, tenant)
+        except SluiceReceiverError:
+            raise
+        except Exception as exc:
+            raise self._unexpected(signal, exc) from exc
         finally:
             slot.release()
 

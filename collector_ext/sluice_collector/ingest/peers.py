@@ -90,14 +90,11 @@ def encode_outcome(result: Any) -> bytes:
                          "dropped": result.dropped, "routed": result.routed})
 
 
-def decode_outcome(data: bytes) -> dict[str, Any] | None:
-    """A peer's answer as the fields of an `ExportResult`, None when it was busy; raises the
-    typed error it reported."""
+def decode_outcome(data: bytes) -> dict[str, Any]:
+    """The answer of a peer that took the request (not `BUSY`) as the fields of an
+    `ExportResult`; raises the typed error it reported."""
     answer = orjson.loads(data)
-    outcome = answer["outcome"]
-    if outcome == "busy":
-        return None
-    if outcome == "ok":
+    if answer["outcome"] == "ok":
         return {key: answer[key] for key in ("rejected", "message", "dropped", "routed")}
     kind, message = answer["kind"], answer["message"]
     if kind in _RETRYABLE:

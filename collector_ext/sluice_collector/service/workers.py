@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -92,16 +91,6 @@ def supervise(args: argparse.Namespace, config: ReceiverConfig) -> int:
             "--listen", grpc_endpoint, "--http-listen", http_endpoint, "--log-level", args.log_level]
     if args.config:
         base += ["--config", args.config]
-    # Mode 0700 (mkdtemp): only this user may hand the workers requests, which skip auth there.
-    peer_dir = tempfile.mkdtemp(prefix="sluice-peers-")
-    base += ["--peer-dir", peer_dir, "--worker-count", str(args.workers)]
-    workers = []
-    for index in range(args.workers):
-        telemetry = ""
-        if config.telemetry.listen:
-            telemetry = f"{telemetry_host}:{telemetry_port + index if telemetry_port else 0}"
-        workers.append(_Worker(index, [*base, "--worker-index", str(index),
-                                       "--telemetry-listen", telemetry]))
 
     # The workers share the directory; another receiver may not (service/dirlock.py).
     from sluice_collector.service.dirlock import DirectoryInUse, DirectoryLock
@@ -111,13 +100,22 @@ def supervise(args: argparse.Namespace, config: ReceiverConfig) -> int:
         claim.acquire()
     except DirectoryInUse as exc:
         print(f"sluice: {exc}", file=sys.stderr)
-        shutil.rmtree(peer_dir, ignore_errors=True)
         return 1
     try:
-        return _supervise(workers, config, grpc_endpoint, http_endpoint)
+        # Mode 0700 (mkdtemp): only this user may hand the workers requests, which skip auth
+        # there. Removed with everything in it when the supervisor ends.
+        with tempfile.TemporaryDirectory(prefix="sluice-peers-", ignore_cleanup_errors=True) as peer_dir:
+            base += ["--peer-dir", peer_dir, "--worker-count", str(args.workers)]
+            workers = []
+            for index in range(args.workers):
+                telemetry = ""
+                if config.telemetry.listen:
+                    telemetry = f"{telemetry_host}:{telemetry_port + index if telemetry_port else 0}"
+                workers.append(_Worker(index, [*base, "--worker-index", str(index),
+                                               "--telemetry-listen", telemetry]))
+            return _supervise(workers, config, grpc_endpoint, http_endpoint)
     finally:
         claim.release()
-        shutil.rmtree(peer_dir, ignore_errors=True)
 
 
 def _supervise(workers: list[_Worker], config: ReceiverConfig, grpc_endpoint: str,

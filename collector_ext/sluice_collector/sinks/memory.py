@@ -52,16 +52,12 @@ class InMemorySink:
         return {"state": "ok", "records": sum(len(v) for v in self.by_category.values())}
 
 
-def _copy(message: Message) -> Message:
-    clone = type(message)()
-    clone.CopyFrom(message)
-    return clone
-
-
 def _copy_once(message: Message, copies: dict[int, Message]) -> Message:
+    """A copy of `message`, the same one each time within one batch (`copies`)."""
     clone = copies.get(id(message))
     if clone is None:
-        clone = copies[id(message)] = _copy(message)
+        clone = copies[id(message)] = type(message)()
+        clone.CopyFrom(message)
     return clone
 
 
