@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 # The receiver's compiled hot path (setup.py: optional, so without a compiler the build only
 # warns and the receiver runs its pure-Python reference). Rebuilt when its source changes.
 FASTPATH := $(VENV)/.built-fastpath
-$(FASTPATH): $(STAMP) setup.py collector_ext/sluice_collector/_fastpath.c
+$(FASTPATH): $(STAMP) setup.py collector_ext/sluice_collector/_fastpath.c sdk/sluice/masking/_plainmask.c
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
@@ -84,11 +84,14 @@ FAKED_DATES := "UTC|+30d" "UTC|+365d" "UTC|@2027-01-31 23:57:00" "UTC|@2026-12-3
 # The suite runs on the compiled hot path, then the receiver's tests again on the pure-Python
 # reference (SLUICE_PURE_PYTHON=1), which is what runs where no compiler was: tests/collector,
 # the reliability tests and the receiver's end-to-end test: everything that routes, encodes or
-# writes records, in about 3 minutes on 2 cores. Not again: the SDK's tests (no receiver), and
+# writes records, and the masking corpus and detector tests (masking's twin is _plainmask.c), in
+# about 3 minutes on 2 cores. Not again: the rest of the SDK's tests (no receiver), and
 # the CLI, viewer, query and browser end-to-end tests, which read files whatever wrote them and
 # would double the suite's ~10 minutes to see the same lines (test_fastpath.py proves the two
 # paths write the same bytes).
-PURE_PYTHON_TESTS := tests/collector tests/reliability tests/e2e/test_receiver_e2e.py
+PURE_PYTHON_TESTS := tests/collector tests/reliability tests/e2e/test_receiver_e2e.py \
+                     tests/sdk/test_masking_corpus.py tests/sdk/test_masking_detectors.py \
+                     tests/sdk/test_masking_properties.py
 
 test: $(STAMP) $(FASTPATH) system-deps node-deps
 	$(BIN)/ruff check sdk collector_ext tests bench examples

@@ -1,8 +1,11 @@
 """Only the optional C extension lives here; everything else is in pyproject.toml.
 
-`sluice_collector._fastpath` is the compiled twin of the receiver's hot path. It is optional:
-without a C compiler (or Python headers) the build warns and the package installs without it,
-and the receiver runs its pure-Python reference (sluice_collector/fastpath.py).
+Both are optional compiled twins: without a C compiler (or Python headers) the build warns and
+the package installs without them, and the pure-Python reference runs instead.
+
+- `sluice_collector._fastpath`: the receiver's hot path (sluice_collector/fastpath.py);
+- `sluice.masking._plainmask`: masking's rewrite of strings that only the card, e-mail and IPv4
+  detectors hit (sluice/masking/engine.py).
 """
 
 from setuptools import Extension, setup
@@ -15,6 +18,12 @@ setup(
             # Warnings on: the code compiles clean with both (tests/collector/test_fastpath.py).
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
             optional=True,
-        )
+        ),
+        Extension(
+            "sluice.masking._plainmask",
+            ["sdk/sluice/masking/_plainmask.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+            optional=True,
+        ),
     ]
 )

@@ -992,3 +992,20 @@ def test_the_package_builds_without_a_compiler(tmp_path: Path) -> None:
     assert "sluice_collector/fastpath.py" in names
     assert not [n for n in names if "_fastpath" in n and not n.endswith(".c")]
 
+
+
+def test_the_masking_twin_was_built_where_a_compiler_exists() -> None:
+    """The same for masking's `_plainmask` (sluice/masking/engine.py picks it up)."""
+    from sluice.masking import engine
+
+    if not _compiler_here():
+        pytest.skip("no C compiler or Python headers here: the Python path is the installed one")
+    spec = importlib.util.find_spec("sluice.masking._plainmask")
+    assert spec is not None, "sluice.masking._plainmask was not built: run make install"
+    assert spec.origin
+    source = ROOT / "sdk" / "sluice" / "masking" / "_plainmask.c"
+    if source.exists() and Path(spec.origin).is_relative_to(source.parent):
+        assert Path(spec.origin).stat().st_mtime >= source.stat().st_mtime, (
+            "_plainmask.c is newer than the built extension: run make install")
+    pure = os.environ.get("SLUICE_PURE_PYTHON", "") not in ("", "0")
+    assert (engine._PLAIN_REWRITE is None) == pure

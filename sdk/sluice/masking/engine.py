@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -29,7 +30,14 @@ import re2
 from sluice.masking import keys as _keys
 from sluice.masking._prescan import BatchPrescan, widen_whitespace
 from sluice.masking._rewrite import Pattern, substitute, substitute_window
-from sluice.masking.config import DetectorSetting, MaskerConfig, MaskingConfigError, Problem, validate
+from sluice.masking.config import (
+    DEFAULT_REPLACEMENT,
+    DetectorSetting,
+    MaskerConfig,
+    MaskingConfigError,
+    Problem,
+    validate,
+)
 from sluice.masking.detectors import BUILTIN_DETECTORS, DEFAULT_OFF, Check, Partial
 
 __all__ = ["MaskedBatch", "Masker"]
@@ -56,6 +64,26 @@ _SAFE_AFTER_TOKEN = "\"'`,;&@)]}>"  # noqa: S105 (characters, not a password)
 
 # What rewriting one string gives: (new text, values masked, masked per detector, drop?).
 _Outcome = tuple[str, int, dict[str, int], bool]
+
+
+def _load_plain() -> Callable[[str, int], tuple[str, int, int, int] | None] | None:
+    """`_plainmask.rewrite`, the compiled twin of `_rewrite_text` for strings only the card,
+    e-mail and IPv4 detectors hit; None when it is not built or SLUICE_PURE_PYTHON is set."""
+    if os.environ.get("SLUICE_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from sluice.masking import _plainmask  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    rewrite: Callable[[str, int], tuple[str, int, int, int] | None] = _plainmask.rewrite
+    return rewrite
+
+
+_PLAIN_REWRITE = _load_plain()
+# The detectors `_plainmask` models, their bit in its plan, and the actions it writes.
+_PLAIN_BITS = {"card": 1, "email": 2, "ipv4": 4}
+_PLAIN_IPV4_MASKED = 8
+_PLAIN_ACTIONS = {"card": {"mask", "drop"}, "email": {"mask", "drop"}, "ipv4": {"partial", "mask", "drop"}}
 
 
 @dataclass(slots=True)
@@ -135,6 +163,8 @@ class Masker:
             for name in (*(a.name for a in self._active), "sensitive_key")
         }
         self._replacers = [self._replacer(active) for active in self._active]
+        self._plain_bits, self._plain_plus = self._plain_plan()
+        self._drops = frozenset(a.name for a in self._active if a.action == "drop")
         # The engine for values under allow-listed keys: everything but ID_LIKE_DETECTORS.
         self._on_allowed: Masker | None = None
         if not _for_allowed_keys:
@@ -175,6 +205,20 @@ class Masker:
             prescans.append((detector.name, detector.prescan))
         self._prescans = prescans
         return tuple(active)
+
+    def _plain_plan(self) -> tuple[dict[int, int], int]:
+        """Which detector positions `_plainmask` can rewrite (position -> plan bit), and the bits
+        every plan carries; none when it is not built or the template is not the default."""
+        if _PLAIN_REWRITE is None or self.config.replacement != DEFAULT_REPLACEMENT:
+            return {}, 0
+        bits: dict[int, int] = {}
+        plus = 0
+        for position, active in enumerate(self._active):
+            if active.name in _PLAIN_BITS and active.action in _PLAIN_ACTIONS[active.name]:
+                bits[position] = _PLAIN_BITS[active.name]
+                if active.name == "ipv4" and active.action != "partial":
+                    plus |= _PLAIN_IPV4_MASKED
+        return bits, plus
 
     @property
     def detectors(self) -> tuple[str, ...]:
@@ -342,7 +386,47 @@ class Masker:
 
     def _rewrite_text(self, text: str) -> _Outcome:
         """Every detector the pre-scan names for `text`, in order: (new text, values masked,
-        masked per detector, whether a `drop` detector matched)."""
+        masked per detector, whether a `drop` detector matched).
+
+        When only the card, e-mail and IPv4 detectors are named (most strings of an access or
+        auth log), the compiled twin does the work; it answers None where the Python code below
+        must decide (tokens already in the text, a CIDR suffix, a glued token)."""
+        positions = self._prescan.which(text)
+        bits = self._plain_bits
+        if bits and positions and len(text) <= self.config.chunk_chars + self.config.overlap_chars:
+            plan = self._plain_plus
+            for position in positions:
+                bit = bits.get(position)
+                if bit is None:
+                    break
+                plan |= bit
+            else:
+                outcome = self._rewrite_compiled(text, plan)
+                if outcome is not None:
+                    return outcome
+        return self._rewrite_python(text, positions)
+
+    def _rewrite_compiled(self, text: str, plan: int) -> _Outcome | None:
+        """`_plainmask.rewrite` with its answer in `_rewrite_text`'s form (None: undecided)."""
+        assert _PLAIN_REWRITE is not None
+        out = _PLAIN_REWRITE(text, plan)
+        if out is None:
+            return None
+        new, cards, emails, addresses = out
+        total = cards + emails + addresses
+        if not total:
+            return new, 0, {}, False
+        counts: dict[str, int] = {}
+        if cards:
+            counts["card"] = cards
+        if emails:
+            counts["email"] = emails
+        if addresses:
+            counts["ipv4"] = addresses
+        return new, total, counts, not self._drops.isdisjoint(counts)
+
+    def _rewrite_python(self, text: str, positions: list[int] | None = None) -> _Outcome:
+        """`_rewrite_text` in Python, the reference; `positions` is `which(text)` if known."""
         chunk, overlap = self.config.chunk_chars, self.config.overlap_chars
         window = chunk + overlap
         active_all, replacers = self._active, self._replacers
@@ -352,7 +436,7 @@ class Masker:
         for _ in range(_MAX_ROUNDS):
             changed = 0
             # Detector order is kept: `which` answers in ascending order, the order they run in.
-            for position in self._prescan.which(text):
+            for position in self._prescan.which(text) if positions is None else positions:
                 active = active_all[position]
                 if len(text) <= window:  # the usual case, without the windowing loop
                     text, count = substitute_window(active.regex, text, replacers[position])
@@ -363,6 +447,7 @@ class Masker:
                     counts[active.name] = counts.get(active.name, 0) + count
                     if active.action == "drop":
                         drop = True
+            positions = None
             total += changed
             if not changed or not self._has_glued_token(text):
                 break
