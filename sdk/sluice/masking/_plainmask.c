@@ -12,8 +12,11 @@
  * with the same backtracking outcome for each pattern (worked out per pattern below), the same
  * checks, the same replacement text. Whenever the Python code would do something this file does
  * not model, `rewrite` returns None and the caller runs the Python path instead:
- *   - the text already holds a token mark (`[REDACTED:`, `[HASH:`, `pseu_`), so the
- *     token-overlap logic (`_outside_tokens`) could apply;
+ *   - the text holds a `[HASH:` or `pseu_` mark (a pseudonym can be part of an e-mail match, so
+ *     `_outside_tokens` would apply; and the glued check below knows `[REDACTED:` tokens only).
+ *     A `[REDACTED:...]` token is fine: no match of these three patterns can overlap one (its
+ *     brackets and colon are in none of their character classes, and it holds no dot), so the
+ *     Python code's token-overlap logic changes nothing for them;
  *   - an IPv4 address is followed by `/` (the CIDR network check);
  *   - a written token is glued to the text around it (a second round would run).
  * Only the default replacement template and the actions below are modelled; the caller checks.
@@ -396,7 +399,9 @@ static Py_ssize_t pass(const Py_UCS4 *in, Py_ssize_t n, int detector, int ipv4_m
     return count;
 }
 
-/* engine._has_glued_token for a text whose only tokens are the ones the passes wrote. */
+/* engine._has_glued_token for a text without `[HASH:` and `pseu_` marks, or more: every
+ * `[REDACTED:` up to the next `]` counts as a token, even one the Python code would not
+ * recognise (an unknown name): that can only send a string to the Python path. */
 static int glued(const Py_UCS4 *s, Py_ssize_t n) {
     static const char SAFE[] = "\"'`,;&@)]}>";
     for (Py_ssize_t at = 0; at < n; at++) {
@@ -421,9 +426,9 @@ static int glued(const Py_UCS4 *s, Py_ssize_t n) {
 
 static PyObject *rewrite(PyObject *module, PyObject *args) {
     PyObject *text;
-    int plan;
+    int plan, check = 0;
     (void)module;
-    if (!PyArg_ParseTuple(args, "Ui:rewrite", &text, &plan)) {
+    if (!PyArg_ParseTuple(args, "Ui|p:rewrite", &text, &plan, &check)) {
         return NULL;
     }
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
@@ -435,7 +440,7 @@ static PyObject *rewrite(PyObject *module, PyObject *args) {
     buffer out = {NULL, 0, 0};
     Py_ssize_t counts[3] = {0, 0, 0};
     static const int ORDER[3] = {DET_CARD, DET_EMAIL, DET_IPV4};
-    if (contains(current, n, "[REDACTED:") || contains(current, n, "[HASH:") || contains(current, n, "pseu_")) {
+    if (contains(current, n, "[HASH:") || contains(current, n, "pseu_")) {
         result = Py_NewRef(Py_None);
         goto done;
     }
@@ -460,12 +465,13 @@ static PyObject *rewrite(PyObject *module, PyObject *args) {
             out = (buffer){NULL, 0, 0};
         }
     }
-    if (counts[0] + counts[1] + counts[2] == 0) {
-        result = Py_BuildValue("(Onnn)", text, (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0);
+    int changed = counts[0] + counts[1] + counts[2] > 0;
+    if ((changed || check) && glued(current, n)) {
+        result = Py_NewRef(Py_None);
         goto done;
     }
-    if (glued(current, n)) {
-        result = Py_NewRef(Py_None);
+    if (!changed) {
+        result = Py_BuildValue("(Onnn)", text, (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0);
         goto done;
     }
     PyObject *masked = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, current, n);
@@ -480,9 +486,10 @@ done:
 
 static PyMethodDef methods[] = {
     {"rewrite", rewrite, METH_VARARGS,
-     "rewrite(text, plan) -> (text, cards, emails, ipv4s) or None: the card, email and ipv4 "
-     "detectors named in `plan` (1 card, 2 email, 4 ipv4, 8 ipv4 masked whole) over `text`, in "
-     "that order; None when the Python path must decide."},
+     "rewrite(text, plan, check=False) -> (text, cards, emails, ipv4s) or None: the card, email "
+     "and ipv4 detectors named in `plan` (1 card, 2 email, 4 ipv4, 8 ipv4 masked whole) over "
+     "`text`, in that order; None when the Python path must decide. The glued-token check runs "
+     "when something was masked, or with `check` (the caller masked something before)."},
     {NULL, NULL, 0, NULL},
 };
 

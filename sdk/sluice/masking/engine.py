@@ -66,7 +66,7 @@ _SAFE_AFTER_TOKEN = "\"'`,;&@)]}>"  # noqa: S105 (characters, not a password)
 _Outcome = tuple[str, int, dict[str, int], bool]
 
 
-def _load_plain() -> Callable[[str, int], tuple[str, int, int, int] | None] | None:
+def _load_plain() -> Callable[[str, int, bool], tuple[str, int, int, int] | None] | None:
     """`_plainmask.rewrite`, the compiled twin of `_rewrite_text` for strings only the card,
     e-mail and IPv4 detectors hit; None when it is not built or SLUICE_PURE_PYTHON is set."""
     if os.environ.get("SLUICE_PURE_PYTHON", "") not in ("", "0"):
@@ -75,7 +75,7 @@ def _load_plain() -> Callable[[str, int], tuple[str, int, int, int] | None] | No
         from sluice.masking import _plainmask  # type: ignore[attr-defined]
     except ImportError:
         return None
-    rewrite: Callable[[str, int], tuple[str, int, int, int] | None] = _plainmask.rewrite
+    rewrite: Callable[[str, int, bool], tuple[str, int, int, int] | None] = _plainmask.rewrite
     return rewrite
 
 
@@ -388,70 +388,85 @@ class Masker:
         """Every detector the pre-scan names for `text`, in order: (new text, values masked,
         masked per detector, whether a `drop` detector matched).
 
-        When only the card, e-mail and IPv4 detectors are named (most strings of an access or
-        auth log), the compiled twin does the work; it answers None where the Python code below
-        must decide (tokens already in the text, a CIDR suffix, a glued token)."""
+        The card, e-mail and IPv4 detectors run last of those named (the detector order puts
+        them after every secret detector), and the compiled twin runs them: for most strings of
+        an access or auth log they are all there is; else the Python code runs the others first
+        (`password=` before the address after it). The twin answers None where the Python code
+        must decide (a `[HASH:` or `pseu_` mark, a CIDR suffix, a glued token), and then the
+        Python path does all of it."""
         positions = self._prescan.which(text)
         bits = self._plain_bits
         if bits and positions and len(text) <= self.config.chunk_chars + self.config.overlap_chars:
+            split = len(positions)
             plan = self._plain_plus
-            for position in positions:
-                bit = bits.get(position)
-                if bit is None:
-                    break
-                plan |= bit
-            else:
-                outcome = self._rewrite_compiled(text, plan)
+            while split and positions[split - 1] in bits:
+                split -= 1
+                plan |= bits[positions[split]]
+            if split < len(positions):
+                outcome = self._rewrite_compiled(text, plan, positions[:split])
                 if outcome is not None:
                     return outcome
         return self._rewrite_python(text, positions)
 
-    def _rewrite_compiled(self, text: str, plan: int) -> _Outcome | None:
-        """`_plainmask.rewrite` with its answer in `_rewrite_text`'s form (None: undecided)."""
+    def _rewrite_compiled(self, text: str, plan: int, before: Sequence[int] = ()) -> _Outcome | None:
+        """The detectors at `before` in Python (one round), then `_plainmask.rewrite`'s `plan`,
+        in `_rewrite_text`'s form; None when the twin leaves the string to the Python path."""
         assert _PLAIN_REWRITE is not None
-        out = _PLAIN_REWRITE(text, plan)
+        counts: dict[str, int] = {}
+        total, drop = 0, False
+        if before:
+            text, total, drop = self._round(text, before, counts)
+        out = _PLAIN_REWRITE(text, plan, total > 0)
         if out is None:
             return None
         new, cards, emails, addresses = out
-        total = cards + emails + addresses
-        if not total:
-            return new, 0, {}, False
-        counts: dict[str, int] = {}
         if cards:
             counts["card"] = cards
         if emails:
             counts["email"] = emails
         if addresses:
             counts["ipv4"] = addresses
-        return new, total, counts, not self._drops.isdisjoint(counts)
+        if cards or emails or addresses:
+            total += cards + emails + addresses
+            drop = drop or not self._drops.isdisjoint(counts)
+        return new, total, counts, drop
 
     def _rewrite_python(self, text: str, positions: list[int] | None = None) -> _Outcome:
         """`_rewrite_text` in Python, the reference; `positions` is `which(text)` if known."""
-        chunk, overlap = self.config.chunk_chars, self.config.overlap_chars
-        window = chunk + overlap
-        active_all, replacers = self._active, self._replacers
         counts: dict[str, int] = {}
         drop = False
         total = 0
         for _ in range(_MAX_ROUNDS):
-            changed = 0
             # Detector order is kept: `which` answers in ascending order, the order they run in.
-            for position in self._prescan.which(text) if positions is None else positions:
-                active = active_all[position]
-                if len(text) <= window:  # the usual case, without the windowing loop
-                    text, count = substitute_window(active.regex, text, replacers[position])
-                else:
-                    text, count = substitute(active.regex, text, replacers[position], chunk, overlap)
-                if count:
-                    changed += count
-                    counts[active.name] = counts.get(active.name, 0) + count
-                    if active.action == "drop":
-                        drop = True
+            text, changed, dropped = self._round(
+                text, self._prescan.which(text) if positions is None else positions, counts)
+            drop = drop or dropped
             positions = None
             total += changed
             if not changed or not self._has_glued_token(text):
                 break
         return text, total, counts, drop
+
+    def _round(self, text: str, positions: Sequence[int], counts: dict[str, int]) -> tuple[str, int, bool]:
+        """The detectors at `positions` over `text`, in order, once: (new text, values masked,
+        whether a `drop` detector matched); `counts` gets the values masked per detector."""
+        chunk, overlap = self.config.chunk_chars, self.config.overlap_chars
+        window = chunk + overlap
+        active_all, replacers = self._active, self._replacers
+        changed = 0
+        drop = False
+        for position in positions:
+            active = active_all[position]
+            if len(text) <= window:  # the usual case, without the windowing loop
+                text, count = substitute_window(active.regex, text, replacers[position])
+            else:
+                text, count = substitute(active.regex, text, replacers[position], chunk, overlap)
+            if count:
+                changed += count
+                counts[active.name] = counts.get(active.name, 0) + count
+                if active.action == "drop":
+                    drop = True
+        return text, changed, drop
 
     def _replacer(self, active: _Active) -> Callable[[Any], str | None]:
         # Runs once per match of a flagged string, so what it needs is bound here once: the
