@@ -183,16 +183,20 @@ static inline int is_local(Py_UCS4 c) {
 }
 static inline int is_label(Py_UCS4 c) { return is_alnum(c) || c == '-'; }
 
-static Py_ssize_t run_of(const Py_UCS4 *s, Py_ssize_t n, Py_ssize_t at, int (*member)(Py_UCS4)) {
+/* The length of the run of `member` characters at `at`, counted up to `most` (a pattern's bound
+ * plus one says "too long" without reading on: every position of a long run would otherwise
+ * read all of it, quadratic in the string). */
+static Py_ssize_t run_of(const Py_UCS4 *s, Py_ssize_t n, Py_ssize_t at, int (*member)(Py_UCS4),
+                         Py_ssize_t most) {
     Py_ssize_t end = at;
-    while (end < n && member(s[end])) {
+    while (end < n && end - at < most && member(s[end])) {
         end++;
     }
     return end - at;
 }
 
 static Py_ssize_t domain_at(const Py_UCS4 *s, Py_ssize_t n, Py_ssize_t d) {
-    Py_ssize_t first = run_of(s, n, d, is_label);
+    Py_ssize_t first = run_of(s, n, d, is_label, 64);
     if (first < 1 || first > 63 || d + first >= n || s[d + first] != '.') {
         return -1;
     }
@@ -203,7 +207,7 @@ static Py_ssize_t domain_at(const Py_UCS4 *s, Py_ssize_t n, Py_ssize_t d) {
     dots[count++] = d + first;
     for (;;) {
         Py_ssize_t dot = dots[count - 1];
-        Py_ssize_t label = run_of(s, n, dot + 1, is_label);
+        Py_ssize_t label = run_of(s, n, dot + 1, is_label, 64);
         Py_ssize_t after = dot + 1 + label;
         if (label < 1 || label > 63 || after >= n || s[after] != '.') {
             break;
@@ -229,7 +233,7 @@ static Py_ssize_t domain_at(const Py_UCS4 *s, Py_ssize_t n, Py_ssize_t d) {
     for (Py_ssize_t k = count - 1; k >= 0 && found < 0; k--) {
         Py_ssize_t letters = 0;
         Py_ssize_t at = dots[k] + 1;
-        while (at + letters < n && is_alpha(s[at + letters])) {
+        while (at + letters < n && letters <= 24 && is_alpha(s[at + letters])) {
             letters++;
         }
         if (letters >= 2 && letters <= 24 && (at + letters == n || !is_word(s[at + letters]))) {
@@ -246,7 +250,7 @@ static Py_ssize_t email_at(const Py_UCS4 *s, Py_ssize_t n, Py_ssize_t p) {
     if (!is_local(s[p]) || !boundary(s, n, p)) {
         return -1;
     }
-    Py_ssize_t local = run_of(s, n, p, is_local);
+    Py_ssize_t local = run_of(s, n, p, is_local, 65);
     if (local <= 64 && p + local < n && s[p + local] == '@') {
         Py_ssize_t end = domain_at(s, n, p + local + 1);
         if (end != -1) {
@@ -404,15 +408,18 @@ static Py_ssize_t pass(const Py_UCS4 *in, Py_ssize_t n, int detector, int ipv4_m
  * recognise (an unknown name): that can only send a string to the Python path. */
 static int glued(const Py_UCS4 *s, Py_ssize_t n) {
     static const char SAFE[] = "\"'`,;&@)]}>";
+    Py_ssize_t close = -1; /* the first `]` at or after the last place looked from */
     for (Py_ssize_t at = 0; at < n; at++) {
         if (s[at] != '[' || !starts_with(s, n, at, "[REDACTED:")) {
             continue;
         }
-        Py_ssize_t end = at + 10;
-        while (end < n && s[end] != ']') {
-            end++;
+        if (close < at + 10) { /* searches only move forward: linear in all */
+            close = at + 10;
+            while (close < n && s[close] != ']') {
+                close++;
+            }
         }
-        end++;
+        Py_ssize_t end = close + 1;
         if (end < n && (s[end] > 127 || strchr(SAFE, (int)s[end]) == NULL || s[end] == 0)
             && !Py_UNICODE_ISSPACE(s[end])) {
             return 1;
