@@ -42,8 +42,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from sluice_collector import encode, fastpath
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.encode import BatchCache, TimestampFormatter, encode_routes, json_lines
+from sluice_collector.ingest.decode import decode_request
 from sluice_collector.processors.masking import SecretMasker
 from sluice_collector.processors.routing import CategoryRouter
+from sluice_collector.processors.validate import RecordValidator
 from sluice_collector.service.config import parse_config
 from tests.otlp_builders import key_values, log_record, logs_request
 
@@ -868,6 +870,98 @@ def test_strings_are_escaped_as_orjson_escapes_them(text: str) -> None:
 @given(ns=U64)
 def test_timestamps_are_spelled_as_the_python_formatter_spells_them(ns: int) -> None:
     assert _ext().rfc3339(ns) == encode.rfc3339(ns)
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+def _rejected_by_python(signal: Signal, raw: bytes) -> int | None:
+    """What the validator's walk of the decoded messages rejects (None: upb refuses `raw`)."""
+    kind = ExportLogsServiceRequest if signal is Signal.LOGS else ExportTraceServiceRequest
+    try:
+        request = kind.FromString(raw)
+    except DecodeError:
+        return None
+    return RecordValidator()(Batch(signal, request, 0)).rejected  # no `raw`: the Python walk
+
+
+def _assert_counted_alike(signal: Signal, raw: bytes) -> None:
+    """Where upb decodes `raw` (the validator only ever sees such bytes) and the compiled reader
+    answers, both count the same records (Unsupported sends the validator to its walk)."""
+    expected = _rejected_by_python(signal, raw)
+    if expected is None:
+        return
+    try:
+        found = _ext().count_invalid(0 if signal is Signal.LOGS else 1, raw)
+    except _ext().Unsupported:
+        return
+    assert found == expected
+
+
+@compiled_only
+@DIFF
+@given(signal=st.sampled_from([Signal.LOGS, Signal.TRACES]), data=st.data())
+def test_invalid_records_are_counted_alike_on_both_paths(signal: Signal, data: st.DataObject) -> None:
+    """`count_invalid` (the compiled validator's answer) is the number of records the Python
+    walk rejects: ids of every length, times on both sides of 2^63, span events."""
+    request = data.draw(logs_requests() if signal is Signal.LOGS else traces_requests())
+    _assert_counted_alike(signal, request.SerializeToString())
+
+
+@compiled_only
+@DIFF
+@given(case=noisy_logs())
+def test_invalid_records_are_counted_alike_in_odd_encodings(case: tuple[ExportLogsServiceRequest, bytes]) -> None:
+    _assert_counted_alike(Signal.LOGS, case[1])
+
+
+@compiled_only
+@DIFF
+@given(case=mangled())
+def test_invalid_records_are_counted_alike_in_mangled_encodings(case: tuple[Signal, Any, bytes]) -> None:
+    signal, _request, raw = case
+    _assert_counted_alike(signal, raw)
+
+
+@compiled_only
+def test_the_compiled_validator_rejects_what_python_rejects() -> None:
+    """End to end through RecordValidator with `raw`: the bad record is found from the bytes,
+    then removed by the walk; a valid batch is left untouched."""
+    good = ExportLogsServiceRequest()
+    records = good.resource_logs.add().scope_logs.add().log_records
+    records.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, time_unix_nano=2**63 - 1)
+    batch = RecordValidator()(decode_request(Signal.LOGS, good.SerializeToString(), max_bytes=1 << 20))
+    assert batch.rejected == 0
+    assert _ext().count_invalid(0, good.SerializeToString()) == 0
+    records.add(trace_id=b"\x01" * 15)
+    records.add(time_unix_nano=2**63)
+    batch = RecordValidator()(decode_request(Signal.LOGS, good.SerializeToString(), max_bytes=1 << 20))
+    assert _ext().count_invalid(0, good.SerializeToString()) == 2
+    assert batch.rejected == 2
+    assert len(batch.request.resource_logs[0].scope_logs[0].log_records) == 1  # type: ignore[union-attr]
+
+
+@compiled_only
+@pytest.mark.parametrize(("field", "bad"), [
+    ("trace_id", b"\x01" * 15), ("span_id", b"\x02" * 9), ("start_time_unix_nano", 2**63),
+    ("end_time_unix_nano", 2**64 - 1), ("event", 2**63),
+])
+def test_each_span_check_is_made_from_the_bytes(field: str, bad: Any) -> None:
+    """One bad span among good ones, each check on its own: found from the bytes alone."""
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for _ in range(3):
+        span = spans.add(name="ok", trace_id=b"\x01" * 16, span_id=b"\x02" * 8,
+                         start_time_unix_nano=1, end_time_unix_nano=2)
+        span.events.add(name="e", time_unix_nano=1)
+    if field == "event":
+        spans[1].events.add(name="late", time_unix_nano=bad)
+    else:
+        setattr(spans[1], field, bad)
+    raw = request.SerializeToString()
+    assert _ext().count_invalid(1, raw) == 1
+    batch = RecordValidator()(decode_request(Signal.TRACES, raw, max_bytes=1 << 20))
+    assert batch.rejected == 1
 
 
 # -- the build --------------------------------------------------------------------------------

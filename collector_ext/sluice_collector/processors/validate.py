@@ -19,13 +19,24 @@ A partial success is not retried by exporters, so a poison record costs one requ
 Checked: logs' `time_unix_nano` and `observed_time_unix_nano`; spans' start, end and event
 times; metric data points' `time_unix_nano` and `start_time_unix_nano` (a bad point is removed
 from its metric and counted as a rejected data point).
+
+Nearly every batch is valid, and proving that costs a walk of every decoded record (0.7 ms per
+1,000 log records). On the compiled path the encoded request is read instead (`count_invalid`
+in `_fastpath.c`, the same fields as the Python checks); only when it finds a bad record, or
+cannot read the encoding, does the walk below run and remove it. Masking and dropping never
+change ids or times and only remove records, so the request as received (`raw`) answers for
+the request as it is now.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sluice_collector import fastpath
 from sluice_collector.batch import Batch, Signal
+
+_COUNT_INVALID = fastpath.compiled_function("count_invalid")
+_WIRE_SIGNALS = {Signal.LOGS: 0, Signal.TRACES: 1}
 
 MAX_TIME_NS = 2**63 - 1  # the last nanosecond a signed 64-bit count can hold
 BAD_IDS = "trace_id must be 16 bytes and span_id 8 bytes (or empty)"
@@ -61,6 +72,12 @@ class RecordValidator:
     """Removes invalid records in place and counts them in `batch.rejected`."""
 
     def __call__(self, batch: Batch) -> Batch:
+        if _COUNT_INVALID is not None and batch.raw and batch.signal in _WIRE_SIGNALS:
+            try:
+                if _COUNT_INVALID(_WIRE_SIGNALS[batch.signal], batch.raw) == 0:
+                    return batch
+            except fastpath.Unsupported:
+                pass  # an encoding the compiled reader leaves to protobuf: walk the messages
         reasons: dict[str, int] = {}
         if batch.signal is Signal.LOGS:
             for rl in batch.request.resource_logs:  # type: ignore[union-attr]
