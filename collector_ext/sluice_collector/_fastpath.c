@@ -2743,6 +2743,23 @@ record_invalid(int signal, Slice in)
  * a count: 0 lets the validator skip its walk of the decoded messages. The fields read are
  * the ones the index reads, with the same rules (the last of a repeated scalar wins, a known
  * field with another wire type is an unknown field); Unsupported for what it cannot read. */
+/* The next length-delimited field `number` in `c` (others skipped): 1 found, 0 at the end. */
+static int
+next_len(Cur *c, uint32_t number, Slice *out)
+{
+    while (c->p < c->end) {
+        uint32_t f;
+        int wt;
+        if (rd_tag(c, &f, &wt))
+            return -1;
+        if (f == number && wt == WT_LEN)
+            return rd_len(c, out) ? -1 : 1;
+        if (skip_field(c, f, wt, 0))
+            return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 fp_count_invalid(PyObject *Py_UNUSED(mod), PyObject *args)
 {
@@ -2756,47 +2773,23 @@ fp_count_invalid(PyObject *Py_UNUSED(mod), PyObject *args)
         PyErr_SetString(PyExc_ValueError, "signal must be 0 (logs) or 1 (traces)");
         rc = -1;
     }
+    /* Export*ServiceRequest → Resource* (1) → Scope* (2) → records (2), as index_build reads. */
     Cur top = {view.buf, (const uint8_t *)view.buf + view.len};
-    while (rc == 0 && top.p < top.end) {
-        uint32_t f;
-        int wt;
-        Slice rs;
-        if ((rc = rd_tag(&top, &f, &wt)))
-            break;
-        if (!(f == 1 && wt == WT_LEN)) {
-            rc = skip_field(&top, f, wt, 0);
-            continue;
-        }
-        if ((rc = rd_len(&top, &rs)))
-            break;
-        Cur rc_cur = {rs.p, rs.p + rs.n};
-        while (rc == 0 && rc_cur.p < rc_cur.end) {
-            Slice ss;
-            if ((rc = rd_tag(&rc_cur, &f, &wt)))
-                break;
-            if (!(f == 2 && wt == WT_LEN)) {
-                rc = skip_field(&rc_cur, f, wt, 0);
-                continue;
-            }
-            if ((rc = rd_len(&rc_cur, &ss)))
-                break;
-            Cur sc = {ss.p, ss.p + ss.n};
-            while (rc == 0 && sc.p < sc.end) {
-                Slice rec;
-                if ((rc = rd_tag(&sc, &f, &wt)))
-                    break;
-                if (!(f == 2 && wt == WT_LEN)) {
-                    rc = skip_field(&sc, f, wt, 0);
-                    continue;
-                }
-                if ((rc = rd_len(&sc, &rec)))
-                    break;
+    Slice rs, ss, rec;
+    while (rc == 0 && (rc = next_len(&top, 1, &rs)) == 1) {
+        Cur resource = {rs.p, rs.p + rs.n};
+        while ((rc = next_len(&resource, 2, &ss)) == 1) {
+            Cur scope = {ss.p, ss.p + ss.n};
+            while ((rc = next_len(&scope, 2, &rec)) == 1) {
                 int bad = record_invalid(signal, rec);
-                if (bad < 0)
+                if (bad < 0) {
                     rc = -1;
-                else
-                    invalid += bad;
+                    break;
+                }
+                invalid += bad;
             }
+            if (rc)
+                break;
         }
     }
     PyBuffer_Release(&view);
