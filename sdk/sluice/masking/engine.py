@@ -388,12 +388,12 @@ class Masker:
         """Every detector the pre-scan names for `text`, in order: (new text, values masked,
         masked per detector, whether a `drop` detector matched).
 
-        The card, e-mail and IPv4 detectors run last of those named (the detector order puts
-        them after every secret detector), and the compiled twin runs them: for most strings of
-        an access or auth log they are all there is; else the Python code runs the others first
-        (`password=` before the address after it). The twin answers None where the Python code
-        must decide (a `[HASH:` or `pseu_` mark, a CIDR suffix, a glued token), and then the
-        Python path does all of it."""
+        The card, e-mail and IPv4 detectors come after every secret detector in the detector
+        order. When those named last are among them, the compiled twin runs that tail: for most
+        strings of an access or auth log it is all there is; else the Python code runs the
+        detectors before it first (`password=` before the address after it). The twin answers
+        None where the Python code must decide (a `[HASH:` or `pseu_` mark, a CIDR suffix, a
+        glued token), and then the Python path does all of it."""
         positions = self._prescan.which(text)
         bits = self._plain_bits
         if bits and positions and len(text) <= self.config.chunk_chars + self.config.overlap_chars:
