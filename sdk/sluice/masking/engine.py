@@ -483,6 +483,7 @@ class Masker:
         reach = self._token_reach
         outside_tokens = self._outside_tokens
         render = self._render
+        whole = 4 * reach
 
         def replace(match: Any) -> str | None:
             whole_start, whole_end = match.span()
@@ -496,8 +497,11 @@ class Masker:
             # Tokens an earlier pass wrote are left as they are, so masking is idempotent; but
             # they are no hiding place: text glued to one is still masked. Where no token's
             # text is near the match, none can overlap it (the usual case: one search).
+            # The substring test reads the whole text, so past `whole` characters (a long text
+            # with a match every few characters would make that quadratic) only the window
+            # around the match is searched.
             if marks is None or (
-                (token_mark in text or hash_mark in text or pseudonym_mark in text)
+                (len(text) > whole or token_mark in text or hash_mark in text or pseudonym_mark in text)
                 and marks(text, max(0, start - reach), end + reach) is not None
             ):
                 start, end, fresh = outside_tokens(text, start, end)
