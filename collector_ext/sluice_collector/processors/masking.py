@@ -409,34 +409,12 @@ class _Walk:
     def _log_parts(self, group: _Group, rec: Any, parts: list[tuple[int, int]], owner: int) -> None:
         """Only the fields of a log record a raw-scan match overlaps: a string that holds no
         match of the raw patterns (a superset of every detector and watched key) cannot change,
-        and a value whose key decides its fate shares its KeyValue with that key.
-
-        An attribute hit is the usual part, so `_attributes`' work for one KeyValue is inlined
-        here (a call, a tuple and a loop less per hit on PII-dense data)."""
+        and a value whose key decides its fate shares its KeyValue with that key."""
         done: set[int] = set()  # a singular field read once, however often it is on the wire
-        attributes = None
         for number, occurrence in parts:
             if number == _LOG_ATTRIBUTES:
-                if attributes is None:
-                    attributes = rec.attributes
-                if occurrence < len(attributes):
-                    kv = attributes[occurrence]
-                    key = kv.key
-                    if key:
-                        group.texts.append(key)
-                        group.keys.append(None)
-                        group.targets.append((kv, "key"))
-                        group.owners.append(owner)
-                    value = kv.value
-                    if value.WhichOneof("value") == "string_value":
-                        text = value.string_value
-                        if text:
-                            group.texts.append(text)
-                            group.keys.append(key)
-                            group.targets.append((value, "string_value"))
-                            group.owners.append(owner)
-                    else:
-                        self._value(group, value, key, owner)
+                if occurrence < len(rec.attributes):
+                    self._attributes(group, (rec.attributes[occurrence],), owner)
             elif number in done:
                 continue
             elif number == _LOG_BODY:
@@ -480,16 +458,13 @@ class _Walk:
             records = sum(len(sl.log_records) for sl in rl.scope_logs)
             resource = self._resource(request.resource_logs, r_index, rl, records)
             for s_index, sl in enumerate(rl.scope_logs):
-                records_of = sl.log_records
-                scope = self._scope(rl.scope_logs, s_index, sl, len(records_of), resource, r_index)
-                for index in self._indexes(r_index, s_index, len(records_of)):
-                    rec = records_of[index]
-                    attributes = rec.attributes
-                    group = self._group_for(attributes) if self._by_attribute else self._default
+                scope = self._scope(rl.scope_logs, s_index, sl, len(sl.log_records), resource, r_index)
+                for index in self._indexes(r_index, s_index, len(sl.log_records)):
+                    rec = sl.log_records[index]
+                    group = self._group_for(rec.attributes)
                     if group is None:
                         continue
-                    self._owners.append(_Owner(records_of, index, attributes, 1, scope))
-                    owner = len(self._owners) - 1
+                    owner = self._owner(sl.log_records, index, rec.attributes, 1, scope)
                     parts = self._parts(r_index, s_index, index)
                     if parts is None:
                         self._string(group, rec, "severity_text", None, owner)
