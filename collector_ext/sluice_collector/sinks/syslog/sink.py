@@ -472,7 +472,8 @@ class SyslogSink:
         self._wake.set()
         while True:
             if spool.wait_until_empty(0.05):
-                return True
+                with self._lock:  # the sender counts what it acknowledged under this lock
+                    return True
             with self._lock:
                 gave_up = self._failed_rounds > failed_rounds
             if gave_up or (deadline is not None and time.monotonic() >= deadline):
@@ -540,11 +541,14 @@ class SyslogSink:
                         through = checkpoints.popleft()[0]
                     if not conn.alive():
                         raise ConnectionResetError("the peer closed the connection")
-                    freed = spool.ack(through)
+                    # Under the lock, so that force_flush, which returns once the spool is
+                    # empty, also finds these records counted as sent.
+                    with self._lock:
+                        freed = spool.ack(through)
+                        if freed:
+                            self.m_sent.labels(conn.target.url).inc(freed)
                     confirmed = through
                     attempt = 0  # only a confirmed delivery proves the target works again
-                    if freed:
-                        self.m_sent.labels(conn.target.url).inc(freed)
                 if not checkpoints and now - connected_at >= self.config.backoff_max_s:
                     # On a fallback target: look for a preferred one again, between sends.
                     connected_at = now
