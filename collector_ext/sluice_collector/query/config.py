@@ -33,6 +33,8 @@ class QueryConfig:
     max_limit: int = DEFAULT_QUERY_MAX_LIMIT
     # Categories written to the index; empty = every log and span category.
     index_categories: tuple[str, ...] = ()
+    # How far (MiB of lines) the index may trail the files before acknowledgements wait for it.
+    index_lag_limit_mb: int = 64
     # Export and Tail streams at once; beyond this they are refused (RESOURCE_EXHAUSTED).
     max_streams: int = 8
     # One key's share of them: no key can lock the others (an admin) out.
@@ -98,6 +100,7 @@ def _parse_query(s: Section, categories: Sequence[str], auth: AuthConfig) -> Que
         enabled=enabled, api_keys=tuple(keys),
         max_limit=s.get_int("max_limit", DEFAULT_QUERY_MAX_LIMIT, minimum=1, maximum=100_000),
         index_categories=tuple(indexed),
+        index_lag_limit_mb=s.get_int("index_lag_limit_mb", 64, minimum=1, maximum=1 << 20),
         max_streams=max_streams,
         max_streams_per_key=s.get_int("max_streams_per_key", fair_share(max_streams),
                                       minimum=1, maximum=max_streams),

@@ -40,7 +40,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ log = logging.getLogger("sluice.receiver")
 ADMIN_ONLY_CATEGORIES = frozenset({"system", "audit"})
 DEFAULT_LIMIT = 100
 FOLLOW_POLL_S = 0.2
+SYNC_TIMEOUT_S = 2.0
 TAIL_MAX_ROWS = 5000
 
 
@@ -320,9 +321,13 @@ class QueryCore:
 
     def __init__(self, config: QueryConfig, store: IndexStore, ingest: IngestCore, *,
                  files_directory: Path | None = None, chain_key: bytes | None = None,
-                 audit_templates: Sequence[str] = (), shared_index: bool = False) -> None:
+                 audit_templates: Sequence[str] = (), shared_index: bool = False,
+                 sync: Callable[[float], bool] | None = None) -> None:
         """`shared_index`: other processes (`--workers`) write the index too, so tails also
-        poll for their rows; a single receiver's own commits are pushed."""
+        poll for their rows; a single receiver's own commits are pushed. `sync(timeout_s)`
+        waits until the index holds every record acknowledged so far (it follows the files:
+        sinks/index/fileindexer.py); each read calls it first, so a client finds what it was
+        acknowledged (at most SYNC_TIMEOUT_S of waiting: then it reads what is indexed)."""
         self.config = config
         self.store = store
         self._ingest = ingest
@@ -334,6 +339,7 @@ class QueryCore:
         self._chain_key = chain_key
         self._audit_templates = list(audit_templates)  # paths audit sets are written under
         self.chain_keyed = chain_key is not None
+        self._sync = sync
 
     def open(self) -> None:
         """Create the index (schema) if no index sink did, so reads never meet a bare file."""
@@ -360,6 +366,8 @@ class QueryCore:
         if denied:
             raise ReadForbidden(f"categories {', '.join(denied)} need an admin key")
         self._audit(key, method, f, peer, via)
+        if self._sync is not None:
+            self._sync(SYNC_TIMEOUT_S)  # after the audit: its own record is found too
         return scope
 
     # -- reads -----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import re2
 
 from sluice_collector.otlpvalues import SEVERITY_NAMES
 from sluice_collector.sinks.files.fsclock import fs_now
+from sluice_collector.sinks.files.naming import ROTATED_RE
 
 INDEX_DIR = ".index"
 DB_NAME = "records.db"
@@ -84,6 +85,16 @@ CREATE INDEX IF NOT EXISTS records_category ON records (category, time_ns);
 CREATE INDEX IF NOT EXISTS records_tenant ON records (tenant, time_ns);
 CREATE INDEX IF NOT EXISTS records_stored ON records (category, stored_ns);
 """
+# Where the index stands in each file it follows (sinks/index/fileindexer.py), committed in the
+# same transaction as the rows read from it, so a crash can neither skip nor repeat a line.
+_CURSOR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS followed (
+    rel    TEXT PRIMARY KEY,
+    ino    INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    head   BLOB NOT NULL
+);
+"""
 # SQL is assembled from the fixed fragments of this module only; every value a caller gives
 # travels as a bound parameter (hence the S608 waivers below).
 _COLUMNS = ("time_ns", "severity", "category", "service", "trace_id", "span_id", "user_id",
@@ -112,6 +123,17 @@ class Row(NamedTuple):
     status: str
     duration_ms: float | None
     line: str
+
+
+class Cursor(NamedTuple):
+    """How far the index has read one file: `rel` (its path under files.directory when this was
+    written), its inode, the byte offset just past the last indexed line, and the file's first
+    bytes (`head`), by which it is found again once rotated, renamed and gzipped."""
+
+    rel: str
+    ino: int
+    offset: int
+    head: bytes
 
 
 class StoredRow(NamedTuple):
@@ -396,6 +418,8 @@ class IndexStore:
         self._resolved = Path(path).resolve()  # the key of its commit listeners
         self._lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        # Whether `open()` created the cursor table (the files were never followed before).
+        self.cursors_created = False
 
     def add_commit_listener(self, listener: Callable[[int], None]) -> None:
         """Call `listener(newest row id)` after every commit of rows to this file, from the
@@ -436,6 +460,9 @@ class IndexStore:
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640))
         conn = self._connect()
         conn.executescript(_SCHEMA)
+        self.cursors_created = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'followed'").fetchone() is None
+        conn.executescript(_CURSOR_SCHEMA)
         if background_checkpoints:
             conn.execute("PRAGMA wal_autocheckpoint=20000")
         self._writer = conn
@@ -455,10 +482,12 @@ class IndexStore:
                 self._writer.close()
                 self._writer = None
 
-    def insert(self, rows: Sequence[Row], stored_ns: int) -> None:
+    def insert(self, rows: Sequence[Row], stored_ns: int, cursors: Sequence[Cursor] = (),
+               forget: Sequence[str] = ()) -> None:
         """All rows in one transaction: a batch is indexed whole or not at all. `stored_ns` is
-        when the receiver stored them (its own clock): retention counts from it."""
-        if not rows:
+        when the receiver stored them (its own clock): retention counts from it. `cursors` (set)
+        and `forget` (removed, by rel) move the files' read positions in the same transaction."""
+        if not rows and not cursors and not forget:
             return
         with self._lock:
             conn = self._writer
@@ -468,14 +497,28 @@ class IndexStore:
             try:
                 conn.executemany(_INSERT, [(*row, stored_ns) for row in rows])
                 newest = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                conn.executemany("DELETE FROM followed WHERE rel = ?", [(rel,) for rel in forget])
+                conn.executemany("INSERT OR REPLACE INTO followed (rel, ino, offset, head) "
+                                 "VALUES (?, ?, ?, ?)", cursors)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        if not rows:
+            return
         with _listeners_lock:
             listeners = list(_commit_listeners.get(self._resolved, ()))
         for listener in listeners:
             listener(int(newest))
+
+    def cursors(self) -> dict[str, Cursor]:
+        """Every file the index follows, by rel."""
+        conn = self._connect()
+        try:
+            return {r[0]: Cursor(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in conn.execute(
+                "SELECT rel, ino, offset, head FROM followed")}
+        finally:
+            conn.close()
 
     def delete_older(self, category: str, cutoff_ns: int) -> int:
         """Delete the rows of `category` stored before `cutoff_ns` (never by record time: a
@@ -629,6 +672,49 @@ def stored_files(directory: Path) -> Iterator[tuple[Path, str]]:
                 yield Path(root) / name, tenant
 
 
+HEAD_BYTES = 256  # a file's first bytes: its identity once rotation renamed and gzipped it
+
+
+def file_head(fd: int) -> bytes:
+    return os.pread(fd, HEAD_BYTES, 0)
+
+
+def line_end(fd: int, size: int) -> int:
+    """The offset just past the last newline before `size` (0 if there is none)."""
+    position = size
+    while position > 0:
+        start = max(0, position - 65536)
+        found = os.pread(fd, position - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        position = start
+    return 0
+
+
+def is_active_name(name: str) -> bool:
+    """Whether a file name under files.directory is an active file (not rotated, gzipped, a
+    torn-line quarantine, a temp file or hidden)."""
+    return not (name.startswith(".") or ".tmp" in name or name.endswith((".gz", ".torn"))
+                or ROTATED_RE.match(name))
+
+
+def _active_lines(path: Path, directory: Path) -> tuple[list[bytes], Cursor | None]:
+    """An active file's whole lines, and the cursor just past them (the index follows the
+    file from there: sinks/index/fileindexer.py)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return [], None
+    try:
+        st = os.fstat(fd)
+        end = line_end(fd, st.st_size)
+        data = os.pread(fd, end, 0)
+        cursor = Cursor(path.relative_to(directory).as_posix(), st.st_ino, end, file_head(fd))
+    finally:
+        os.close(fd)
+    return data.split(b"\n")[:-1], cursor
+
+
 def _lines(path: Path) -> Iterator[bytes]:
     opener: Any = gzip.open if path.name.endswith(".gz") else open
     try:
@@ -659,6 +745,7 @@ def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5
         skew_ns = int((time.time() - fs_now(Path(directory))) * 1e9)
     except OSError:
         skew_ns = 0
+    cursors: list[Cursor] = []
     try:
         pending: list[Row] = []
         for path, tenant in stored_files(Path(directory)):
@@ -669,7 +756,12 @@ def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5
             except FileNotFoundError:
                 continue
             seen = seen_bytes = 0
-            for line in _lines(path):
+            lines: Iterable[bytes] = _lines(path)
+            if is_active_name(path.name):
+                lines, cursor = _active_lines(path, Path(directory))
+                if cursor is not None:
+                    cursors.append(cursor)
+            for line in lines:
                 if progress is not None:
                     seen += 1
                     seen_bytes += len(line)
@@ -689,6 +781,7 @@ def rebuild(directory: Path, categories: Iterable[str] = (), batch_rows: int = 5
             pending = []
             if progress is not None and seen:
                 progress(seen, seen_bytes)
+        store.insert([], 0, cursors)  # the receiver's index follows the active files from here
         with store._lock:
             assert store._writer is not None
             store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from sluice_collector.sinks.files.auditchain import ChainBreak
     from sluice_collector.sinks.files.auditmonitor import AuditChainMonitor
     from sluice_collector.sinks.files.config import FilePolicy
+    from sluice_collector.sinks.files.sink import RotatingFileSink
 
 log = logging.getLogger("sluice.receiver")
 
@@ -69,6 +70,7 @@ def build_sinks(
     """
     sinks: list[Sink] = []
     policies: Mapping[str, FilePolicy] = config.files.categories
+    files: RotatingFileSink | None = None
     if config.files.enabled:
         from sluice_collector.sinks.files.sink import RotatingFileSink
 
@@ -91,16 +93,34 @@ def build_sinks(
             spool_dir = spool_dir / f"worker-{worker_index}"
         sinks.append(ForwardSink(config.forward, telemetry, spool_dir))
     if config.query.enabled:
-        # Last: the index is a copy of what the files hold, never ahead of them; if it fails,
-        # the client's retry skips the sinks before it (Pipeline: nothing is stored twice).
+        # Last: the index is a copy of what the files hold, never ahead of them.
         from sluice_collector.query.store import IndexStore
-        from sluice_collector.sinks.index.sink import IndexSink
 
-        sinks.append(IndexSink(
-            IndexStore.for_directory(config.files.directory), policies,
-            index_categories=config.query.index_categories, trace_url=config.files.trace_url,
-            sweep_interval_s=config.files.retention_check_interval_s, sweeps=not worker_index,
-        ))
+        store = IndexStore.for_directory(config.files.directory)
+        if files is not None and config.files.format == "json" and worker_index is None:
+            # It follows the files, off the acknowledgement path; as a sink it only holds
+            # acknowledgements when it falls too far behind.
+            from sluice_collector.sinks.index.fileindexer import FileIndexer
+
+            indexer = FileIndexer(
+                store, config.files.directory, policies, telemetry,
+                index_categories=config.query.index_categories,
+                sweep_interval_s=config.files.retention_check_interval_s,
+                lag_limit_bytes=config.query.index_lag_limit_mb << 20,
+            )
+            files.follow(indexer, config.query.index_categories)
+            sinks.append(indexer)
+        else:
+            # Inline: no JSON files to follow, or several processes append to them. If it
+            # fails, the client's retry skips the sinks before it (Pipeline: nothing is stored
+            # twice).
+            from sluice_collector.sinks.index.sink import IndexSink
+
+            sinks.append(IndexSink(
+                store, policies, index_categories=config.query.index_categories,
+                trace_url=config.files.trace_url,
+                sweep_interval_s=config.files.retention_check_interval_s, sweeps=not worker_index,
+            ))
     if config.alerts.enabled:
         from sluice_collector.sinks.alerts.sink import AlertsSink
 
@@ -170,6 +190,7 @@ class Receiver:
         if config.query.enabled:
             from sluice_collector.query.core import QueryCore
             from sluice_collector.query.store import IndexStore
+            from sluice_collector.sinks.index.fileindexer import FileIndexer
 
             chain = config.files.audit_chain
             files = next((s for s in self.sinks if hasattr(s, "audit_templates")), None)
@@ -179,6 +200,7 @@ class Receiver:
                 chain_key=chain.key if chain.enabled else None,
                 audit_templates=files.audit_templates() if files is not None else (),
                 shared_index=worker_index is not None,
+                sync=next((s.sync for s in self.sinks if isinstance(s, FileIndexer)), None),
             )
         self._reuse_port = worker_index is not None
         self.activity = ActivityReporter(

@@ -38,10 +38,10 @@ import string
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -78,6 +78,7 @@ log = logging.getLogger("sluice.files")
 
 WriteFn = Callable[[int, bytes | memoryview], int]  # os.write's shape; injectable for tests
 MAX_COMPONENT_CHARS = 96
+METRICS_CATEGORY = "metrics"  # never indexed: the write listener is not told of it
 AUDIT_CATEGORY = "audit"  # the category whose lines are hash-chained (files.audit_chain)
 _BATCH_FIELDS = frozenset({"category", "signal", "tenant"})
 _SAFE_RE = re.compile(r"[A-Za-z0-9_\-@+=,][A-Za-z0-9_\-.@+=,]*")
@@ -153,6 +154,8 @@ class _FileSet:
     size: int = 0
     period: str = ""  # the period the current content belongs to ("" = empty file)
     tail_checked: bool = False  # the file was seen to end in a newline since it was opened
+    ino: int = 0
+    announced: int = -1  # the inode the write listener was last handed a descriptor of
 
 
 class _Compressor:
@@ -276,6 +279,13 @@ def _temp_owner_alive(name: str) -> bool:
     return True
 
 
+class WriteListener(Protocol):
+    """Told of every file a batch appended to, once the whole batch is written (the index
+    follows the files this way: sinks/index/fileindexer.py)."""
+
+    def wrote(self, rel: str, ino: int, end: int, n_bytes: int, fd: int = -1) -> None: ...
+
+
 class RotatingFileSink:
     """Writes every routed record to its category's files; see the module docstring.
 
@@ -341,6 +351,8 @@ class RotatingFileSink:
             disk_usage=disk_usage,
             is_busy=self._compressor.is_busy,
         )
+        self._listener: WriteListener | None = None
+        self._listened: frozenset[str] = frozenset()  # categories it is told of; empty = all
         self._started = False
         self._stopped = False
         self._manifest_written = False
@@ -359,6 +371,14 @@ class RotatingFileSink:
             "sluice_files_over_limit_records",
             "Records written to the fallback path because their category's templated path "
             "already names files.max_files_per_template files.", ["category"], registry=r)
+
+    def follow(self, listener: WriteListener, categories: Sequence[str] = ()) -> None:
+        """Tell `listener` of each batch's appends to the files of `categories` (empty: every
+        category but metrics), in write order, under this sink's lock: the end offset, and
+        with the first report of each inode a duplicate descriptor the listener then owns, so
+        a rotation cannot hide the file's last lines from it."""
+        self._listener = listener
+        self._listened = frozenset(categories)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, *, background: bool = True) -> None:
@@ -546,6 +566,8 @@ class RotatingFileSink:
                 raise SinkError("files sink is not started")
             now = self._clock()
             done: list[tuple[_FileSet, int]] = []
+            # (file, rel, inode, end, bytes, duplicate fd or -1) for the write listener
+            told: list[tuple[_FileSet, str, int, int, int, int]] = []
             sealed_batches: list[SealedBatch] = []  # audit chain heads, recorded only if all went well
             if self._lock_fd >= 0:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -569,9 +591,18 @@ class RotatingFileSink:
                         self._rotate_if_due(fs, len(data), now)
                     done.append((fs, self._append(fs, data, now)))
                     name = group.category.name
+                    if self._listener is not None and self._listens(name):
+                        announce = fs.announced != fs.ino
+                        told.append((fs, fs.rel, fs.ino, fs.size, len(data),
+                                     os.dup(fs.fd) if announce else -1))
+                        fs.announced = fs.ino
                     bytes_by_category[name] = bytes_by_category.get(name, 0) + len(data)
             except OSError as exc:
                 self._rollback(done)
+                for fs, *_, fd in told:
+                    fs.announced = -1
+                    if fd >= 0:
+                        os.close(fd)
                 self._failing = True
                 self._record_error(f"write failed: {exc.strerror or exc}")
                 if exc.errno in _DISK_FULL:
@@ -586,6 +617,9 @@ class RotatingFileSink:
                     # of the data, whatever moment a crash picks.
                     for sealed in sealed_batches:
                         self._chain.commit(sealed)
+                for _fs, rel, ino, end, n, fd in told:
+                    assert self._listener is not None
+                    self._listener.wrote(rel, ino, end, n, fd)
             finally:
                 if self._lock_fd >= 0:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -597,6 +631,9 @@ class RotatingFileSink:
             telemetry.written.labels(signal=signal, category=category, sink=self.name).inc(n)
         for category, n in bytes_by_category.items():
             telemetry.bytes_written.labels(sink=self.name, category=category).inc(n)
+
+    def _listens(self, category: str) -> bool:
+        return category in self._listened if self._listened else category != METRICS_CATEGORY
 
     # -- destinations ----------------------------------------------------------------------
     def _category(self, name: str) -> FilePolicy:
@@ -697,6 +734,7 @@ class RotatingFileSink:
         fs.fd = os.open(fs.path, _ACTIVE_FLAGS, 0o640)
         st = os.fstat(fs.fd)
         fs.size = st.st_size
+        fs.ino = st.st_ino
         # A file left from before a restart belongs to the period of its last write.
         fs.period = period_key(st.st_mtime + self._mtime_skew(), fs.rotation.interval,
                                fs.rotation.utc) if st.st_size else ""

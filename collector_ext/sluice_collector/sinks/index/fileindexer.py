@@ -1,0 +1,483 @@
+"""The index as a follower of the files: rows are read from the JSON lines the file sink wrote,
+on a thread of their own, after the batch was acknowledged.
+
+Why: deriving a row and inserting it into SQLite's six B-trees costs several times what the
+rest of a record's trip costs; done inline it took 80 % of ingest throughput. The files are
+the record of truth and the index is rebuildable from them, so the index may trail them —
+within bounds:
+
+- **Nothing skipped, nothing twice.** For every file it follows the index keeps a cursor (the
+  byte offset past its last indexed line, the file's inode and first bytes) in the same SQLite
+  transaction as the rows read up to it (`IndexStore.insert(..., cursors=)`). After a crash it
+  resumes at the cursor — in the same file, or, when that file was rotated meanwhile, in the
+  rotated (possibly gzipped) file whose first bytes match.
+- **Only acknowledged bytes.** The file sink reports each batch's end offset per file once the
+  whole batch is written (`wrote`); a batch it rolls back is never reported, so the index
+  never reads lines the files are about to lose. A rotated file is drained to its end through
+  a descriptor the file sink hands over with the first report of each inode, so a rotation
+  (or the gzip that follows it and removes the plain file) cannot hide lines.
+- **Read your writes.** `sync()` returns once everything reported before it is committed; the
+  query API calls it before each read, so a client whose Export was acknowledged finds its
+  records — whatever the lag, usually a few milliseconds.
+- **Back-pressure.** When the files are more than `lag_limit_bytes` ahead of the index,
+  `consume` (the last sink) holds each acknowledgement until the index has caught up below
+  the limit (at most `max_wait_s`; then the batch is acknowledged anyway: the files have it).
+
+At the first start on a database without cursors (a new index, or one the inline sink wrote),
+files already present count as indexed up to their end; `sluice index rebuild` indexes them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Gauge
+
+from sluice_collector.batch import Batch
+from sluice_collector.errors import SinkError
+from sluice_collector.query.store import (
+    HEAD_BYTES,
+    Cursor,
+    IndexStore,
+    Row,
+    file_head,
+    is_active_name,
+    line_end,
+    row_of_line,
+)
+from sluice_collector.sinks.files.config import FilePolicy
+from sluice_collector.sinks.files.naming import backups_of
+from sluice_collector.sinks.files.retention import TENANTS_DIR
+from sluice_collector.sinks.index.maintenance import IndexMaintenance
+from sluice_collector.telemetry import ReceiverTelemetry
+
+log = logging.getLogger("sluice.receiver")
+
+READ_BYTES = 4 << 20  # read (and committed) per transaction, so catching up stays incremental
+DEFAULT_LAG_LIMIT_BYTES = 64 << 20
+MAX_OPEN = 512  # descriptors kept on caught-up files; beyond it the least recent are closed
+_RETRY_S = 1.0
+
+
+@dataclass(slots=True, eq=False)
+class _Followed:
+    """One file being followed: indexed up to `offset`, acknowledged up to `end`."""
+
+    rel: str
+    ino: int
+    fd: int
+    offset: int
+    end: int
+    head: bytes
+    tenant: str
+
+    def cursor(self) -> Cursor:
+        return Cursor(self.rel, self.ino, self.offset, self.head)
+
+
+@dataclass(frozen=True, slots=True)
+class _Wrote:
+    rel: str
+    ino: int
+    end: int
+    fd: int  # a duplicate of the writer's descriptor (first report of an inode) or -1
+
+
+@dataclass(frozen=True, slots=True)
+class _Barrier:
+    done: threading.Event
+
+
+_STOP = object()
+
+
+def tenant_of(rel: str) -> str:
+    """The tenant a file's place implies (`tenants/<tenant>/...`), as the file sink puts it."""
+    parts = rel.split("/")
+    return parts[1] if len(parts) >= 3 and parts[0] == TENANTS_DIR else ""
+
+
+def active_files(directory: Path) -> Iterator[str]:
+    """Every active (not rotated) file under `directory`, as rel paths; hidden directories
+    (.index, .spool) and the file sink's side files are skipped."""
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if is_active_name(name):
+                yield (Path(root) / name).relative_to(directory).as_posix()
+
+
+class FileIndexer:
+    """Follows the files the file sink writes and indexes their lines; see the module docs.
+    It is the last sink of the chain only to hold acknowledgements when it falls behind."""
+
+    name = "index"
+
+    def __init__(
+        self,
+        store: IndexStore,
+        directory: Path,
+        policies: Mapping[str, FilePolicy],
+        telemetry: ReceiverTelemetry,
+        *,
+        index_categories: Sequence[str] = (),
+        sweep_interval_s: float = 3600.0,
+        checkpoint_interval_s: float = 1.0,
+        lag_limit_bytes: int = DEFAULT_LAG_LIMIT_BYTES,
+        max_wait_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.directory = Path(directory)
+        self._only = frozenset(index_categories)
+        self._lag_limit = lag_limit_bytes
+        self._max_wait_s = max_wait_s
+        self._clock = clock
+        self._chores = IndexMaintenance(store, policies, sweep_interval_s=sweep_interval_s,
+                                        checkpoint_interval_s=checkpoint_interval_s, clock=clock)
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._files: dict[str, _Followed] = {}  # by rel: the inode the file sink writes now
+        self._retired: list[_Followed] = []  # rotated away: read to their end, then dropped
+        self._lock = threading.Condition()
+        self._reported = 0  # bytes the file sink reported
+        self._done = 0  # of those, bytes indexed
+        self._thread: threading.Thread | None = None
+        self.indexed = 0
+        self.last_error = ""
+        Gauge("sluice_index_lag_bytes", "Bytes the files hold that the index has not read yet.",
+              registry=telemetry.registry).set_function(lambda: self.lag_bytes)
+
+    @property
+    def lag_bytes(self) -> int:
+        with self._lock:
+            return self._reported - self._done
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the index and catch up with the files (what a crash left unread) before the
+        receiver listens, then follow them on a thread."""
+        try:
+            self.store.open(background_checkpoints=True)
+            self._resume()
+        except (OSError, sqlite3.Error) as exc:
+            raise SinkError(f"index: cannot open {self.store.path}: {exc}") from exc
+        self._chores.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sluice-index", daemon=True)
+            self._thread.start()
+
+    def shutdown(self) -> None:
+        if self._thread is not None:
+            self._inbox.put(_STOP)
+            self._thread.join(30.0)
+            self._thread = None
+        self._chores.stop()
+        for f in [*self._files.values(), *self._retired]:
+            self._close(f)
+        self._files.clear()
+        self._retired.clear()
+        self.store.close()
+
+    def health(self) -> dict[str, Any]:
+        error = self.last_error or self._chores.last_error
+        lag = self.lag_bytes
+        return {"state": "degraded" if error or lag > self._lag_limit else "ok",
+                "path": str(self.store.path), "indexed": self.indexed, "lag_bytes": lag,
+                "last_error": error}
+
+    # -- the file sink's side ------------------------------------------------------------------
+    def wrote(self, rel: str, ino: int, end: int, n_bytes: int, fd: int = -1) -> None:
+        """The file sink appended `n_bytes`, ending at `end`, to `rel` (inode `ino`) and the
+        batch is whole. Called under the file sink's lock, so reports arrive in write order;
+        `fd`, when not -1, is a duplicate descriptor this indexer now owns."""
+        with self._lock:
+            self._reported += n_bytes
+        self._inbox.put(_Wrote(rel, ino, end, fd))
+
+    def consume(self, batch: Batch) -> None:
+        """Back-pressure only: hold the acknowledgement while the index is too far behind."""
+        if self.lag_bytes <= self._lag_limit:
+            return
+        deadline = time.monotonic() + self._max_wait_s
+        with self._lock:
+            while self._reported - self._done > self._lag_limit and self._thread is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return  # the files have the batch; the index catches up later
+                self._lock.wait(left)
+
+    def sync(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything reported so far is indexed; False on timeout or when not
+        running. The query API calls it before reading (read your writes)."""
+        if self._thread is None:
+            return False
+        barrier = _Barrier(threading.Event())
+        self._inbox.put(barrier)
+        return barrier.done.wait(timeout_s)
+
+    def force_flush(self, timeout_s: float | None = None) -> bool:
+        return self.sync(timeout_s)
+
+    # -- the indexing thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            barriers: list[_Barrier] = []
+            message = self._inbox.get()
+            while True:
+                if message is _STOP:
+                    stopping = True
+                elif isinstance(message, _Barrier):
+                    barriers.append(message)
+                else:
+                    self._note(message)
+                try:
+                    message = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+            while not self._index_pending() and not stopping:
+                time.sleep(_RETRY_S)  # the index is failing (last_error says why): retry
+            for barrier in barriers:
+                barrier.done.set()
+
+    def _note(self, message: _Wrote) -> None:
+        f = self._files.get(message.rel)
+        if f is not None and f.ino != message.ino:
+            # Rotated (or removed and recreated): what the old inode holds is whole, and is
+            # read to its end before the new one.
+            f.end = -1
+            self._retired.append(f)
+            f = None
+        fd = message.fd
+        if f is None:
+            if fd < 0:
+                fd = self._open_inode(message.rel, message.ino)
+            f = _Followed(message.rel, message.ino, fd, 0, 0,
+                          file_head(fd) if fd >= 0 else b"", tenant_of(message.rel))
+            self._files[message.rel] = f
+        elif f.fd < 0:
+            f.fd = fd if fd >= 0 else self._open_inode(message.rel, message.ino)
+        elif fd >= 0:
+            os.close(fd)
+        f.end = max(f.end, message.end)
+        if len(f.head) < HEAD_BYTES and f.fd >= 0:
+            f.head = file_head(f.fd)
+
+    def _open_inode(self, rel: str, ino: int) -> int:
+        """A descriptor on `rel` if it still is inode `ino`, else on its rotated plain copy;
+        -1 if neither is there (gzipped already: found by its head at the next start)."""
+        path = self.directory / rel
+        candidates = [path] + [path.with_name(b.name) for b in reversed(
+            backups_of(path.parent, path.name)) if not b.gz]
+        for candidate in candidates:
+            try:
+                fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            if os.fstat(fd).st_ino == ino:
+                return fd
+            os.close(fd)
+        self.last_error = f"lost track of {rel} (rotated before it was read)"
+        log.warning("index: %s; run `sluice index rebuild` to index it", self.last_error)
+        return -1
+
+    def _index_pending(self) -> bool:
+        """Index every followed file up to its acknowledged end (a rotated one to its end), one
+        transaction per READ_BYTES; False if the index could not be written (nothing moved)."""
+        while True:
+            rows: list[Row] = []
+            cursors: list[Cursor] = []
+            plan: list[tuple[_Followed, int, bool]] = []  # (file, new offset, finished)
+            budget = READ_BYTES
+            for f in [*self._retired, *self._files.values()]:
+                retired = f.end < 0
+                if budget <= 0 or f.fd < 0:
+                    if retired and f.fd < 0:
+                        plan.append((f, f.offset, True))  # lost track of it: warned already
+                    continue
+                target = line_end(f.fd, os.fstat(f.fd).st_size) if retired else f.end
+                if f.offset >= target:
+                    if retired:
+                        plan.append((f, f.offset, True))
+                    continue
+                data, advance = self._read(f, target, budget)
+                rows.extend(self._rows(data, f.tenant))
+                offset = f.offset + advance
+                budget -= advance
+                plan.append((f, offset, retired and offset >= target))
+                if not retired:
+                    cursors.append(Cursor(f.rel, f.ino, offset, f.head))
+            if not plan:
+                return True
+            try:
+                self.store.insert(rows, int(self._clock() * 1e9), cursors)
+            except (OSError, sqlite3.Error, RuntimeError) as exc:
+                self.last_error = f"cannot write {self.store.path}: {exc}"
+                log.warning("index: %s", self.last_error)
+                return False
+            self.indexed += len(rows)
+            moved = 0
+            for f, offset, finished in plan:
+                moved += offset - f.offset
+                f.offset = offset
+                if finished:
+                    self._retired.remove(f)
+                    self._close(f)
+            with self._lock:
+                self._done += moved
+                self._lock.notify_all()
+            self._trim_open()
+
+    def _read(self, f: _Followed, target: int, budget: int) -> tuple[bytes, int]:
+        """Whole lines from `f.offset` towards `target` — at most `budget` bytes, unless the
+        first line alone is longer — and how far they reach. An unreadable file is skipped to
+        `target` (as rebuild skips it), with a warning."""
+        try:
+            data = os.pread(f.fd, min(target - f.offset, max(budget, 65536)), f.offset)
+            while f.offset + len(data) < target and b"\n" not in data:
+                more = os.pread(f.fd, min(target - f.offset - len(data), 1 << 20),
+                                f.offset + len(data))
+                if not more:
+                    break
+                data += more
+        except OSError as exc:
+            self.last_error = f"cannot read {f.rel}: {exc.strerror or exc}"
+            log.warning("index: %s; skipped to its end", self.last_error)
+            return b"", target - f.offset
+        if f.offset + len(data) < target:
+            data = data[: data.rfind(b"\n") + 1]
+        return data, len(data)
+
+    def _rows(self, data: bytes, tenant: str) -> list[Row]:
+        out = []
+        only = self._only
+        for line in data.split(b"\n"):
+            row = row_of_line(line, tenant)
+            if row is not None and (not only or row.category in only):
+                out.append(row)
+        return out
+
+    def _trim_open(self) -> None:
+        """Close the descriptors of caught-up files beyond MAX_OPEN (their cursors stay)."""
+        if len(self._files) <= MAX_OPEN:
+            return
+        excess = sum(f.fd >= 0 for f in self._files.values()) - MAX_OPEN
+        for f in self._files.values():
+            if excess <= 0:
+                break
+            if f.fd >= 0 and f.offset >= f.end:
+                self._close(f)
+                excess -= 1
+
+    @staticmethod
+    def _close(f: _Followed) -> None:
+        if f.fd >= 0:
+            os.close(f.fd)
+            f.fd = -1
+
+    # -- start-up --------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        """Pick up every cursor; index what a crash left unread (in the file itself or in its
+        rotated copy); follow active files that have no cursor from their start."""
+        cursors = self.store.cursors()
+        fresh = self.store.cursors_created
+        for cursor in cursors.values():
+            self._resume_one(cursor)
+        for rel in active_files(self.directory):
+            if rel in self._files:
+                continue
+            try:
+                fd = os.open(self.directory / rel, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            st = os.fstat(fd)
+            end = line_end(fd, st.st_size)
+            # A new index counts what the files hold as indexed (rebuild indexes it); an
+            # index that follows the files has not seen this one: all of it is new.
+            offset = end if fresh else 0
+            self._files[rel] = _Followed(rel, st.st_ino, fd, offset, end, file_head(fd),
+                                         tenant_of(rel))
+        with self._lock:
+            self._reported += sum(f.end - f.offset for f in [*self._files.values(), *self._retired])
+        if not self._index_pending():
+            raise sqlite3.OperationalError(self.last_error)
+        # Cursors for files not there any more (rotated, then removed by retention): dropped.
+        gone = [rel for rel in cursors if rel not in self._files]
+        self.store.insert([], 0, [f.cursor() for f in self._files.values()], gone)
+
+    def _resume_one(self, cursor: Cursor) -> None:
+        path = self.directory / cursor.rel
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            st = os.fstat(fd)
+            if st.st_ino == cursor.ino and file_head(fd)[: len(cursor.head)] == cursor.head:
+                self._files[cursor.rel] = _Followed(cursor.rel, cursor.ino, fd, cursor.offset,
+                                                    line_end(fd, st.st_size), cursor.head,
+                                                    tenant_of(cursor.rel))
+                return
+            os.close(fd)
+        if not cursor.head:
+            return  # it was empty: nothing of it can be unread
+        # Rotated while the index was not reading it: the rotated copy with its head, from the
+        # cursor on, then every later rotation of the set (the active file follows from 0).
+        backups = {b.seq: b for b in backups_of(path.parent, path.name) if not b.gz}
+        for b in backups_of(path.parent, path.name):
+            backups.setdefault(b.seq, b)  # gzipped only where no plain copy is left
+        ordered = [backups[seq] for seq in sorted(backups)]
+        tenant = tenant_of(cursor.rel)
+        heads = [self._head_of(path.with_name(b.name)) for b in ordered]
+        matches = [i for i, head in enumerate(heads) if head.startswith(cursor.head)]
+        if matches:
+            first = matches[-1]
+            for index in range(first, len(ordered)):
+                offset = cursor.offset if index == first else 0
+                data = self._backup_lines(path.with_name(ordered[index].name), offset)
+                rows = self._rows(data, tenant)
+                # Each file in its own transaction, the cursor moved on to the next one (by its
+                # head: ino 0 never names an active file), so a crash here resumes here.
+                later = [Cursor(cursor.rel, 0, 0, heads[index + 1])] \
+                    if index + 1 < len(ordered) and heads[index + 1] else []
+                self.store.insert(rows, int(self._clock() * 1e9), later,
+                                  [] if later else [cursor.rel])
+                self.indexed += len(rows)
+            return
+        if cursor.offset:
+            log.warning("index: %s was rotated and removed before the index read it to its end; "
+                        "run `sluice index rebuild` if its last records are missing", cursor.rel)
+
+    @staticmethod
+    def _head_of(path: Path) -> bytes:
+        """A rotated file's first bytes (b"" if unreadable)."""
+        try:
+            opener: Any = gzip.open if path.name.endswith(".gz") else open
+            with opener(path, "rb") as fh:
+                head: bytes = fh.read(HEAD_BYTES)
+        except (OSError, EOFError):
+            return b""
+        return head
+
+    @staticmethod
+    def _backup_lines(path: Path, offset: int) -> bytes:
+        """A rotated file's whole lines from `offset` (what is readable of them)."""
+        try:
+            opener: Any = gzip.open if path.name.endswith(".gz") else open
+            with opener(path, "rb") as fh:
+                fh.seek(offset)
+                data: bytes = fh.read()
+        except (OSError, EOFError) as exc:
+            log.warning("index: cannot read %s: %s", path, exc)
+            return b""
+        return data[: data.rfind(b"\n") + 1]

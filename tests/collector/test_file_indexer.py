@@ -1,0 +1,222 @@
+"""The index follows the files (sinks/index/fileindexer.py): off the acknowledgement path, yet
+every acknowledged line is indexed exactly once — across rotations, gzip, restarts and crashes —
+and nothing the files refused is indexed. The oracle is `rebuild`: the index of a directory
+must hold the very rows a rebuild from its files derives."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sluice_collector.batch import Signal
+from sluice_collector.errors import SinkError
+from sluice_collector.ingest import Caller, Encoding
+from sluice_collector.query.store import IndexStore, Row, rebuild
+from sluice_collector.service.receiver import Receiver
+from sluice_collector.sinks.files.sink import RotatingFileSink
+from sluice_collector.sinks.index.fileindexer import FileIndexer
+from sluice_collector.testing import start_receiver
+from tests.otlp_builders import log_record, logs_request
+
+T0 = 1_700_000_000_000_000_000
+
+
+def _settings(directory: Path, **files: Any) -> dict[str, Any]:
+    return {
+        "telemetry": {"listen": ""},
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
+        "files": {"directory": str(directory), **files},
+        "query": {"api_keys": {"admin": {"key": "admin-key-0123456789abcdef", "role": "admin"}}},
+    }
+
+
+def _send(receiver: Receiver, first: int, n: int, *, category: str = "app", pad: int = 0) -> None:
+    records = [log_record(f"line {i} " + "x" * (i % 97 + pad), attributes={
+        "log.category": category, "user.id": f"u{i % 5}", "seq": i}, time_unix_nano=T0 + i)
+        for i in range(first, first + n)]
+    result = receiver.ingest.export(Signal.LOGS, logs_request(*records).SerializeToString(),
+                                    Encoding.PROTOBUF, Caller())
+    assert not result.rejected
+    assert not result.dropped
+
+
+def _indexer(receiver: Receiver) -> FileIndexer:
+    found = [s for s in receiver.sinks if isinstance(s, FileIndexer)]
+    assert len(found) == 1, receiver.sinks
+    return found[0]
+
+
+def _rows(directory: Path) -> list[Row]:
+    return sorted(IndexStore.for_directory(directory).rows())
+
+
+def _rebuilt(directory: Path, tmp: Path) -> list[Row]:
+    """The rows a rebuild derives from a copy of the directory's files."""
+    copy = tmp / "copy"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(directory, copy, ignore=shutil.ignore_patterns(".index"))
+    rebuild(copy)
+    return _rows(copy)
+
+
+def _seqs(rows: list[Row]) -> list[int]:
+    return sorted(int(r.line.split('"seq":')[1].split(",")[0].split("}")[0]) for r in rows
+                  if '"seq":' in r.line)
+
+
+def test_acknowledged_records_are_indexed_once_across_rotations_and_gzip(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    receiver = start_receiver(_settings(logs, rotation={"max_bytes": 20_000}))
+    try:
+        for batch in range(40):
+            _send(receiver, batch * 25, 25)
+        assert _indexer(receiver).sync(30)
+        rows = _rows(logs)
+    finally:
+        receiver.stop(5)
+    assert sorted(p.name for p in logs.glob("app.log.*.gz")), "no rotation happened"
+    assert _seqs(rows) == list(range(1000))
+    assert rows == _rebuilt(logs, tmp_path)
+
+
+def test_a_restart_resumes_where_the_index_stood_even_in_rotated_gzipped_files(tmp_path: Path) -> None:
+    """While the index was down (a crash: the receiver wrote, the index never read), the files
+    grew, rotated and were gzipped; the next start indexes exactly what it missed."""
+    logs = tmp_path / "logs"
+    settings = _settings(logs, rotation={"max_bytes": 20_000})
+    receiver = start_receiver(settings)
+    try:
+        _send(receiver, 0, 30)
+        assert _indexer(receiver).sync(30)
+    finally:
+        receiver.stop(5)
+    assert _seqs(_rows(logs)) == list(range(30))
+    # The same files written with nobody following them: what a crash of the index leaves.
+    without_index = {**settings, "query": {"enabled": False}}
+    receiver = start_receiver(without_index)
+    try:
+        for batch in range(1, 30):
+            _send(receiver, batch * 30, 30)
+        assert next(s for s in receiver.sinks if isinstance(s, RotatingFileSink)).force_flush(30)
+    finally:
+        receiver.stop(5)
+    assert len(list(logs.glob("app.log.*.gz"))) >= 3
+    receiver = start_receiver(settings)
+    try:
+        rows = _rows(logs)  # caught up before the receiver listened
+    finally:
+        receiver.stop(5)
+    assert _seqs(rows) == list(range(900))
+    assert rows == _rebuilt(logs, tmp_path)
+
+
+def test_after_a_rebuild_the_index_follows_on_without_duplicates(tmp_path: Path) -> None:
+    """A directory written without the query API: its first start counts the files as indexed
+    (nothing is read twice), `sluice index rebuild` indexes them and leaves cursors, and the
+    receiver follows on from those."""
+    logs = tmp_path / "logs"
+    settings = _settings(logs)
+    receiver = start_receiver({**settings, "query": {"enabled": False}})
+    try:
+        _send(receiver, 0, 50)
+    finally:
+        receiver.stop(5)
+    receiver = start_receiver(settings)
+    try:
+        _send(receiver, 50, 10)
+        assert _indexer(receiver).sync(30)
+        assert _seqs(_rows(logs)) == list(range(50, 60))
+    finally:
+        receiver.stop(5)
+    assert rebuild(logs) == 60
+    receiver = start_receiver(settings)
+    try:
+        _send(receiver, 60, 10)
+        assert _indexer(receiver).sync(30)
+        rows = _rows(logs)
+    finally:
+        receiver.stop(5)
+    assert _seqs(rows) == list(range(70))
+    assert rows == _rebuilt(logs, tmp_path)
+
+
+def test_a_batch_the_files_rolled_back_is_not_indexed(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    receiver = start_receiver(_settings(logs))
+    files = next(s for s in receiver.sinks if isinstance(s, RotatingFileSink))
+    try:
+        _send(receiver, 0, 10)
+        failing = threading.Event()
+        real_write = files._write
+
+        def write(fd: int, data: Any) -> int:
+            if failing.is_set():
+                n = real_write(fd, bytes(data)[: len(data) // 2])  # half of it, then an error
+                raise OSError(5, f"I/O error after {n} bytes")
+            return real_write(fd, data)
+
+        files._write = write
+        failing.set()
+        with pytest.raises(SinkError):
+            _send(receiver, 100, 10)
+        failing.clear()
+        _send(receiver, 200, 10)
+        assert _indexer(receiver).sync(30)
+        rows = _rows(logs)
+    finally:
+        receiver.stop(5)
+    assert _seqs(rows) == [*range(10), *range(200, 210)]
+    assert rows == _rebuilt(logs, tmp_path)
+
+
+def test_acknowledgements_wait_while_the_index_is_too_far_behind(tmp_path: Path) -> None:
+    """With the index stuck (its writer lock held), a batch past the lag limit is written to the
+    files but not acknowledged until the index catches up."""
+    logs = tmp_path / "logs"
+    receiver = start_receiver({**_settings(logs), "query": {
+        "api_keys": {"admin": {"key": "admin-key-0123456789abcdef", "role": "admin"}},
+        "index_lag_limit_mb": 1}})
+    indexer = _indexer(receiver)
+    try:
+        with indexer.store._lock:  # the index cannot commit
+            _send(receiver, 0, 10)  # well under 1 MiB: acknowledged at once
+            # About 1.5 MiB of lines: over the limit once written.
+            sender = threading.Thread(target=_send, args=(receiver, 10, 1200),
+                                      kwargs={"pad": 1200}, daemon=True)
+            sender.start()
+            sender.join(0.5)
+            assert sender.is_alive(), "acknowledged while the index was over its lag limit"
+            assert indexer.health()["state"] == "degraded"
+            assert indexer.lag_bytes > 1 << 20
+        sender.join(60)
+        assert not sender.is_alive()
+        assert indexer.sync(30)
+        assert indexer.lag_bytes == 0
+        assert _seqs(_rows(logs)) == list(range(1210))
+    finally:
+        receiver.stop(5)
+
+
+def test_a_query_sees_what_was_acknowledged_before_it(tmp_path: Path) -> None:
+    """Read your writes: every read syncs with the index first (query/core.py)."""
+    from sluice_collector.query.store import AccessScope, RecordFilter
+
+    logs = tmp_path / "logs"
+    receiver = start_receiver(_settings(logs))
+    try:
+        core = receiver._query
+        assert core is not None
+        key = core.authenticate([("x-api-key", "admin-key-0123456789abcdef")])
+        for batch in range(20):
+            _send(receiver, batch * 5, 5)
+            rows, _ = core.query(key, RecordFilter(categories=("app",)), limit=1000,
+                                 peer="test", via="test")
+            assert _seqs([r.row for r in rows]) == list(range(batch * 5 + 5))
+        assert len(IndexStore.for_directory(logs).query(
+            RecordFilter(), AccessScope(), limit=1000)[0]) >= 100
+    finally:
+        receiver.stop(5)
