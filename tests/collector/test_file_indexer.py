@@ -5,7 +5,9 @@ must hold the very rows a rebuild from its files derives."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from sluice_collector.ingest import Caller, Encoding
 from sluice_collector.query.store import IndexStore, Row, rebuild
 from sluice_collector.service.receiver import Receiver
 from sluice_collector.sinks.files.sink import RotatingFileSink
-from sluice_collector.sinks.index.fileindexer import FileIndexer
+from sluice_collector.sinks.index.client import IndexClient
 from sluice_collector.testing import start_receiver
 from tests.otlp_builders import log_record, logs_request
 
@@ -44,8 +46,8 @@ def _send(receiver: Receiver, first: int, n: int, *, category: str = "app", pad:
     assert not result.dropped
 
 
-def _indexer(receiver: Receiver) -> FileIndexer:
-    found = [s for s in receiver.sinks if isinstance(s, FileIndexer)]
+def _indexer(receiver: Receiver) -> IndexClient:
+    found = [s for s in receiver.sinks if isinstance(s, IndexClient)]
     assert len(found) == 1, receiver.sinks
     return found[0]
 
@@ -107,7 +109,8 @@ def test_a_restart_resumes_where_the_index_stood_even_in_rotated_gzipped_files(t
     assert len(list(logs.glob("app.log.*.gz"))) >= 3
     receiver = start_receiver(settings)
     try:
-        rows = _rows(logs)  # caught up before the receiver listened
+        assert _indexer(receiver).sync(30)  # a barrier waits for the catch-up too
+        rows = _rows(logs)
     finally:
         receiver.stop(5)
     assert _seqs(rows) == list(range(900))
@@ -174,15 +177,17 @@ def test_a_batch_the_files_rolled_back_is_not_indexed(tmp_path: Path) -> None:
 
 
 def test_acknowledgements_wait_while_the_index_is_too_far_behind(tmp_path: Path) -> None:
-    """With the index stuck (its writer lock held), a batch past the lag limit is written to the
-    files but not acknowledged until the index catches up."""
+    """With the index process stopped (SIGSTOP), a batch past the lag limit is written to the
+    files but not acknowledged until the index catches up (SIGCONT)."""
     logs = tmp_path / "logs"
     receiver = start_receiver({**_settings(logs), "query": {
         "api_keys": {"admin": {"key": "admin-key-0123456789abcdef", "role": "admin"}},
         "index_lag_limit_mb": 1}})
-    indexer = _indexer(receiver)
+    index = _indexer(receiver)
     try:
-        with indexer.store._lock:  # the index cannot commit
+        assert index.sync(30)
+        os.kill(index.server_pid, signal.SIGSTOP)
+        try:
             _send(receiver, 0, 10)  # well under 1 MiB: acknowledged at once
             # About 1.5 MiB of lines: over the limit once written.
             sender = threading.Thread(target=_send, args=(receiver, 10, 1200),
@@ -190,12 +195,14 @@ def test_acknowledgements_wait_while_the_index_is_too_far_behind(tmp_path: Path)
             sender.start()
             sender.join(0.5)
             assert sender.is_alive(), "acknowledged while the index was over its lag limit"
-            assert indexer.health()["state"] == "degraded"
-            assert indexer.lag_bytes > 1 << 20
+            assert index.health()["state"] == "degraded"
+            assert index.lag_bytes > 1 << 20
+        finally:
+            os.kill(index.server_pid, signal.SIGCONT)
         sender.join(60)
         assert not sender.is_alive()
-        assert indexer.sync(30)
-        assert indexer.lag_bytes == 0
+        assert index.sync(30)
+        assert index.lag_bytes == 0
         assert _seqs(_rows(logs)) == list(range(1210))
     finally:
         receiver.stop(5)

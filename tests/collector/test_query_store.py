@@ -303,3 +303,31 @@ def test_stats_never_returns_more_than_about_1000_buckets(store: IndexStore) -> 
             assert stats.total
             assert 1 <= len(stats.buckets) <= 1001
             assert sum(n for _b, n, _e in stats.buckets) == stats.total
+
+
+def test_user_and_tenant_reads_use_their_partial_indexes(tmp_path: Path) -> None:
+    """Rows without a user or tenant are left out of those indexes (cheaper inserts); a read
+    scoped to a user or tenant must still be served by them, not by a scan."""
+    import sqlite3
+
+    store = IndexStore(tmp_path / "records.db")
+    store.open()
+    line = '{"timestamp":"2026-01-01T00:00:00Z","severity_number":9,"category":"app"}'
+    row = row_of_line(line.encode(), "acme")
+    assert row is not None
+    store.insert([row._replace(user_id=u) for u in ("", "alice", "")], stored_ns=1)
+    conn = sqlite3.connect(tmp_path / "records.db")
+    try:
+        for scope, f, index in ((AccessScope(user_id="alice"), RecordFilter(), "records_user_set"),
+                                (AccessScope(), RecordFilter(user_id="alice"), "records_user_set"),
+                                (AccessScope(tenant="acme"), RecordFilter(), "records_tenant_set"),
+                                (AccessScope(), RecordFilter(tenant="acme"), "records_tenant_set")):
+            where, params = store._where(conn, f, scope)
+            plan = " ".join(str(r[-1]) for r in conn.execute(
+                f"EXPLAIN QUERY PLAN SELECT id FROM records WHERE {where}", params))
+            assert index in plan, (scope, f, plan)
+        assert [r.row.user_id for r in store.query(RecordFilter(), AccessScope(user_id="alice"),
+                                                   limit=10)[0]] == ["alice"]
+    finally:
+        conn.close()
+        store.close()

@@ -188,3 +188,81 @@ def test_sigterm_while_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
     assert proc.returncode == 0, stderr
     assert "did not start" not in stderr
     assert not any(Path(f"/proc/{pid}").exists() for pid in spawned)
+
+
+def test_workers_share_one_index_that_follows_their_files(tmp_path: Path) -> None:
+    """With `--workers 2` one index process follows the files both write: a read on any worker
+    finds every record acknowledged before it (by either worker), and a tail on one worker is
+    pushed the other worker's records — nothing polls the index any more."""
+    from sluice_collector.query._proto import query_pb2 as pb
+
+    admin = "admin-key-0123456789abcdef"
+    receiver = ReceiverProcess(
+        tmp_path, {"files": {"rotation": {"max_bytes": "64KiB", "compress": True}},
+                   "query": {"api_keys": {"ops": {"key": admin, "role": "admin"}},
+                             "max_queries": 8, "max_queries_per_key": 8}},
+        extra_args=["--workers", "2"],
+    ).start()
+    threads, per_thread, per_request = 4, 10, 30
+    expected = {f"c{t}-r{n}-{i}" for t in range(threads) for n in range(per_thread)
+                for i in range(per_request)}
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    tailed: set[str] = set()
+    subscribed, complete = threading.Event(), threading.Event()
+    tail_channel = grpc.insecure_channel(receiver.endpoint, options=options)
+    tail = tail_channel.unary_stream(
+        "/sluice.v1.LogQuery/Tail", request_serializer=pb.TailRequest.SerializeToString,
+        response_deserializer=pb.TailResponse.FromString)(
+        pb.TailRequest(filter=pb.Filter(categories=["app"])), metadata=[("x-api-key", admin)],
+        timeout=120)
+
+    def read_tail() -> None:
+        try:
+            for message in tail:
+                subscribed.set()
+                tailed.update(json.loads(r.line)["body"] for r in message.records)
+                if expected <= tailed:
+                    complete.set()
+                    return
+        except grpc.RpcError:
+            pass
+
+    errors: list[BaseException] = []
+
+    def client(index: int) -> None:
+        try:
+            send_and_read(index)
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    def send_and_read(index: int) -> None:
+        with grpc.insecure_channel(receiver.endpoint, options=options) as channel:
+            export = channel.unary_unary(EXPORT)
+            query = channel.unary_unary(
+                "/sluice.v1.LogQuery/Query", request_serializer=pb.QueryRequest.SerializeToString,
+                response_deserializer=pb.QueryResponse.FromString)
+            for n in range(per_thread):
+                bodies = [f"c{index}-r{n}-{i}" for i in range(per_request)]
+                export(logs_request(*[log_record(b) for b in bodies]).SerializeToString(), timeout=30)
+                found = query(pb.QueryRequest(filter=pb.Filter(text=f'"c{index}-r{n}-'), limit=100),
+                              metadata=[("x-api-key", admin)], timeout=30)
+                assert sorted(json.loads(r.line)["body"] for r in found.records) == sorted(bodies)
+
+    try:
+        reader = threading.Thread(target=read_tail, daemon=True)
+        reader.start()
+        assert subscribed.wait(30)
+        clients = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(120)
+        assert not errors
+        assert complete.wait(60), f"the tail got {len(tailed)} of {len(expected)} records"
+        tail.cancel()
+        tail_channel.close()
+        assert receiver.stop(signal.SIGTERM) == 0, receiver.stderr
+    finally:
+        receiver.kill()
+    assert tailed == expected

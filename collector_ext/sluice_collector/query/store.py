@@ -34,6 +34,7 @@ import orjson
 import re2
 
 from sluice_collector.otlpvalues import SEVERITY_NAMES
+from sluice_collector.query import traceblooms
 from sluice_collector.sinks.files.fsclock import fs_now
 from sluice_collector.sinks.files.naming import ROTATED_RE
 
@@ -79,10 +80,11 @@ CREATE TABLE IF NOT EXISTS records (
     stored_ns   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_time ON records (time_ns, id);
-CREATE INDEX IF NOT EXISTS records_trace ON records (trace_id);
-CREATE INDEX IF NOT EXISTS records_user ON records (user_id, time_ns);
+CREATE INDEX IF NOT EXISTS records_user_set ON records (user_id, time_ns) WHERE user_id != '';
 CREATE INDEX IF NOT EXISTS records_category ON records (category, time_ns);
-CREATE INDEX IF NOT EXISTS records_tenant ON records (tenant, time_ns);
+CREATE INDEX IF NOT EXISTS records_tenant_set ON records (tenant, time_ns) WHERE tenant != '';
+DROP INDEX IF EXISTS records_user;
+DROP INDEX IF EXISTS records_tenant;
 CREATE INDEX IF NOT EXISTS records_stored ON records (category, stored_ns);
 """
 # Where the index stands in each file it follows (sinks/index/fileindexer.py), committed in the
@@ -191,6 +193,9 @@ def parse_timestamp(text: str) -> int:
     return _second_ns(prefix) + int((frac or "0").ljust(9, "0")[:9])
 
 
+_NO_ATTRIBUTES: dict[str, Any] = {}
+
+
 def _text(value: Any) -> str:
     if value is None or isinstance(value, dict | list):
         return ""
@@ -204,6 +209,19 @@ def strip_chain(line: bytes) -> bytes:
     return _CHAIN_FIELDS_RE.sub(b"}", line)
 
 
+def _user(source: dict[str, Any]) -> str:
+    for key in USER_KEYS:
+        value = source.get(key)
+        if value:
+            return value if type(value) is str else _text(value)
+    return ""
+
+
+def _str(value: Any) -> str:
+    """`_text`, with its common case first: this runs several times for every indexed row."""
+    return value if type(value) is str else _text(value)
+
+
 def row_of_line(line: bytes, tenant: str = "") -> Row | None:
     """The index row of one JSON line; None for lines that are not a log record or span."""
     body = line.rstrip(b"\n")
@@ -211,62 +229,61 @@ def row_of_line(line: bytes, tenant: str = "") -> Row | None:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(obj, dict) or not isinstance(obj.get("category"), str):
+    if type(obj) is not dict:
+        return None
+    category = obj.get("category")
+    if type(category) is not str:
         return None
     attrs = obj.get("attributes")
-    if not isinstance(attrs, dict):
-        attrs = {}
-    user = ""
+    if type(attrs) is not dict:
+        attrs = _NO_ATTRIBUTES
     # The record's own user wins; else its resource's (a per-user instance, `sluice run
     # --resource-attribute user.id=...`, an SDK that sets it once for the process).
-    resource = obj.get("resource")
-    for source in (attrs, resource if isinstance(resource, dict) else {}):
-        for key in USER_KEYS:
-            value = source.get(key)
-            if value:
-                user = value if type(value) is str else _text(value)
-                break
-        if user:
-            break
-    if MASKED_USER_RE.match(user):
+    user = _user(attrs) if attrs else ""
+    if not user:
+        resource = obj.get("resource")
+        if type(resource) is dict:
+            user = _user(resource)
+    if user.startswith("[REDACTED:") and MASKED_USER_RE.match(user):
         # `[REDACTED:email]` is every e-mail user at once: not a user (pseudonymise user ids
         # to tell them apart, docs/masking.md).
         user = ""
+    status = ""
+    duration_ms: float | None = None
     if "severity_number" in obj:  # a log record
-        severity = obj["severity_number"] if isinstance(obj["severity_number"], int) else 0
-        event = _text(obj.get("event_name") or attrs.get("event.name"))
-        status = ""
-        for key in STATUS_KEYS:
-            value = attrs.get(key)
-            if value is not None and value != "":
-                status = _text(value)
-                break
-        duration_ms = None
-        for key in DURATION_KEYS:
-            duration = attrs.get(key)
-            if isinstance(duration, int | float) and not isinstance(duration, bool):
-                duration_ms = float(duration)
-                break
+        severity = obj["severity_number"]
+        if not isinstance(severity, int):
+            severity = 0
+        event = _str(obj.get("event_name") or attrs.get("event.name"))
+        if attrs:
+            for key in STATUS_KEYS:
+                value = attrs.get(key)
+                if value is not None and value != "":
+                    status = _str(value)
+                    break
+            for key in DURATION_KEYS:
+                duration = attrs.get(key)
+                if isinstance(duration, int | float) and not isinstance(duration, bool):
+                    duration_ms = float(duration)
+                    break
     elif "start_time" in obj and "kind" in obj:  # a span
         severity = 0
-        event = _text(attrs.get("event.name"))
+        event = _str(attrs.get("event.name"))
         status_obj = obj.get("status")
-        status = _text(status_obj.get("code")) if isinstance(status_obj, dict) else ""
+        status = _str(status_obj.get("code")) if type(status_obj) is dict else ""
         duration_ms = float(obj.get("duration_ms") or 0.0)
     else:
         return None  # metrics are not indexed
     try:
-        time_ns = parse_timestamp(str(obj["timestamp"]))
+        stamp = obj["timestamp"]
+        time_ns = parse_timestamp(stamp if type(stamp) is str else str(stamp))
     except (KeyError, ValueError):
         return None
-    if obj["category"] == "audit":
+    if category == "audit":
         body = strip_chain(body)
-    return Row(
-        time_ns=time_ns, severity=severity, category=obj["category"],
-        service=_text(obj.get("service.name")), trace_id=_text(obj.get("trace_id")),
-        span_id=_text(obj.get("span_id")), user_id=user, tenant=tenant, event_name=event,
-        status=status, duration_ms=duration_ms, line=body.decode("utf-8", "replace"),
-    )
+    return Row(time_ns, severity, category, _str(obj.get("service.name")),
+               _str(obj.get("trace_id")), _str(obj.get("span_id")), user, tenant, event, status,
+               duration_ms, body.decode("utf-8", "replace"))
 
 
 # -- SQL -----------------------------------------------------------------------------------
@@ -317,38 +334,43 @@ def where_clause(f: RecordFilter, scope: AccessScope) -> tuple[str, list[Any]]:
     check_filter(f)
     sql: list[str] = []
     params: list[Any] = []
-    # A trace holds a handful of rows, a user or tenant up to millions: with a trace id, the
-    # unary `+` keeps SQLite from walking the user/tenant index instead of the trace index.
+    # A trace holds a handful of rows, a user, tenant, category or hour up to millions: with a
+    # trace id, the unary `+` keeps SQLite from walking one of their indexes instead of reading
+    # the trace's rows by their ids (`IndexStore._where`).
     plain = "+" if f.trace_id else ""
+    # Rows without a user or tenant (most, often all) are not in those indexes: the term
+    # `!= ''`, word for word the indexes' own, lets SQLite use them (a key's user and tenant,
+    # and a filter's, are never empty).
     if scope.user_id is not None:
-        sql.append(f"{plain}user_id = ?")
+        sql.append(f"{plain}user_id = ? AND user_id != ''")
         params.append(scope.user_id)
     if scope.tenant is not None:
-        sql.append(f"{plain}tenant = ?")
+        sql.append(f"{plain}tenant = ? AND tenant != ''")
         params.append(scope.tenant)
     if scope.hidden_categories:
         hidden = sorted(scope.hidden_categories)
-        sql.append(f"category NOT IN ({', '.join('?' * len(hidden))})")
+        sql.append(f"{plain}category NOT IN ({', '.join('?' * len(hidden))})")
         params.extend(hidden)
     if not f.include_reads and f.event_type != READ_EVENT and "audit" not in scope.hidden_categories:
         sql.append(_NOT_A_READ_SQL)
     if f.since_ns:
-        sql.append("time_ns >= ?")
+        sql.append(f"{plain}time_ns >= ?")
         params.append(f.since_ns)
     if f.until_ns:
-        sql.append("time_ns < ?")
+        sql.append(f"{plain}time_ns < ?")
         params.append(f.until_ns)
     if f.severity_at_least:
         sql.append("severity >= ?")
         params.append(f.severity_at_least)
     for column, values in (("category", f.categories), ("service", f.services)):
         if values:
-            sql.append(f"{column} IN ({', '.join('?' * len(values))})")
+            sql.append(f"{plain}{column} IN ({', '.join('?' * len(values))})")
             params.extend(values)
     for column, value in (("trace_id", f.trace_id), ("user_id", f.user_id),
                           ("event_name", f.event_type), ("tenant", f.tenant)):
         if value:
-            sql.append(f"{column} = ?")
+            partial = f" AND {column} != ''" if column in ("user_id", "tenant") else ""
+            sql.append(f"{plain}{column} = ?{partial}")
             params.append(value)
     for key, value in f.attribute_equals:
         sql.append("CAST(json_extract(line, ?) AS TEXT) = ?")
@@ -420,6 +442,8 @@ class IndexStore:
         self._writer: sqlite3.Connection | None = None
         # Whether `open()` created the cursor table (the files were never followed before).
         self.cursors_created = False
+        self._blooms = traceblooms.BloomWriter()
+        self._bloom_reader = traceblooms.BloomReader()
 
     def add_commit_listener(self, listener: Callable[[int], None]) -> None:
         """Call `listener(newest row id)` after every commit of rows to this file, from the
@@ -463,6 +487,17 @@ class IndexStore:
         self.cursors_created = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'followed'").fetchone() is None
         conn.executescript(_CURSOR_SCHEMA)
+        conn.executescript(traceblooms.SCHEMA)
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'records_trace'"
+                        ).fetchone() is not None:
+            # Written before trace ids were found by Bloom filters: filter its rows once.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                traceblooms.build_missing(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         if background_checkpoints:
             conn.execute("PRAGMA wal_autocheckpoint=20000")
         self._writer = conn
@@ -483,12 +518,13 @@ class IndexStore:
                 self._writer = None
 
     def insert(self, rows: Sequence[Row], stored_ns: int, cursors: Sequence[Cursor] = (),
-               forget: Sequence[str] = ()) -> None:
+               forget: Sequence[str] = ()) -> int:
         """All rows in one transaction: a batch is indexed whole or not at all. `stored_ns` is
         when the receiver stored them (its own clock): retention counts from it. `cursors` (set)
-        and `forget` (removed, by rel) move the files' read positions in the same transaction."""
+        and `forget` (removed, by rel) move the files' read positions in the same transaction.
+        Returns the newest row id (0 when no row was inserted)."""
         if not rows and not cursors and not forget:
-            return
+            return 0
         with self._lock:
             conn = self._writer
             if conn is None:
@@ -497,19 +533,28 @@ class IndexStore:
             try:
                 conn.executemany(_INSERT, [(*row, stored_ns) for row in rows])
                 newest = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                # One transaction's rows get consecutive ids (max + 1 each).
+                self._blooms.add(conn, newest - len(rows) + 1, [row.trace_id for row in rows])
                 conn.executemany("DELETE FROM followed WHERE rel = ?", [(rel,) for rel in forget])
                 conn.executemany("INSERT OR REPLACE INTO followed (rel, ino, offset, head) "
                                  "VALUES (?, ?, ?, ?)", cursors)
             except BaseException:
                 conn.execute("ROLLBACK")
+                self._blooms.reset()
                 raise
             conn.execute("COMMIT")
         if not rows:
-            return
+            return 0
+        self.notify_commit(int(newest))
+        return int(newest)
+
+    def notify_commit(self, newest: int) -> None:
+        """Call this process's commit listeners of this file: after our own commit, or when
+        the process that writes the index says it committed (sinks/index/client.py)."""
         with _listeners_lock:
             listeners = list(_commit_listeners.get(self._resolved, ()))
         for listener in listeners:
-            listener(int(newest))
+            listener(newest)
 
     def cursors(self) -> dict[str, Cursor]:
         """Every file the index follows, by rel."""
@@ -517,6 +562,14 @@ class IndexStore:
         try:
             return {r[0]: Cursor(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in conn.execute(
                 "SELECT rel, ino, offset, head FROM followed")}
+        finally:
+            conn.close()
+
+    def categories(self) -> list[str]:
+        """The categories that have rows."""
+        conn = self._connect()
+        try:
+            return [r[0] for r in conn.execute("SELECT DISTINCT category FROM records")]
         finally:
             conn.close()
 
@@ -528,7 +581,21 @@ class IndexStore:
                 return 0
             cur = self._writer.execute(
                 "DELETE FROM records WHERE category = ? AND stored_ns < ?", (category, cutoff_ns))
+            self._writer.execute("DELETE FROM trace_blooms WHERE last_id < "
+                                 "(SELECT COALESCE(MIN(id), 9223372036854775807) FROM records)")
             return cur.rowcount
+
+    def _where(self, conn: sqlite3.Connection, f: RecordFilter, scope: AccessScope
+               ) -> tuple[str, list[Any]]:
+        """`where_clause`, plus the ids of the trace's rows when the filter names a trace
+        (found through the Bloom filters: there is no index over trace ids)."""
+        where, params = where_clause(f, scope)
+        if f.trace_id:
+            # Integers the database gave: inlined, so no trace is too long for SQLite's limit
+            # on bound parameters.
+            ids = ",".join(map(str, self._bloom_reader.row_ids(conn, f.trace_id)))
+            where += f" AND id IN ({ids})" if ids else " AND 0"
+        return where, params
 
     @staticmethod
     def _stored(r: Sequence[Any]) -> StoredRow:
@@ -537,15 +604,16 @@ class IndexStore:
     def query(self, f: RecordFilter, scope: AccessScope, *, limit: int, newest_first: bool = True,
               page_token: str = "") -> tuple[list[StoredRow], str]:
         """One page of rows and the token of the next page ("" when this is the last)."""
-        where, params = where_clause(f, scope)
         if page_token:
             t, i = decode_token(page_token, newest_first, f)
-            where += " AND (time_ns, id) < (?, ?)" if newest_first else " AND (time_ns, id) > (?, ?)"
-            params += [t, i]
-        order = "DESC" if newest_first else "ASC"
-        sql = f"{_SELECT} WHERE {where} ORDER BY time_ns {order}, id {order} LIMIT ?"
         conn = self._connect()
         try:
+            where, params = self._where(conn, f, scope)
+            if page_token:
+                where += " AND (time_ns, id) < (?, ?)" if newest_first else " AND (time_ns, id) > (?, ?)"
+                params += [t, i]
+            order = "DESC" if newest_first else "ASC"
+            sql = f"{_SELECT} WHERE {where} ORDER BY time_ns {order}, id {order} LIMIT ?"
             rows = [self._stored(r) for r in conn.execute(sql, [*params, limit + 1])]
         finally:
             conn.close()
@@ -582,10 +650,10 @@ class IndexStore:
     def after(self, f: RecordFilter, scope: AccessScope, last_id: int, *, limit: int = 500,
               until_id: int | None = None) -> list[StoredRow]:
         """Rows indexed after row `last_id` (up to `until_id`), in the order they were written."""
-        where, params = where_clause(f, scope)
         bound = "" if until_id is None else f" AND id <= {int(until_id)}"
         conn = self._connect()
         try:
+            where, params = self._where(conn, f, scope)
             return [self._stored(r) for r in conn.execute(
                 f"{_SELECT} WHERE id > ?{bound} AND {where} ORDER BY id LIMIT ?",
                 [last_id, *params, limit])]
@@ -593,10 +661,10 @@ class IndexStore:
             conn.close()
 
     def stats(self, f: RecordFilter, scope: AccessScope, bucket_s: int = 0) -> Stats:
-        where, params = where_clause(f, scope)
         out = Stats()
         conn = self._connect()
         try:
+            where, params = self._where(conn, f, scope)
             total, errors, users, avg, with_duration, first, last = conn.execute(
                 f"SELECT COUNT(*), COALESCE(SUM({_ERROR_SQL}), 0), COUNT(DISTINCT NULLIF(user_id, '')), "  # noqa: S608
                 f"AVG(duration_ms), COUNT(duration_ms), MIN(time_ns), MAX(time_ns) "

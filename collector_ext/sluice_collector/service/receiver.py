@@ -97,23 +97,23 @@ def build_sinks(
         from sluice_collector.query.store import IndexStore
 
         store = IndexStore.for_directory(config.files.directory)
-        if files is not None and config.files.format == "json" and worker_index is None:
-            # It follows the files, off the acknowledgement path; as a sink it only holds
-            # acknowledgements when it falls too far behind.
-            from sluice_collector.sinks.index.fileindexer import FileIndexer
+        if files is not None and config.files.format == "json":
+            # A process of its own follows the files, off the acknowledgement path; as a sink
+            # it only holds acknowledgements when the index falls too far behind.
+            from sluice_collector.sinks.index.client import IndexClient
+            from sluice_collector.sinks.index.server import IndexSpec
 
-            indexer = FileIndexer(
-                store, config.files.directory, policies, telemetry,
-                index_categories=config.query.index_categories,
-                sweep_interval_s=config.files.retention_check_interval_s,
+            index = IndexClient(
+                IndexSpec(config.files, config.query.index_categories,
+                          logging.getLogger().getEffectiveLevel()),
+                telemetry, owner=not worker_index,
                 lag_limit_bytes=config.query.index_lag_limit_mb << 20,
             )
-            files.follow(indexer, config.query.index_categories)
-            sinks.append(indexer)
+            files.follow(index, config.query.index_categories)
+            sinks.append(index)
         else:
-            # Inline: no JSON files to follow, or several processes append to them. If it
-            # fails, the client's retry skips the sinks before it (Pipeline: nothing is stored
-            # twice).
+            # Inline: no JSON files to follow. If it fails, the client's retry skips the sinks
+            # before it (Pipeline: nothing is stored twice).
             from sluice_collector.sinks.index.sink import IndexSink
 
             sinks.append(IndexSink(
@@ -190,8 +190,9 @@ class Receiver:
         if config.query.enabled:
             from sluice_collector.query.core import QueryCore
             from sluice_collector.query.store import IndexStore
-            from sluice_collector.sinks.index.fileindexer import FileIndexer
+            from sluice_collector.sinks.index.client import IndexClient
 
+            index = next((s for s in self.sinks if isinstance(s, IndexClient)), None)
             chain = config.files.audit_chain
             files = next((s for s in self.sinks if hasattr(s, "audit_templates")), None)
             self._query = QueryCore(
@@ -199,8 +200,10 @@ class Receiver:
                 files_directory=Path(config.files.directory),
                 chain_key=chain.key if chain.enabled else None,
                 audit_templates=files.audit_templates() if files is not None else (),
-                shared_index=worker_index is not None,
-                sync=next((s.sync for s in self.sinks if isinstance(s, FileIndexer)), None),
+                # Other workers' commits reach tails as the index process's notices; only an
+                # inline index written by several processes is polled.
+                shared_index=worker_index is not None and index is None,
+                sync=index.sync if index is not None else None,
             )
         self._reuse_port = worker_index is not None
         self.activity = ActivityReporter(

@@ -1,27 +1,23 @@
 """The index as a follower of the files: rows are read from the JSON lines the file sink wrote,
-on a thread of their own, after the batch was acknowledged.
+after the batch was acknowledged, in a process of its own (sinks/index/server.py).
 
-Why: deriving a row and inserting it into SQLite's six B-trees costs several times what the
-rest of a record's trip costs; done inline it took 80 % of ingest throughput. The files are
-the record of truth and the index is rebuildable from them, so the index may trail them —
-within bounds:
+Why: deriving a row and inserting it into SQLite's B-trees costs about what the rest of a
+record's trip costs; done inline it took 80 % of ingest throughput, and on a thread of the
+receiver (sharing its GIL) still 60 %. The files are the record of truth and the index is
+rebuildable from them, so the index may trail them — within bounds:
 
 - **Nothing skipped, nothing twice.** For every file it follows the index keeps a cursor (the
   byte offset past its last indexed line, the file's inode and first bytes) in the same SQLite
   transaction as the rows read up to it (`IndexStore.insert(..., cursors=)`). After a crash it
   resumes at the cursor — in the same file, or, when that file was rotated meanwhile, in the
-  rotated (possibly gzipped) file whose first bytes match.
+  rotated (possibly gzipped) copy whose first bytes match, and every later rotation of it.
 - **Only acknowledged bytes.** The file sink reports each batch's end offset per file once the
   whole batch is written (`wrote`); a batch it rolls back is never reported, so the index
   never reads lines the files are about to lose. A rotated file is drained to its end through
   a descriptor the file sink hands over with the first report of each inode, so a rotation
   (or the gzip that follows it and removes the plain file) cannot hide lines.
-- **Read your writes.** `sync()` returns once everything reported before it is committed; the
-  query API calls it before each read, so a client whose Export was acknowledged finds its
-  records — whatever the lag, usually a few milliseconds.
-- **Back-pressure.** When the files are more than `lag_limit_bytes` ahead of the index,
-  `consume` (the last sink) holds each acknowledgement until the index has caught up below
-  the limit (at most `max_wait_s`; then the batch is acknowledged anyway: the files have it).
+- **Read your writes.** A barrier (`barrier`, `sync`) completes once everything reported
+  before it is committed; the query API passes one before each read.
 
 At the first start on a database without cursors (a new index, or one the inline sink wrote),
 files already present count as indexed up to their end; `sluice index rebuild` indexes them.
@@ -41,9 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Gauge
-
-from sluice_collector.batch import Batch
 from sluice_collector.errors import SinkError
 from sluice_collector.query.store import (
     HEAD_BYTES,
@@ -59,12 +52,10 @@ from sluice_collector.sinks.files.config import FilePolicy
 from sluice_collector.sinks.files.naming import backups_of
 from sluice_collector.sinks.files.retention import TENANTS_DIR
 from sluice_collector.sinks.index.maintenance import IndexMaintenance
-from sluice_collector.telemetry import ReceiverTelemetry
 
 log = logging.getLogger("sluice.receiver")
 
 READ_BYTES = 4 << 20  # read (and committed) per transaction, so catching up stays incremental
-DEFAULT_LAG_LIMIT_BYTES = 64 << 20
 MAX_OPEN = 512  # descriptors kept on caught-up files; beyond it the least recent are closed
 _RETRY_S = 1.0
 
@@ -95,7 +86,7 @@ class _Wrote:
 
 @dataclass(frozen=True, slots=True)
 class _Barrier:
-    done: threading.Event
+    done: Callable[[], None]
 
 
 _STOP = object()
@@ -119,43 +110,36 @@ def active_files(directory: Path) -> Iterator[str]:
 
 class FileIndexer:
     """Follows the files the file sink writes and indexes their lines; see the module docs.
-    It is the last sink of the chain only to hold acknowledgements when it falls behind."""
-
-    name = "index"
+    `on_commit(newest row id, lag bytes)` is called after every transaction."""
 
     def __init__(
         self,
         store: IndexStore,
         directory: Path,
         policies: Mapping[str, FilePolicy],
-        telemetry: ReceiverTelemetry,
         *,
         index_categories: Sequence[str] = (),
         sweep_interval_s: float = 3600.0,
         checkpoint_interval_s: float = 1.0,
-        lag_limit_bytes: int = DEFAULT_LAG_LIMIT_BYTES,
-        max_wait_s: float = 30.0,
+        on_commit: Callable[[int, int], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.directory = Path(directory)
         self._only = frozenset(index_categories)
-        self._lag_limit = lag_limit_bytes
-        self._max_wait_s = max_wait_s
+        self._on_commit = on_commit
         self._clock = clock
         self._chores = IndexMaintenance(store, policies, sweep_interval_s=sweep_interval_s,
                                         checkpoint_interval_s=checkpoint_interval_s, clock=clock)
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._files: dict[str, _Followed] = {}  # by rel: the inode the file sink writes now
         self._retired: list[_Followed] = []  # rotated away: read to their end, then dropped
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._reported = 0  # bytes the file sink reported
         self._done = 0  # of those, bytes indexed
         self._thread: threading.Thread | None = None
         self.indexed = 0
         self.last_error = ""
-        Gauge("sluice_index_lag_bytes", "Bytes the files hold that the index has not read yet.",
-              registry=telemetry.registry).set_function(lambda: self.lag_bytes)
 
     @property
     def lag_bytes(self) -> int:
@@ -164,8 +148,8 @@ class FileIndexer:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Open the index and catch up with the files (what a crash left unread) before the
-        receiver listens, then follow them on a thread."""
+        """Open the index, catch up with the files (what a crash left unread), then follow
+        them on a thread."""
         try:
             self.store.open(background_checkpoints=True)
             self._resume()
@@ -177,9 +161,10 @@ class FileIndexer:
             self._thread.start()
 
     def shutdown(self) -> None:
+        """Index what was reported, then stop."""
         if self._thread is not None:
             self._inbox.put(_STOP)
-            self._thread.join(30.0)
+            self._thread.join(60.0)
             self._thread = None
         self._chores.stop()
         for f in [*self._files.values(), *self._retired]:
@@ -190,43 +175,29 @@ class FileIndexer:
 
     def health(self) -> dict[str, Any]:
         error = self.last_error or self._chores.last_error
-        lag = self.lag_bytes
-        return {"state": "degraded" if error or lag > self._lag_limit else "ok",
-                "path": str(self.store.path), "indexed": self.indexed, "lag_bytes": lag,
-                "last_error": error}
+        return {"state": "degraded" if error else "ok", "indexed": self.indexed,
+                "lag_bytes": self.lag_bytes, "last_error": error}
 
-    # -- the file sink's side ------------------------------------------------------------------
+    # -- what the file sink (or a client of the index process) says ------------------------------
     def wrote(self, rel: str, ino: int, end: int, n_bytes: int, fd: int = -1) -> None:
         """The file sink appended `n_bytes`, ending at `end`, to `rel` (inode `ino`) and the
-        batch is whole. Called under the file sink's lock, so reports arrive in write order;
-        `fd`, when not -1, is a duplicate descriptor this indexer now owns."""
+        batch is whole. Reports must arrive in write order (the file sink sends them under its
+        lock); `fd`, when not -1, is a descriptor on that inode this indexer now owns."""
         with self._lock:
             self._reported += n_bytes
         self._inbox.put(_Wrote(rel, ino, end, fd))
 
-    def consume(self, batch: Batch) -> None:
-        """Back-pressure only: hold the acknowledgement while the index is too far behind."""
-        if self.lag_bytes <= self._lag_limit:
-            return
-        deadline = time.monotonic() + self._max_wait_s
-        with self._lock:
-            while self._reported - self._done > self._lag_limit and self._thread is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return  # the files have the batch; the index catches up later
-                self._lock.wait(left)
+    def barrier(self, done: Callable[[], None]) -> None:
+        """Call `done` once everything reported before this call is committed."""
+        self._inbox.put(_Barrier(done))
 
     def sync(self, timeout_s: float | None = None) -> bool:
-        """Wait until everything reported so far is indexed; False on timeout or when not
-        running. The query API calls it before reading (read your writes)."""
+        """Wait until everything reported so far is indexed; False on timeout."""
         if self._thread is None:
             return False
-        barrier = _Barrier(threading.Event())
-        self._inbox.put(barrier)
-        return barrier.done.wait(timeout_s)
-
-    def force_flush(self, timeout_s: float | None = None) -> bool:
-        return self.sync(timeout_s)
+        event = threading.Event()
+        self.barrier(event.set)
+        return event.wait(timeout_s)
 
     # -- the indexing thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -248,7 +219,7 @@ class FileIndexer:
             while not self._index_pending() and not stopping:
                 time.sleep(_RETRY_S)  # the index is failing (last_error says why): retry
             for barrier in barriers:
-                barrier.done.set()
+                barrier.done()
 
     def _note(self, message: _Wrote) -> None:
         f = self._files.get(message.rel)
@@ -320,7 +291,7 @@ class FileIndexer:
             if not plan:
                 return True
             try:
-                self.store.insert(rows, int(self._clock() * 1e9), cursors)
+                newest = self.store.insert(rows, int(self._clock() * 1e9), cursors)
             except (OSError, sqlite3.Error, RuntimeError) as exc:
                 self.last_error = f"cannot write {self.store.path}: {exc}"
                 log.warning("index: %s", self.last_error)
@@ -335,7 +306,9 @@ class FileIndexer:
                     self._close(f)
             with self._lock:
                 self._done += moved
-                self._lock.notify_all()
+                lag = self._reported - self._done
+            if self._on_commit is not None:
+                self._on_commit(newest, lag)
             self._trim_open()
 
     def _read(self, f: _Followed, target: int, budget: int) -> tuple[bytes, int]:

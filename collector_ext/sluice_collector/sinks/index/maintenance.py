@@ -58,7 +58,11 @@ class IndexMaintenance:
         """Delete rows stored longer ago than their category's retention; returns how many."""
         now_ns = int(self._clock() * 1e9)
         removed = 0
-        for name, category in list(self._policies.items()):
+        for name in sorted(set(self._policies) | set(self._store.categories())):
+            try:
+                category = self._policies[name]  # a mapping may supply defaults (__missing__)
+            except KeyError:
+                continue
             if category.retention_days is None:
                 continue
             removed += self._store.delete_older(name, now_ns - category.retention_days * _DAY_NS)
