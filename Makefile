@@ -112,9 +112,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[receiver,dev,bench]'
 	$(BIN)/python bench/receiver.py --load easy
-	$(BIN)/python bench/receiver.py --load pii --configs default,no-masking
+	$(BIN)/python bench/receiver.py --load pii --configs default,no-masking,indexed
 	$(BIN)/python bench/receiver.py --load pii --configs default,workers-2 --shared-connection
-	$(BIN)/python bench/receiver_cpu.py --load pii
+	$(BIN)/python bench/receiver_cpu.py --load pii --configs default,no-masking,indexed
+	$(BIN)/python bench/index_lag.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/sdk_logging.py

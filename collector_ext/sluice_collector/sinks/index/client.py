@@ -45,8 +45,12 @@ class IndexClient:
     name = "index"
 
     def __init__(self, spec: server.IndexSpec, telemetry: ReceiverTelemetry, *, owner: bool,
-                 lag_limit_bytes: int, max_wait_s: float = 30.0) -> None:
+                 lag_limit_bytes: int, max_wait_s: float = 30.0,
+                 respawn_after_s: float = RESPAWN_AFTER_S) -> None:
+        """`respawn_after_s`: a dead index process is started again at the first report that
+        fails at least this long after it was last started (so a crash loop costs little)."""
         self._spec = spec
+        self.respawn_after_s = respawn_after_s
         self._owner = owner
         self._lag_limit = lag_limit_bytes
         self._max_wait_s = max_wait_s
@@ -63,6 +67,7 @@ class IndexClient:
         self._registered = False
         self._closing = False
         self.last_error = ""
+        self._index_error = ""  # what the index process last said was wrong ("" = nothing)
         Gauge("sluice_index_lag_bytes", "Bytes the files hold that the index has not read yet "
               "(as the index process last said).", registry=telemetry.registry
               ).set_function(lambda: self.lag_bytes)
@@ -130,8 +135,9 @@ class IndexClient:
 
     def health(self) -> dict[str, Any]:
         lag = self.lag_bytes
-        return {"state": "degraded" if self.last_error or lag > self._lag_limit else "ok",
-                "lag_bytes": lag, "last_error": self.last_error}
+        error = self.last_error or self._index_error
+        return {"state": "degraded" if error or lag > self._lag_limit else "ok",
+                "lag_bytes": lag, "last_error": error}
 
     # -- the file sink's side ----------------------------------------------------------------------
     def wrote(self, rel: str, ino: int, end: int, n_bytes: int, fd: int = -1) -> None:
@@ -219,7 +225,7 @@ class IndexClient:
             self._cond.notify_all()  # nobody waits for an index that is not there
         proc = self._proc
         if (self._owner and not self._closing and proc is not None and proc.poll() is not None
-                and time.monotonic() - self._spawned_at > RESPAWN_AFTER_S):
+                and time.monotonic() - self._spawned_at >= self.respawn_after_s):
             log.error("index: the index process exited with %s; starting it again", proc.returncode)
             try:
                 self._spawn()
@@ -229,7 +235,7 @@ class IndexClient:
     def _listen(self, sock: socket.socket) -> None:
         while True:
             try:
-                data = sock.recv(64)
+                data = sock.recv(2048)
             except TimeoutError:
                 continue
             except OSError:
@@ -237,6 +243,7 @@ class IndexClient:
             kind = data[:1]
             if kind == server.COMMITTED:
                 newest, lag = server.COMMIT.unpack_from(data, 1)
+                self._index_error = data[1 + server.COMMIT.size:].decode("utf-8", "replace")
                 with self._cond:
                     self._lag, self._since = lag, 0
                     if self.last_error.startswith("cannot reach"):

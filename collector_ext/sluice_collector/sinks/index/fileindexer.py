@@ -40,6 +40,7 @@ from typing import Any
 from sluice_collector.errors import SinkError
 from sluice_collector.query.store import (
     HEAD_BYTES,
+    MAX_NS,
     Cursor,
     IndexStore,
     Row,
@@ -110,7 +111,8 @@ def active_files(directory: Path) -> Iterator[str]:
 
 class FileIndexer:
     """Follows the files the file sink writes and indexes their lines; see the module docs.
-    `on_commit(newest row id, lag bytes)` is called after every transaction."""
+    `on_commit(newest row id, lag bytes, error)` is called after every transaction (newest 0
+    if it had no rows), and after every failed attempt (with the error; "" when healthy)."""
 
     def __init__(
         self,
@@ -121,7 +123,7 @@ class FileIndexer:
         index_categories: Sequence[str] = (),
         sweep_interval_s: float = 3600.0,
         checkpoint_interval_s: float = 1.0,
-        on_commit: Callable[[int, int], None] | None = None,
+        on_commit: Callable[[int, int, str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -217,6 +219,8 @@ class FileIndexer:
                 except queue.Empty:
                     break
             while not self._index_pending() and not stopping:
+                if self._on_commit is not None:
+                    self._on_commit(0, self.lag_bytes, self.last_error)
                 time.sleep(_RETRY_S)  # the index is failing (last_error says why): retry
             for barrier in barriers:
                 barrier.done()
@@ -292,11 +296,12 @@ class FileIndexer:
                 return True
             try:
                 newest = self.store.insert(rows, int(self._clock() * 1e9), cursors)
-            except (OSError, sqlite3.Error, RuntimeError) as exc:
+            except Exception as exc:  # a full disk, or a bug: retried, and shown in /healthz
                 self.last_error = f"cannot write {self.store.path}: {exc}"
                 log.warning("index: %s", self.last_error)
                 return False
             self.indexed += len(rows)
+            self.last_error = ""
             moved = 0
             for f, offset, finished in plan:
                 moved += offset - f.offset
@@ -308,7 +313,7 @@ class FileIndexer:
                 self._done += moved
                 lag = self._reported - self._done
             if self._on_commit is not None:
-                self._on_commit(newest, lag)
+                self._on_commit(newest, lag, self.last_error)
             self._trim_open()
 
     def _read(self, f: _Followed, target: int, budget: int) -> tuple[bytes, int]:
@@ -336,7 +341,8 @@ class FileIndexer:
         only = self._only
         for line in data.split(b"\n"):
             row = row_of_line(line, tenant)
-            if row is not None and (not only or row.category in only):
+            # (Validation refuses times past SQLite's integers; a line from elsewhere may not.)
+            if row is not None and (not only or row.category in only) and row.time_ns <= MAX_NS:
                 out.append(row)
         return out
 
@@ -361,7 +367,9 @@ class FileIndexer:
     # -- start-up --------------------------------------------------------------------------------
     def _resume(self) -> None:
         """Pick up every cursor; index what a crash left unread (in the file itself or in its
-        rotated copy); follow active files that have no cursor from their start."""
+        rotated copies); follow active files that have no cursor from their start — after
+        their rotated copies: the set is new since the index last committed (it was created,
+        and maybe rotated, while the index process was down)."""
         cursors = self.store.cursors()
         fresh = self.store.cursors_created
         for cursor in cursors.values():
@@ -369,6 +377,8 @@ class FileIndexer:
         for rel in active_files(self.directory):
             if rel in self._files:
                 continue
+            if not fresh and rel not in cursors:
+                self._drain_backups(rel, None, 0)
             try:
                 fd = os.open(self.directory / rel, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
@@ -406,30 +416,40 @@ class FileIndexer:
             return  # it was empty: nothing of it can be unread
         # Rotated while the index was not reading it: the rotated copy with its head, from the
         # cursor on, then every later rotation of the set (the active file follows from 0).
-        backups = {b.seq: b for b in backups_of(path.parent, path.name) if not b.gz}
-        for b in backups_of(path.parent, path.name):
-            backups.setdefault(b.seq, b)  # gzipped only where no plain copy is left
-        ordered = [backups[seq] for seq in sorted(backups)]
-        tenant = tenant_of(cursor.rel)
-        heads = [self._head_of(path.with_name(b.name)) for b in ordered]
-        matches = [i for i, head in enumerate(heads) if head.startswith(cursor.head)]
-        if matches:
-            first = matches[-1]
-            for index in range(first, len(ordered)):
-                offset = cursor.offset if index == first else 0
-                data = self._backup_lines(path.with_name(ordered[index].name), offset)
-                rows = self._rows(data, tenant)
-                # Each file in its own transaction, the cursor moved on to the next one (by its
-                # head: ino 0 never names an active file), so a crash here resumes here.
-                later = [Cursor(cursor.rel, 0, 0, heads[index + 1])] \
-                    if index + 1 < len(ordered) and heads[index + 1] else []
-                self.store.insert(rows, int(self._clock() * 1e9), later,
-                                  [] if later else [cursor.rel])
-                self.indexed += len(rows)
+        if self._drain_backups(cursor.rel, cursor.head, cursor.offset):
             return
         if cursor.offset:
             log.warning("index: %s was rotated and removed before the index read it to its end; "
                         "run `sluice index rebuild` if its last records are missing", cursor.rel)
+
+    def _drain_backups(self, rel: str, head: bytes | None, offset: int) -> bool:
+        """Index the rotated copies of `rel`'s set: from the newest one starting with `head`
+        at `offset` (`head` None: from the oldest, at 0), then every later one. Each copy is
+        one transaction that also moves the cursor on to the next copy (by its head: ino 0
+        never names an active file), so a crash here resumes here. False if no copy matched."""
+        path = self.directory / rel
+        backups = {b.seq: b for b in backups_of(path.parent, path.name) if not b.gz}
+        for b in backups_of(path.parent, path.name):
+            backups.setdefault(b.seq, b)  # gzipped only where no plain copy is left
+        ordered = [backups[seq] for seq in sorted(backups)]
+        heads = [self._head_of(path.with_name(b.name)) for b in ordered]
+        if head is None:
+            first = 0
+        else:
+            matches = [i for i, h in enumerate(heads) if h.startswith(head)]
+            if not matches:
+                return False
+            first = matches[-1]
+        tenant = tenant_of(rel)
+        for index in range(first, len(ordered)):
+            data = self._backup_lines(path.with_name(ordered[index].name),
+                                      offset if index == first else 0)
+            rows = self._rows(data, tenant)
+            later = [Cursor(rel, 0, 0, heads[index + 1])] \
+                if index + 1 < len(ordered) and heads[index + 1] else []
+            self.store.insert(rows, int(self._clock() * 1e9), later, [] if later else [rel])
+            self.indexed += len(rows)
+        return True
 
     @staticmethod
     def _head_of(path: Path) -> bytes:

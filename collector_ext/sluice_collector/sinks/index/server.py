@@ -12,8 +12,9 @@ after the directory, so no path length limit applies and nothing is left on disk
 
 Datagrams, client → server: ``H`` hello (register for notices), ``W`` + ino, end, bytes + rel
 (with the descriptor of a new inode attached, SCM_RIGHTS), ``B`` + token (barrier), ``G``
-goodbye. Server → client: ``C`` + newest row id, lag bytes after every transaction; ``D`` +
-token when a barrier completes. One socket carries every client's reports, in the order the
+goodbye. Server → client: ``C`` + newest row id, lag bytes (+ the index's error, if it
+has one) after every transaction and every failed attempt; ``D`` + token when a barrier
+completes. One socket carries every client's reports, in the order the
 file sinks sent them (under their lock and the files' flock), which is write order.
 """
 
@@ -146,8 +147,8 @@ class IndexServer:
             with self._clients_lock:
                 self._clients.discard(sender)
 
-    def _committed(self, newest: int, lag: int) -> None:
-        message = COMMITTED + COMMIT.pack(newest, lag)
+    def _committed(self, newest: int, lag: int, error: str) -> None:
+        message = COMMITTED + COMMIT.pack(newest, lag) + error.encode()[:1024]
         with self._clients_lock:
             clients = list(self._clients)
         for client in clients:
