@@ -34,7 +34,7 @@ import orjson
 import re2
 
 from sluice_collector.otlpvalues import SEVERITY_NAMES
-from sluice_collector.query import traceblooms
+from sluice_collector.query import storedmarks, traceblooms
 from sluice_collector.sinks.files.fsclock import fs_now
 from sluice_collector.sinks.files.naming import ROTATED_RE
 
@@ -61,6 +61,8 @@ _ERROR_SQL = "(severity >= 17 OR status = 'error' OR status GLOB '5[0-9][0-9]')"
 _ATTRIBUTE_KEY_RE = re.compile(r'^[^"\\\x00-\x1f]{1,256}$')
 _HEX32_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_NS = 2**63 - 1  # the index holds times as SQLite's signed 64-bit integers
+WRITER_CACHE_KIB = 65536
+WRITER_MMAP_BYTES = 1 << 30
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -85,7 +87,6 @@ CREATE INDEX IF NOT EXISTS records_category ON records (category, time_ns);
 CREATE INDEX IF NOT EXISTS records_tenant_set ON records (tenant, time_ns) WHERE tenant != '';
 DROP INDEX IF EXISTS records_user;
 DROP INDEX IF EXISTS records_tenant;
-CREATE INDEX IF NOT EXISTS records_stored ON records (category, stored_ns);
 """
 # Where the index stands in each file it follows (sinks/index/fileindexer.py), committed in the
 # same transaction as the rows read from it, so a crash can neither skip nor repeat a line.
@@ -443,6 +444,7 @@ class IndexStore:
         # Whether `open()` created the cursor table (the files were never followed before).
         self.cursors_created = False
         self._blooms = traceblooms.BloomWriter()
+        self._marks = storedmarks.MarkWriter()
         self._bloom_reader = traceblooms.BloomReader()
 
     def add_commit_listener(self, listener: Callable[[int], None]) -> None:
@@ -488,18 +490,28 @@ class IndexStore:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'followed'").fetchone() is None
         conn.executescript(_CURSOR_SCHEMA)
         conn.executescript(traceblooms.SCHEMA)
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'records_trace'"
-                        ).fetchone() is not None:
-            # Written before trace ids were found by Bloom filters: filter its rows once.
+        conn.executescript(storedmarks.SCHEMA)
+        # Written before trace ids had Bloom filters and stored times had marks: build them
+        # once, then drop the B-trees they replace.
+        for index, build in (("records_trace", traceblooms.build_missing),
+                             ("records_stored", storedmarks.build_missing)):
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+                            (index,)).fetchone() is None:
+                continue
             conn.execute("BEGIN IMMEDIATE")
             try:
-                traceblooms.build_missing(conn)
+                build(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         if background_checkpoints:
             conn.execute("PRAGMA wal_autocheckpoint=20000")
+            # The index's B-trees outgrow SQLite's default 2 MB cache within minutes; every
+            # insert then reads pages back through the kernel. A bigger cache, and reads
+            # through a memory map, keep the writer's cost per row from growing with the index.
+            conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+            conn.execute(f"PRAGMA mmap_size={WRITER_MMAP_BYTES}")
         self._writer = conn
 
     def checkpoint(self) -> None:
@@ -534,13 +546,16 @@ class IndexStore:
                 conn.executemany(_INSERT, [(*row, stored_ns) for row in rows])
                 newest = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                 # One transaction's rows get consecutive ids (max + 1 each).
-                self._blooms.add(conn, newest - len(rows) + 1, [row.trace_id for row in rows])
+                first = newest - len(rows) + 1
+                self._blooms.add(conn, first, [row.trace_id for row in rows])
+                self._marks.add(conn, first, len(rows), stored_ns)
                 conn.executemany("DELETE FROM followed WHERE rel = ?", [(rel,) for rel in forget])
                 conn.executemany("INSERT OR REPLACE INTO followed (rel, ino, offset, head) "
                                  "VALUES (?, ?, ?, ?)", cursors)
             except BaseException:
                 conn.execute("ROLLBACK")
                 self._blooms.reset()
+                self._marks.reset()
                 raise
             conn.execute("COMMIT")
         if not rows:
@@ -577,13 +592,21 @@ class IndexStore:
         """Delete the rows of `category` stored before `cutoff_ns` (never by record time: a
         client's clock or a forged timestamp must not decide how long data is kept)."""
         with self._lock:
-            if self._writer is None:
+            conn = self._writer
+            if conn is None:
                 return 0
-            cur = self._writer.execute(
-                "DELETE FROM records WHERE category = ? AND stored_ns < ?", (category, cutoff_ns))
-            self._writer.execute("DELETE FROM trace_blooms WHERE last_id < "
-                                 "(SELECT COALESCE(MIN(id), 9223372036854775807) FROM records)")
-            return cur.rowcount
+            removed = 0
+            # By the marks of when rows were stored, range by range through the primary key
+            # (query/storedmarks.py); each range is a transaction of its own, so the index
+            # process is never held up for long.
+            for first_id, last_id in storedmarks.expired_ranges(conn, cutoff_ns):
+                removed += conn.execute(
+                    "DELETE FROM records WHERE id BETWEEN ? AND ? AND category = ?",
+                    (first_id, last_id, category)).rowcount
+            conn.execute("DELETE FROM trace_blooms WHERE last_id < "
+                         "(SELECT COALESCE(MIN(id), 9223372036854775807) FROM records)")
+            storedmarks.trim(conn)
+            return removed
 
     def _where(self, conn: sqlite3.Connection, f: RecordFilter, scope: AccessScope
                ) -> tuple[str, list[Any]]:
