@@ -603,8 +603,7 @@ class IndexStore:
                 removed += conn.execute(
                     "DELETE FROM records WHERE id BETWEEN ? AND ? AND category = ?",
                     (first_id, last_id, category)).rowcount
-            conn.execute("DELETE FROM trace_blooms WHERE last_id < "
-                         "(SELECT COALESCE(MIN(id), 9223372036854775807) FROM records)")
+            traceblooms.trim(conn)
             storedmarks.trim(conn)
             return removed
 
