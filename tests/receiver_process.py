@@ -35,8 +35,11 @@ class ReceiverProcess:
     """Starts the receiver CLI with a config written to `workdir`; parses its ready line."""
 
     def __init__(self, workdir: Path, settings: dict[str, Any] | None = None, *,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, own_group: bool = False) -> None:
+        """`own_group`: a process group of its own, as a shell gives a command (a test can then
+        signal the receiver and its children together, as Ctrl-C does)."""
         self.workdir = workdir
+        self.own_group = own_group
         settings = dict(settings or {})
         settings.setdefault("receivers", endpoints())
         files = dict(settings.get("files") or {})
@@ -61,6 +64,7 @@ class ReceiverProcess:
             [sys.executable, "-m", "sluice_collector", "receiver", "run",
              "--config", str(self.config_path), *self.extra_args],
             cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+            start_new_session=self.own_group,
         )
         ready = threading.Event()
         self._stderr_done = threading.Event()

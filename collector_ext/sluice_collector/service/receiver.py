@@ -94,9 +94,6 @@ def build_sinks(
         sinks.append(ForwardSink(config.forward, telemetry, spool_dir))
     if config.query.enabled:
         # Last: the index is a copy of what the files hold, never ahead of them.
-        from sluice_collector.query.store import IndexStore
-
-        store = IndexStore.for_directory(config.files.directory)
         if files is not None and config.files.format == "json":
             # A process of its own follows the files, off the acknowledgement path; as a sink
             # it only holds acknowledgements when the index falls too far behind.
@@ -114,11 +111,12 @@ def build_sinks(
         else:
             # Inline: no JSON files to follow. If it fails, the client's retry skips the sinks
             # before it (Pipeline: nothing is stored twice).
+            from sluice_collector.query.store import IndexStore
             from sluice_collector.sinks.index.sink import IndexSink
 
             sinks.append(IndexSink(
-                store, policies, index_categories=config.query.index_categories,
-                trace_url=config.files.trace_url,
+                IndexStore.for_directory(config.files.directory), policies,
+                index_categories=config.query.index_categories, trace_url=config.files.trace_url,
                 sweep_interval_s=config.files.retention_check_interval_s, sweeps=not worker_index,
             ))
     if config.alerts.enabled:

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import pickle
+import signal
 import socket
 import sqlite3
 import struct
@@ -165,6 +166,10 @@ class IndexServer:
 
 
 def main() -> int:
+    # Ctrl-C in a terminal, and systemd's stop, signal every process of the group: the owner
+    # stops, closes our stdin, and only then do we stop — after indexing what it reported.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # From the receiver that started us, over the pipe only it holds: not outside input.
     spec: IndexSpec = pickle.load(sys.stdin.buffer)  # noqa: S301
     logging.basicConfig(level=spec.log_level, stream=sys.stderr,
