@@ -107,7 +107,8 @@ def test_rules_are_labelled_and_documented() -> None:
 # -- names: rules and test series against what a receiver exports ------------------------------
 @pytest.fixture(scope="module")
 def full_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    """An in-process receiver with every metric-bearing part on: files, syslog, forward, auth.
+    """An in-process receiver with every metric-bearing part on: files, syslog, forward, auth,
+    the query index.
     Its syslog and forward targets are closed ports: they cost retries, nothing else."""
     workdir = tmp_path_factory.mktemp("full-receiver")
     receiver = start_receiver({
@@ -115,6 +116,8 @@ def full_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver
         "syslog": {"enabled": True, "target": f"tcp://127.0.0.1:{free_port()}"},
         "forward": {"targets": [{"name": "nowhere", "endpoint": f"http://127.0.0.1:{free_port()}"}]},
         "auth": {"tenants": {"acme": {"token": "acme-token-0123456789abcdef"}}},
+        "query": {"api_keys": {"ops": {"key": "ops-key-0123456789abcdef", "role": "admin",
+                                       "tenant": "acme"}}},
     })
     try:
         yield receiver

@@ -71,6 +71,9 @@ class IndexClient:
         Gauge("sluice_index_lag_bytes", "Bytes the files hold that the index has not read yet "
               "(as the index process last said).", registry=telemetry.registry
               ).set_function(lambda: self.lag_bytes)
+        Gauge("sluice_index_lag_limit_bytes", "query.index_lag_limit_mb in bytes: past it "
+              "acknowledgements wait for the index.", registry=telemetry.registry
+              ).set(lag_limit_bytes)
 
     @property
     def lag_bytes(self) -> int:
