@@ -295,3 +295,29 @@ def test_a_line_the_index_cannot_hold_is_skipped_not_fatal(tmp_path: Path) -> No
     finally:
         receiver.stop(5)
     assert _seqs(rows) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]
+
+
+def test_a_file_cut_short_by_hand_is_skipped_not_spun_on(tmp_path: Path) -> None:
+    """Someone truncates the active file under the receiver (`> app.log`) before the index read
+    it: what was cut is gone (the index says so), and what is written next is indexed."""
+    logs = tmp_path / "logs"
+    receiver = start_receiver(_settings(logs))
+    index = _indexer(receiver)
+    try:
+        os.kill(index.server_pid, signal.SIGSTOP)  # the reports wait in its queue
+        try:
+            _send(receiver, 0, 20)
+            os.truncate(logs / "app.log", 0)
+        finally:
+            os.kill(index.server_pid, signal.SIGCONT)
+        assert index.sync(30)
+        _send(receiver, 100, 5)
+        assert index.sync(30)
+        os.truncate(logs / "app.log", 0)  # again, now after the index read it
+        _send(receiver, 200, 3)
+        assert index.sync(30)
+        rows = _rows(logs)
+        assert index.lag_bytes == 0
+    finally:
+        receiver.stop(5)
+    assert _seqs(rows) == [100, 101, 102, 103, 104, 200, 201, 202]

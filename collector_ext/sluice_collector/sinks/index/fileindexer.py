@@ -82,6 +82,7 @@ class _Wrote:
     rel: str
     ino: int
     end: int
+    n_bytes: int
     fd: int  # a duplicate of the writer's descriptor (first report of an inode) or -1
 
 
@@ -187,7 +188,7 @@ class FileIndexer:
         lock); `fd`, when not -1, is a descriptor on that inode this indexer now owns."""
         with self._lock:
             self._reported += n_bytes
-        self._inbox.put(_Wrote(rel, ino, end, fd))
+        self._inbox.put(_Wrote(rel, ino, end, n_bytes, fd))
 
     def barrier(self, done: Callable[[], None]) -> None:
         """Call `done` once everything reported before this call is committed."""
@@ -244,6 +245,16 @@ class FileIndexer:
             f.fd = fd if fd >= 0 else self._open_inode(message.rel, message.ino)
         elif fd >= 0:
             os.close(fd)
+        start = message.end - message.n_bytes
+        if start < f.offset:
+            # The batch begins before what was read: the file was cut (by hand: `> file`, a
+            # copytruncate) and is being written again from there.
+            log.warning("index: %s was cut to %d bytes under the receiver; reading on from there",
+                        f.rel, start)
+            with self._lock:
+                self._done += max(0, f.end - f.offset)  # reported, now never to be read
+            f.offset = start
+            f.end = message.end
         f.end = max(f.end, message.end)
         if len(f.head) < HEAD_BYTES and f.fd >= 0:
             f.head = file_head(f.fd)
@@ -318,8 +329,9 @@ class FileIndexer:
 
     def _read(self, f: _Followed, target: int, budget: int) -> tuple[bytes, int]:
         """Whole lines from `f.offset` towards `target` — at most `budget` bytes, unless the
-        first line alone is longer — and how far they reach. An unreadable file is skipped to
-        `target` (as rebuild skips it), with a warning."""
+        first line alone is longer — and how far they reach. An unreadable file, or one cut
+        shorter than the file sink reported (by hand), is skipped to `target` (as rebuild
+        skips it), with a warning."""
         try:
             data = os.pread(f.fd, min(target - f.offset, max(budget, 65536)), f.offset)
             while f.offset + len(data) < target and b"\n" not in data:
@@ -334,6 +346,10 @@ class FileIndexer:
             return b"", target - f.offset
         if f.offset + len(data) < target:
             data = data[: data.rfind(b"\n") + 1]
+            if not data:
+                self.last_error = f"{f.rel} is shorter than written (cut by hand?)"
+                log.warning("index: %s; skipped to where it was written up to", self.last_error)
+                return b"", target - f.offset
         return data, len(data)
 
     def _rows(self, data: bytes, tenant: str) -> list[Row]:
