@@ -321,3 +321,37 @@ def test_a_file_cut_short_by_hand_is_skipped_not_spun_on(tmp_path: Path) -> None
     finally:
         receiver.stop(5)
     assert _seqs(rows) == [100, 101, 102, 103, 104, 200, 201, 202]
+
+
+def test_a_report_that_arrives_after_its_lines_were_read_changes_nothing(tmp_path: Path) -> None:
+    """At start the index reads every file to its end, while the reports of batches written
+    meanwhile wait in its queue; such a report names lines already read. It must not read
+    them again (a file that was really cut has other first bytes, or fewer)."""
+    from sluice_collector.query.store import row_of_line
+    from sluice_collector.sinks.index.fileindexer import FileIndexer
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    store = IndexStore.for_directory(logs)
+    store.open()
+    store.insert([], 0, [], ["-"])  # an index that already follows the files (cursors exist)
+    store.close()
+    line = ('{"timestamp":"2026-01-01T00:00:00Z","severity_number":9,"category":"app",'
+            '"body":"b","attributes":{"seq":%d}}\n')
+    first, second = (line % 0 + line % 1).encode(), (line % 2).encode()
+    (logs / "app.log").write_bytes(first + second)
+    assert row_of_line(second) is not None
+    indexer = FileIndexer(IndexStore.for_directory(logs), logs, {})
+    indexer.start()
+    try:
+        ino = os.stat(logs / "app.log").st_ino
+        indexer.wrote("app.log", ino, len(first) + len(second), len(second))  # stale
+        assert indexer.sync(30)
+        assert _seqs(_rows(logs)) == [0, 1, 2]
+        with (logs / "app.log").open("ab") as fh:
+            fh.write((line % 3).encode())
+        indexer.wrote("app.log", ino, len(first) + len(second) + len(line % 3), len(line % 3))
+        assert indexer.sync(30)
+        assert _seqs(_rows(logs)) == [0, 1, 2, 3]
+    finally:
+        indexer.shutdown()

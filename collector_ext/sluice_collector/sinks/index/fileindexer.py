@@ -246,9 +246,11 @@ class FileIndexer:
         elif fd >= 0:
             os.close(fd)
         start = message.end - message.n_bytes
-        if start < f.offset:
-            # The batch begins before what was read: the file was cut (by hand: `> file`, a
-            # copytruncate) and is being written again from there.
+        if start < f.offset and f.fd >= 0 and self._was_cut(f):
+            # The batch begins before what was read, and the file is not what was read: it was
+            # cut (by hand: `> file`, a copytruncate) and is being written again from there.
+            # (A report that merely arrived after the lines it names were read — queued while
+            # the index caught up at start — changes nothing.)
             log.warning("index: %s was cut to %d bytes under the receiver; reading on from there",
                         f.rel, start)
             with self._lock:
@@ -258,6 +260,11 @@ class FileIndexer:
         f.end = max(f.end, message.end)
         if len(f.head) < HEAD_BYTES and f.fd >= 0:
             f.head = file_head(f.fd)
+
+    @staticmethod
+    def _was_cut(f: _Followed) -> bool:
+        """Whether the file no longer holds what was read: shorter, or other first bytes."""
+        return os.fstat(f.fd).st_size < f.offset or file_head(f.fd)[: len(f.head)] != f.head
 
     def _open_inode(self, rel: str, ino: int) -> int:
         """A descriptor on `rel` if it still is inode `ino`, else on its rotated plain copy;
