@@ -120,6 +120,18 @@ def test_a_restart_resumes_where_the_index_stood_even_in_rotated_gzipped_files(t
     assert rows == _rebuilt(logs, tmp_path)
 
 
+def _stop(pid: int) -> None:
+    """SIGSTOP `pid` and wait until every thread of it is stopped (the signal takes effect
+    asynchronously, thread by thread)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 60
+    while any((task / "stat").read_text().rsplit(")", 1)[1].split()[0] != "T"
+              for task in Path(f"/proc/{pid}/task").iterdir()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not stop")
+        time.sleep(0.005)
+
+
 def _wait_gone(directory: Path) -> None:
     """Until the index process's socket is closed (a killed process's threads release it only
     once the last of them is gone): then the next report finds nobody."""
@@ -230,7 +242,7 @@ def test_acknowledgements_wait_while_the_index_is_too_far_behind(tmp_path: Path)
     index = _indexer(receiver)
     try:
         assert index.sync(30)
-        os.kill(index.server_pid, signal.SIGSTOP)
+        _stop(index.server_pid)
         try:
             _send(receiver, 0, 10)  # well under 1 MiB: acknowledged at once
             # About 1.5 MiB of lines: over the limit once written.
@@ -304,7 +316,7 @@ def test_a_file_cut_short_by_hand_is_skipped_not_spun_on(tmp_path: Path) -> None
     receiver = start_receiver(_settings(logs))
     index = _indexer(receiver)
     try:
-        os.kill(index.server_pid, signal.SIGSTOP)  # the reports wait in its queue
+        _stop(index.server_pid)  # the reports wait in its queue
         try:
             _send(receiver, 0, 20)
             os.truncate(logs / "app.log", 0)
@@ -353,5 +365,43 @@ def test_a_report_that_arrives_after_its_lines_were_read_changes_nothing(tmp_pat
         indexer.wrote("app.log", ino, len(first) + len(second) + len(line % 3), len(line % 3))
         assert indexer.sync(30)
         assert _seqs(_rows(logs)) == [0, 1, 2, 3]
+    finally:
+        indexer.shutdown()
+
+
+def test_a_late_report_about_a_rotated_file_changes_nothing(tmp_path: Path) -> None:
+    """At start the index reads a rotated copy and the new active file; a queued report about
+    the copy's inode (written before the rotation) must neither retire the active file nor
+    read the copy again."""
+    from sluice_collector.sinks.index.fileindexer import FileIndexer
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    store = IndexStore.for_directory(logs)
+    store.open()
+    store.insert([], 0, [], ["-"])  # an index that already follows the files (cursors exist)
+    store.close()
+    line = ('{"timestamp":"2026-01-01T00:00:00Z","severity_number":9,"category":"app",'
+            '"body":"b","attributes":{"seq":%d}}\n')
+    old = (line % 0 + line % 1).encode()
+    (logs / "app.log.2026-01-01.1").write_bytes(old)
+    (logs / "app.log").write_bytes((line % 2).encode())
+    old_ino = os.stat(logs / "app.log.2026-01-01.1").st_ino
+    indexer = FileIndexer(IndexStore.for_directory(logs), logs, {})
+    indexer.start()
+    try:
+        assert indexer.sync(30)
+        assert _seqs(_rows(logs)) == [0, 1, 2]
+        indexer.wrote("app.log", old_ino, len(old), len(old))  # late, about the copy
+        assert indexer.sync(30)
+        assert _seqs(_rows(logs)) == [0, 1, 2]
+        size = os.path.getsize(logs / "app.log")
+        with (logs / "app.log").open("ab") as fh:
+            fh.write((line % 3).encode())
+        indexer.wrote("app.log", os.stat(logs / "app.log").st_ino, size + len(line % 3),
+                      len(line % 3))
+        assert indexer.sync(30)
+        assert _seqs(_rows(logs)) == [0, 1, 2, 3]
+        assert indexer.lag_bytes == 0
     finally:
         indexer.shutdown()

@@ -155,6 +155,7 @@ class FileIndexer:
         them on a thread."""
         try:
             self.store.open(background_checkpoints=True)
+            self.adopt()
             self._resume()
         except (OSError, sqlite3.Error) as exc:
             raise SinkError(f"index: cannot open {self.store.path}: {exc}") from exc
@@ -229,6 +230,14 @@ class FileIndexer:
     def _note(self, message: _Wrote) -> None:
         f = self._files.get(message.rel)
         if f is not None and f.ino != message.ino:
+            if self._names(message.rel, f.ino):
+                # The path still names the file we follow: the report is about an older one
+                # (queued while the index caught up at start, which read it already).
+                if message.fd >= 0:
+                    os.close(message.fd)
+                with self._lock:
+                    self._done += message.n_bytes
+                return
             # Rotated (or removed and recreated): what the old inode holds is whole, and is
             # read to its end before the new one.
             f.end = -1
@@ -257,9 +266,19 @@ class FileIndexer:
                 self._done += max(0, f.end - f.offset)  # reported, now never to be read
             f.offset = start
             f.end = message.end
+        elif start < f.offset:  # lines read already (at start-up, before this report came)
+            with self._lock:
+                self._done += min(message.end, f.offset) - start
         f.end = max(f.end, message.end)
         if len(f.head) < HEAD_BYTES and f.fd >= 0:
             f.head = file_head(f.fd)
+
+    def _names(self, rel: str, ino: int) -> bool:
+        """Whether `rel` is (still) inode `ino`."""
+        try:
+            return os.stat(self.directory / rel).st_ino == ino
+        except OSError:
+            return False
 
     @staticmethod
     def _was_cut(f: _Followed) -> bool:
@@ -388,31 +407,48 @@ class FileIndexer:
             f.fd = -1
 
     # -- start-up --------------------------------------------------------------------------------
+    def adopt(self) -> None:
+        """On a database that never followed the files (new, or written by the inline sink):
+        count what the active files hold as indexed — a cursor at each one's last line — and
+        their rotated copies with them (`sluice index rebuild` indexes it all). Must run before
+        the receiver writes: the index process does it before it says it is ready."""
+        if not self.store.cursors_created:
+            return
+        cursors = []
+        for rel in active_files(self.directory):
+            try:
+                fd = os.open(self.directory / rel, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                cursors.append(Cursor(rel, st.st_ino, line_end(fd, st.st_size), file_head(fd)))
+            finally:
+                os.close(fd)
+        self.store.insert([], 0, cursors)
+        self.store.cursors_created = False
+
     def _resume(self) -> None:
         """Pick up every cursor; index what a crash left unread (in the file itself or in its
         rotated copies); follow active files that have no cursor from their start — after
         their rotated copies: the set is new since the index last committed (it was created,
         and maybe rotated, while the index process was down)."""
         cursors = self.store.cursors()
-        fresh = self.store.cursors_created
         for cursor in cursors.values():
             self._resume_one(cursor)
         for rel in active_files(self.directory):
             if rel in self._files:
                 continue
-            if not fresh and rel not in cursors:
+            if rel not in cursors:
                 self._drain_backups(rel, None, 0)
             try:
                 fd = os.open(self.directory / rel, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 continue
             st = os.fstat(fd)
-            end = line_end(fd, st.st_size)
-            # A new index counts what the files hold as indexed (rebuild indexes it); an
-            # index that follows the files has not seen this one: all of it is new.
-            offset = end if fresh else 0
-            self._files[rel] = _Followed(rel, st.st_ino, fd, offset, end, file_head(fd),
-                                         tenant_of(rel))
+            # Not followed before (or rotated since): all of it is new.
+            self._files[rel] = _Followed(rel, st.st_ino, fd, 0, line_end(fd, st.st_size),
+                                         file_head(fd), tenant_of(rel))
         with self._lock:
             self._reported += sum(f.end - f.offset for f in [*self._files.values(), *self._retired])
         if not self._index_pending():
@@ -468,11 +504,25 @@ class FileIndexer:
             data = self._backup_lines(path.with_name(ordered[index].name),
                                       offset if index == first else 0)
             rows = self._rows(data, tenant)
-            later = [Cursor(rel, 0, 0, heads[index + 1])] \
-                if index + 1 < len(ordered) and heads[index + 1] else []
-            self.store.insert(rows, int(self._clock() * 1e9), later, [] if later else [rel])
+            if index + 1 < len(ordered):
+                after = Cursor(rel, 0, 0, heads[index + 1]) if heads[index + 1] else None
+            else:
+                after = self._start_of(rel)  # the active file: read from 0 next
+            self.store.insert(rows, int(self._clock() * 1e9), [after] if after else [],
+                              [] if after else [rel])
             self.indexed += len(rows)
         return True
+
+    def _start_of(self, rel: str) -> Cursor | None:
+        """A cursor at the start of `rel` as it is now (None if it is not there)."""
+        try:
+            fd = os.open(self.directory / rel, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            return Cursor(rel, os.fstat(fd).st_ino, 0, file_head(fd))
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _head_of(path: Path) -> bytes:

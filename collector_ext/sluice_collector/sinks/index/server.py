@@ -177,8 +177,10 @@ def main() -> int:
     try:
         server = IndexServer(spec)
         # The database and its schema exist before anyone is told we are ready: readers
-        # (the query API) then never race us to create it.
+        # (the query API) then never race us to create it. A database that never followed
+        # the files adopts them now, before the receiver writes a line more.
         server.indexer.store.open(background_checkpoints=True)
+        server.indexer.adopt()
     except (OSError, sqlite3.Error) as exc:
         print(f"sluice index: cannot start: {exc}", file=sys.stderr)
         return 1
