@@ -110,6 +110,17 @@ def active_files(directory: Path) -> Iterator[str]:
                 yield (Path(root) / name).relative_to(directory).as_posix()
 
 
+def _open_copy(path: Path) -> Any:
+    """A rotated copy, read plain or gzipped — and gzipped when the plain one went meanwhile
+    (the file sink gzips right after a rotation: `.gz` is in place before the plain is gone)."""
+    if not path.name.endswith(".gz"):
+        try:
+            return open(path, "rb")  # the caller closes it (a `with`)
+        except FileNotFoundError:
+            path = path.with_name(path.name + ".gz")
+    return gzip.open(path, "rb")
+
+
 class FileIndexer:
     """Follows the files the file sink writes and indexes their lines; see the module docs.
     `on_commit(newest row id, lag bytes, error)` is called after every transaction (newest 0
@@ -150,13 +161,12 @@ class FileIndexer:
             return self._reported - self._done
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        """Open the index, catch up with the files (what a crash left unread), then follow
-        them on a thread."""
+    def start(self, *, caught_up: bool = False) -> None:
+        """Open the index, catch up with the files (what a crash left unread; `caught_up`:
+        `catch_up` ran already), then follow them on a thread."""
         try:
-            self.store.open(background_checkpoints=True)
-            self.adopt()
-            self._resume()
+            if not caught_up:
+                self.catch_up()
         except (OSError, sqlite3.Error) as exc:
             raise SinkError(f"index: cannot open {self.store.path}: {exc}") from exc
         self._chores.start()
@@ -327,7 +337,9 @@ class FileIndexer:
                 offset = f.offset + advance
                 budget -= advance
                 plan.append((f, offset, retired and offset >= target))
-                if not retired:
+                if len(f.head) < HEAD_BYTES:
+                    f.head = file_head(f.fd)
+                if not retired and f.head:
                     cursors.append(Cursor(f.rel, f.ino, offset, f.head))
             if not plan:
                 return True
@@ -407,6 +419,15 @@ class FileIndexer:
             f.fd = -1
 
     # -- start-up --------------------------------------------------------------------------------
+    def catch_up(self) -> None:
+        """Open the index, adopt the files if it never followed them, and index what it has
+        not read. It looks at the directory (cursors, rotated copies, active files), so it must
+        run while nothing rotates: the index process does it before it says it is ready, and
+        the receiver writes nothing until then."""
+        self.store.open(background_checkpoints=True)
+        self.adopt()
+        self._resume()
+
     def adopt(self) -> None:
         """On a database that never followed the files (new, or written by the inline sink):
         count what the active files hold as indexed — a cursor at each one's last line — and
@@ -454,8 +475,10 @@ class FileIndexer:
         if not self._index_pending():
             raise sqlite3.OperationalError(self.last_error)
         # Cursors for files not there any more (rotated, then removed by retention): dropped.
+        # An empty active file gets no cursor (it could not be found again once rotated): its
+        # set's cursor stays where the drain of its rotated copies left it.
         gone = [rel for rel in cursors if rel not in self._files]
-        self.store.insert([], 0, [f.cursor() for f in self._files.values()], gone)
+        self.store.insert([], 0, [f.cursor() for f in self._files.values() if f.head], gone)
 
     def _resume_one(self, cursor: Cursor) -> None:
         path = self.directory / cursor.rel
@@ -501,35 +524,26 @@ class FileIndexer:
             first = matches[-1]
         tenant = tenant_of(rel)
         for index in range(first, len(ordered)):
-            data = self._backup_lines(path.with_name(ordered[index].name),
-                                      offset if index == first else 0)
+            start = offset if index == first else 0
+            data = self._backup_lines(path.with_name(ordered[index].name), start)
             rows = self._rows(data, tenant)
-            if index + 1 < len(ordered):
-                after = Cursor(rel, 0, 0, heads[index + 1]) if heads[index + 1] else None
+            # The cursor moves on to the next copy; after the last, it stays at the end of it
+            # (found again by its head) until lines of the active file are read: an active
+            # file may be empty yet, and a cursor without a head could not be found again.
+            if index + 1 < len(ordered) and heads[index + 1]:
+                after = Cursor(rel, 0, 0, heads[index + 1])
             else:
-                after = self._start_of(rel)  # the active file: read from 0 next
-            self.store.insert(rows, int(self._clock() * 1e9), [after] if after else [],
-                              [] if after else [rel])
+                after = Cursor(rel, 0, start + len(data), heads[index])
+            self.store.insert(rows, int(self._clock() * 1e9), [after] if after.head else [],
+                              [] if after.head else [rel])
             self.indexed += len(rows)
         return True
-
-    def _start_of(self, rel: str) -> Cursor | None:
-        """A cursor at the start of `rel` as it is now (None if it is not there)."""
-        try:
-            fd = os.open(self.directory / rel, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            return Cursor(rel, os.fstat(fd).st_ino, 0, file_head(fd))
-        finally:
-            os.close(fd)
 
     @staticmethod
     def _head_of(path: Path) -> bytes:
         """A rotated file's first bytes (b"" if unreadable)."""
         try:
-            opener: Any = gzip.open if path.name.endswith(".gz") else open
-            with opener(path, "rb") as fh:
+            with _open_copy(path) as fh:
                 head: bytes = fh.read(HEAD_BYTES)
         except (OSError, EOFError):
             return b""
@@ -539,8 +553,7 @@ class FileIndexer:
     def _backup_lines(path: Path, offset: int) -> bytes:
         """A rotated file's whole lines from `offset` (what is readable of them)."""
         try:
-            opener: Any = gzip.open if path.name.endswith(".gz") else open
-            with opener(path, "rb") as fh:
+            with _open_copy(path) as fh:
                 fh.seek(offset)
                 data: bytes = fh.read()
         except (OSError, EOFError) as exc:

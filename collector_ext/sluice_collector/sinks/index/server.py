@@ -104,11 +104,10 @@ class IndexServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Take datagrams at once (the socket queue holds only a few), then catch up with the
-        files; what arrives meanwhile is indexed after that."""
+        """Take datagrams, and index what they report (`FileIndexer.catch_up` ran already)."""
         self._thread = threading.Thread(target=self._serve, name="sluice-index-socket", daemon=True)
         self._thread.start()
-        self.indexer.start()
+        self.indexer.start(caught_up=True)
 
     def stop(self) -> None:
         """Index everything reported, then close."""
@@ -176,15 +175,15 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s sluice index: %(message)s")
     try:
         server = IndexServer(spec)
-        # The database and its schema exist before anyone is told we are ready: readers
-        # (the query API) then never race us to create it. A database that never followed
-        # the files adopts them now, before the receiver writes a line more.
-        server.indexer.store.open(background_checkpoints=True)
-        server.indexer.adopt()
+        # Before anyone is told we are ready: the database and its schema exist (readers never
+        # race us to create it), and the index has caught up with the files — it looks at the
+        # directory, which must not rotate meanwhile, and the receiver writes nothing until
+        # we are ready. Reports that other workers send meanwhile wait in the socket.
+        server.indexer.catch_up()
     except (OSError, sqlite3.Error) as exc:
         print(f"sluice index: cannot start: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.buffer.write(READY)  # the socket is there: reports queue until caught up
+    sys.stdout.buffer.write(READY)
     sys.stdout.buffer.flush()
     try:
         server.start()
