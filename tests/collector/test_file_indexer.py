@@ -59,6 +59,18 @@ def _rows(directory: Path) -> list[Row]:
     return sorted(IndexStore.for_directory(directory).rows())
 
 
+def _indexed_after(settings: dict[str, Any], logs: Path, first: int = 0, n: int = 0) -> list[Row]:
+    """Start a receiver, send `n` records (if any), wait for the index, stop; the index's rows."""
+    receiver = start_receiver(settings)
+    try:
+        if n:
+            _send(receiver, first, n)
+        assert _indexer(receiver).sync(30)  # a barrier waits for the start-up catch-up too
+        return _rows(logs)
+    finally:
+        receiver.stop(5)
+
+
 def _rebuilt(directory: Path, tmp: Path) -> list[Row]:
     """The rows a rebuild derives from a copy of the directory's files."""
     copy = tmp / "copy"
@@ -93,13 +105,7 @@ def test_a_restart_resumes_where_the_index_stood_even_in_rotated_gzipped_files(t
     grew, rotated and were gzipped; the next start indexes exactly what it missed."""
     logs = tmp_path / "logs"
     settings = _settings(logs, rotation={"max_bytes": 20_000})
-    receiver = start_receiver(settings)
-    try:
-        _send(receiver, 0, 30)
-        assert _indexer(receiver).sync(30)
-    finally:
-        receiver.stop(5)
-    assert _seqs(_rows(logs)) == list(range(30))
+    assert _seqs(_indexed_after(settings, logs, 0, 30)) == list(range(30))
     # The same files written with nobody following them: what a crash of the index leaves.
     without_index = {**settings, "query": {"enabled": False}}
     receiver = start_receiver(without_index)
@@ -110,12 +116,7 @@ def test_a_restart_resumes_where_the_index_stood_even_in_rotated_gzipped_files(t
     finally:
         receiver.stop(5)
     assert len(list(logs.glob("app.log.*.gz"))) >= 3
-    receiver = start_receiver(settings)
-    try:
-        assert _indexer(receiver).sync(30)  # a barrier waits for the catch-up too
-        rows = _rows(logs)
-    finally:
-        receiver.stop(5)
+    rows = _indexed_after(settings, logs)
     assert _seqs(rows) == list(range(900))
     assert rows == _rebuilt(logs, tmp_path)
 
@@ -184,21 +185,9 @@ def test_after_a_rebuild_the_index_follows_on_without_duplicates(tmp_path: Path)
         _send(receiver, 0, 50)
     finally:
         receiver.stop(5)
-    receiver = start_receiver(settings)
-    try:
-        _send(receiver, 50, 10)
-        assert _indexer(receiver).sync(30)
-        assert _seqs(_rows(logs)) == list(range(50, 60))
-    finally:
-        receiver.stop(5)
+    assert _seqs(_indexed_after(settings, logs, 50, 10)) == list(range(50, 60))
     assert rebuild(logs) == 60
-    receiver = start_receiver(settings)
-    try:
-        _send(receiver, 60, 10)
-        assert _indexer(receiver).sync(30)
-        rows = _rows(logs)
-    finally:
-        receiver.stop(5)
+    rows = _indexed_after(settings, logs, 60, 10)
     assert _seqs(rows) == list(range(70))
     assert rows == _rebuilt(logs, tmp_path)
 

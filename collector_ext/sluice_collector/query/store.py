@@ -37,6 +37,7 @@ from sluice_collector.otlpvalues import SEVERITY_NAMES
 from sluice_collector.query import storedmarks, traceblooms
 from sluice_collector.sinks.files.fsclock import fs_now
 from sluice_collector.sinks.files.naming import ROTATED_RE
+from sluice_collector.sinks.files.retention import TENANTS_DIR
 
 INDEX_DIR = ".index"
 DB_NAME = "records.db"
@@ -750,16 +751,22 @@ def severity_name(number: int) -> str:
 
 # -- rebuild -------------------------------------------------------------------------------
 
+def tenant_of(rel: str) -> str:
+    """The tenant a file's place under files.directory implies (`tenants/<tenant>/...`), as
+    the file sink puts it."""
+    parts = rel.split("/")
+    return parts[1] if len(parts) >= 3 and parts[0] == TENANTS_DIR else ""
+
+
 def stored_files(directory: Path) -> Iterator[tuple[Path, str]]:
     """Every file under `directory` that may hold JSON lines (active, rotated, .gz), with the
     tenant its location implies; hidden directories (.index, .spool) are skipped."""
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = Path(root).relative_to(directory).parts
-        tenant = rel[1] if len(rel) >= 2 and rel[0] == "tenants" else ""
         for name in sorted(files):
             if not name.startswith(".") and ".tmp" not in name:
-                yield Path(root) / name, tenant
+                path = Path(root) / name
+                yield path, tenant_of(path.relative_to(directory).as_posix())
 
 
 HEAD_BYTES = 256  # a file's first bytes: its identity once rotation renamed and gzipped it

@@ -48,10 +48,11 @@ from sluice_collector.query.store import (
     is_active_name,
     line_end,
     row_of_line,
+    stored_files,
+    tenant_of,
 )
 from sluice_collector.sinks.files.config import FilePolicy
 from sluice_collector.sinks.files.naming import backups_of
-from sluice_collector.sinks.files.retention import TENANTS_DIR
 from sluice_collector.sinks.index.maintenance import IndexMaintenance
 
 log = logging.getLogger("sluice.receiver")
@@ -94,20 +95,11 @@ class _Barrier:
 _STOP = object()
 
 
-def tenant_of(rel: str) -> str:
-    """The tenant a file's place implies (`tenants/<tenant>/...`), as the file sink puts it."""
-    parts = rel.split("/")
-    return parts[1] if len(parts) >= 3 and parts[0] == TENANTS_DIR else ""
-
-
 def active_files(directory: Path) -> Iterator[str]:
-    """Every active (not rotated) file under `directory`, as rel paths; hidden directories
-    (.index, .spool) and the file sink's side files are skipped."""
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if is_active_name(name):
-                yield (Path(root) / name).relative_to(directory).as_posix()
+    """Every active (not rotated) file under `directory`, as rel paths."""
+    for path, _tenant in stored_files(directory):
+        if is_active_name(path.name):
+            yield path.relative_to(directory).as_posix()
 
 
 def _open_copy(path: Path) -> Any:
@@ -186,11 +178,6 @@ class FileIndexer:
         self._files.clear()
         self._retired.clear()
         self.store.close()
-
-    def health(self) -> dict[str, Any]:
-        error = self.last_error or self._chores.last_error
-        return {"state": "degraded" if error else "ok", "indexed": self.indexed,
-                "lag_bytes": self.lag_bytes, "last_error": error}
 
     # -- what the file sink (or a client of the index process) says ------------------------------
     def wrote(self, rel: str, ino: int, end: int, n_bytes: int, fd: int = -1) -> None:
