@@ -2796,6 +2796,630 @@ fp_count_invalid(PyObject *Py_UNUSED(mod), PyObject *args)
     return rc ? NULL : PyLong_FromSsize_t(invalid);
 }
 
+/* -- masking on the wire (processors/wiremask.py): collect the strings, then splice ---------
+ *
+ * `mask_collect` is the twin of the masking stage's walk over the decoded request (`_Walk`
+ * with the raw scan's `Located`) for logs and traces: for every record, scope and resource a
+ * span of the raw scan overlaps, the strings the walk would collect, as str, with their keys
+ * and their byte ranges in `buf`. Masking then runs on those strings in Python, and `splice`
+ * writes what changed straight into a copy of the encoding (new lengths up the nesting), so no
+ * decoded message is walked, written or serialised again.
+ *
+ * The encoding must say exactly what the decoded request holds, or a splice could leave an old
+ * copy of a secret on the wire: a string or message field that protobuf would merge or
+ * overwrite (a singular field twice, two members of AnyValue's oneof, a key twice) raises
+ * Unsupported, and the caller takes the walk over the decoded request instead. */
+
+typedef struct {
+    PyObject *texts, *keys, *places, *values, *owners;
+    const uint8_t *buf;
+    int depth;
+} Col;
+
+/* A str of the UTF-8 slice, or NULL (Unsupported when it is not valid UTF-8). */
+static PyObject *
+col_str(Slice s)
+{
+    if (!utf8_valid(s.p, s.n)) {
+        unsupported("string is not valid UTF-8");
+        return NULL;
+    }
+    return PyUnicode_DecodeUTF8((const char *)s.p, s.n, "strict");
+}
+
+static int
+col_text(Col *c, Py_ssize_t owner, Slice s, PyObject *key)
+{
+    if (s.n == 0)
+        return 0;
+    PyObject *text = col_str(s);
+    if (text == NULL)
+        return -1;
+    Py_ssize_t start = s.p - c->buf;
+    PyObject *place = Py_BuildValue("(nnn)", owner, start, start + s.n);
+    int rc = place == NULL || PyList_Append(c->texts, text) < 0 ||
+             PyList_Append(c->keys, key) < 0 || PyList_Append(c->places, place) < 0;
+    Py_DECREF(text);
+    Py_XDECREF(place);
+    return rc ? -1 : 0;
+}
+
+/* An AnyValue's one member, strictly: Unsupported when more than one member is on the wire. */
+static int
+col_any_decode(Slice in, AnyV *v)
+{
+    Cur c = {in.p, in.p + in.n};
+    int members = 0;
+    v->kind = AV_NONE;
+    v->u = 0;
+    v->s.p = NULL;
+    v->s.n = 0;
+    while (c.p < c.end) {
+        uint32_t f;
+        int wt;
+        if (rd_tag(&c, &f, &wt))
+            return -1;
+        int kind = -1;
+        switch (f) {
+        case 1: kind = wt == WT_LEN ? AV_STR : -1; break;
+        case 2: kind = wt == WT_VARINT ? AV_BOOL : -1; break;
+        case 3: kind = wt == WT_VARINT ? AV_INT : -1; break;
+        case 4: kind = wt == WT_I64 ? AV_DOUBLE : -1; break;
+        case 5: kind = wt == WT_LEN ? AV_ARRAY : -1; break;
+        case 6: kind = wt == WT_LEN ? AV_KVLIST : -1; break;
+        case 7: kind = wt == WT_LEN ? AV_BYTES : -1; break;
+        case 8: kind = wt == WT_VARINT ? AV_STRINDEX : -1; break;
+        }
+        if (kind < 0) {
+            if (skip_field(&c, f, wt, 0))
+                return -1;
+            continue;
+        }
+        if (++members > 1)
+            return unsupported("AnyValue with more than one member on the wire");
+        v->kind = kind;
+        if (wt == WT_LEN) {
+            if (rd_len(&c, &v->s))
+                return -1;
+        }
+        else if (wt == WT_VARINT) {
+            if (rd_varint(&c, &v->u))
+                return -1;
+        }
+        else if (rd_fixed64(&c, &v->u))
+            return -1;
+    }
+    return 0;
+}
+
+static int col_kvs_in(Col *c, Py_ssize_t owner, Slice list, uint32_t field);
+
+static const char *const AV_NAMES[] = {NULL, "string_value", "bool_value", "int_value",
+                                       "double_value", "array_value", "kvlist_value",
+                                       "bytes_value", "string_value_strindex"};
+
+/* `_Walk._value`: the AnyValue `in` found under `key` (None for a body or its array items). */
+static int
+col_any(Col *c, Py_ssize_t owner, Slice in, PyObject *key)
+{
+    AnyV v;
+    if (c->depth > MAX_DEPTH)
+        return unsupported("values nested too deeply");
+    if (col_any_decode(in, &v))
+        return -1;
+    if (v.kind == AV_NONE)
+        return 0;
+    if (v.kind == AV_STR)
+        return col_text(c, owner, v.s, key);
+    if (key == Py_None && v.kind != AV_ARRAY && v.kind != AV_KVLIST)
+        return 0; /* no key, no key rule: a number or bytes stays as it is */
+    PyObject *pyvalue = NULL;
+    switch (v.kind) {
+    case AV_BOOL: pyvalue = PyBool_FromLong(v.u != 0); break;
+    case AV_INT: pyvalue = PyLong_FromLongLong((long long)(int64_t)v.u); break;
+    case AV_STRINDEX: pyvalue = PyLong_FromLong((long)(int32_t)(uint32_t)v.u); break;
+    case AV_DOUBLE: {
+        double d;
+        memcpy(&d, &v.u, sizeof d);
+        pyvalue = PyFloat_FromDouble(d);
+        break;
+    }
+    case AV_BYTES: pyvalue = PyBytes_FromStringAndSize((const char *)v.s.p, v.s.n); break;
+    default: pyvalue = Py_NewRef(Py_None);
+    }
+    if (pyvalue == NULL)
+        return -1;
+    Py_ssize_t start = in.p - c->buf, index = -1;
+    if (key != Py_None) {
+        /* (owner, key, kind, value, start, end, texts from, texts to, values to); a container's
+         * last three are filled in once its children are collected. */
+        PyObject *entry = Py_BuildValue("[nOsOnnnnn]", owner, key, AV_NAMES[v.kind], pyvalue,
+                                        start, start + in.n, PyList_GET_SIZE(c->texts),
+                                        PyList_GET_SIZE(c->texts), PyList_GET_SIZE(c->values) + 1);
+        index = PyList_GET_SIZE(c->values);
+        if (entry == NULL || PyList_Append(c->values, entry) < 0) {
+            Py_XDECREF(entry);
+            Py_DECREF(pyvalue);
+            return -1;
+        }
+        Py_DECREF(entry);
+    }
+    Py_DECREF(pyvalue);
+    if (v.kind != AV_ARRAY && v.kind != AV_KVLIST)
+        return 0;
+    int rc = 0;
+    c->depth++;
+    if (v.kind == AV_KVLIST)
+        rc = col_kvs_in(c, owner, v.s, 1);
+    else {
+        Cur cur = {v.s.p, v.s.p + v.s.n};
+        Slice item;
+        while ((rc = next_len(&cur, 1, &item)) == 1)
+            if ((rc = col_any(c, owner, item, key)) < 0)
+                break;
+    }
+    c->depth--;
+    if (rc < 0)
+        return -1;
+    if (index >= 0) {
+        PyObject *entry = PyList_GET_ITEM(c->values, index);
+        PyObject *texts_to = PyLong_FromSsize_t(PyList_GET_SIZE(c->texts));
+        PyObject *values_to = PyLong_FromSsize_t(PyList_GET_SIZE(c->values));
+        if (texts_to == NULL || values_to == NULL) {
+            Py_XDECREF(texts_to);
+            Py_XDECREF(values_to);
+            return -1;
+        }
+        PyList_SetItem(entry, 7, texts_to);
+        PyList_SetItem(entry, 8, values_to);
+    }
+    return 0;
+}
+
+/* `_Walk._attributes` for one KeyValue. */
+static int
+col_kv(Col *c, Py_ssize_t owner, Slice in)
+{
+    Cur cur = {in.p, in.p + in.n};
+    Slice key = {in.p, 0}, value = {NULL, 0};
+    int keys = 0, values = 0;
+    while (cur.p < cur.end) {
+        uint32_t f;
+        int wt;
+        if (rd_tag(&cur, &f, &wt))
+            return -1;
+        if ((f == 1 || f == 2) && wt == WT_LEN) {
+            if ((f == 1 ? ++keys : ++values) > 1)
+                return unsupported("KeyValue field repeated on the wire");
+            if (rd_len(&cur, f == 1 ? &key : &value))
+                return -1;
+        }
+        else if (skip_field(&cur, f, wt, 0))
+            return -1;
+    }
+    PyObject *pykey = col_str(key);
+    if (pykey == NULL)
+        return -1;
+    int rc = col_text(c, owner, key, Py_None);
+    if (rc == 0 && values)
+        rc = col_any(c, owner, value, pykey);
+    Py_DECREF(pykey);
+    return rc;
+}
+
+/* Every KeyValue of repeated field `field` in the message `list`. */
+static int
+col_kvs_in(Col *c, Py_ssize_t owner, Slice list, uint32_t field)
+{
+    Cur cur = {list.p, list.p + list.n};
+    Slice kv;
+    int rc;
+    while ((rc = next_len(&cur, field, &kv)) == 1)
+        if (col_kv(c, owner, kv) < 0)
+            return -1;
+    return rc;
+}
+
+/* Fields `singular` (a 0-terminated list) may occur once in `msg`; returns -1 otherwise. */
+static int
+col_once(Slice msg, const uint32_t *singular)
+{
+    int seen[20] = {0};
+    Cur cur = {msg.p, msg.p + msg.n};
+    while (cur.p < cur.end) {
+        uint32_t f;
+        int wt;
+        if (rd_tag(&cur, &f, &wt))
+            return -1;
+        for (int i = 0; singular[i]; i++)
+            if (singular[i] == f && wt == WT_LEN && ++seen[i] > 1)
+                return unsupported("a singular field repeated on the wire");
+        if (skip_field(&cur, f, wt, 0))
+            return -1;
+    }
+    return 0;
+}
+
+static int
+col_owner(Col *c, Py_ssize_t elem_start, Py_ssize_t elem_end, Slice holder, int field,
+          Py_ssize_t records, Py_ssize_t parent, Py_ssize_t *id)
+{
+    Py_ssize_t hs = holder.p ? holder.p - c->buf : -1;
+    PyObject *o = Py_BuildValue("(nnnninn)", elem_start, elem_end, hs, hs < 0 ? -1 : hs + holder.n,
+                                field, records, parent);
+    if (o == NULL || PyList_Append(c->owners, o) < 0) {
+        Py_XDECREF(o);
+        return -1;
+    }
+    Py_DECREF(o);
+    *id = PyList_GET_SIZE(c->owners) - 1;
+    return 0;
+}
+
+/* One record's fields that a span overlaps, as `_log_parts` / `_span_parts` read them. */
+static int
+col_record(Col *c, int signal, Slice rec, const Spans *sp, Py_ssize_t owner)
+{
+    static const uint32_t log_once[] = {3, 5, 12, 0}, span_once[] = {3, 5, 15, 0};
+    static const uint32_t event_once[] = {2, 0}, link_once[] = {3, 0}, status_once[] = {2, 0};
+    if (col_once(rec, signal == SIGNAL_LOGS ? log_once : span_once))
+        return -1;
+    FieldIter it = {c->buf, rec.p - c->buf, rec.p - c->buf + rec.n};
+    Field f;
+    int r;
+    while ((r = loc_next(&it, &f)) == 1) {
+        if (!spans_overlap(sp, f.start, f.end))
+            continue;
+        Slice s = {c->buf + f.start, f.end - f.start};
+        int rc = 0;
+        if (signal == SIGNAL_LOGS) {
+            if (f.number == 6)
+                rc = col_kv(c, owner, s);
+            else if (f.number == 5)
+                rc = col_any(c, owner, s, Py_None);
+            else if (f.number == 3 || f.number == 12)
+                rc = col_text(c, owner, s, Py_None);
+        }
+        else if (f.number == 9)
+            rc = col_kv(c, owner, s);
+        else if (f.number == 3 || f.number == 5)
+            rc = col_text(c, owner, s, Py_None);
+        else if (f.number == 11 || f.number == 13) { /* an event: name, attributes; a link */
+            uint32_t text_field = f.number == 11 ? 2 : 3;
+            rc = col_once(s, f.number == 11 ? event_once : link_once);
+            Cur cur = {s.p, s.p + s.n};
+            Slice t;
+            while (rc == 0 && (rc = next_len(&cur, text_field, &t)) == 1)
+                rc = col_text(c, owner, t, Py_None);
+            if (rc == 0)
+                rc = col_kvs_in(c, owner, s, f.number == 11 ? 3 : 4);
+        }
+        else if (f.number == 15) { /* the status message */
+            rc = col_once(s, status_once);
+            Cur cur = {s.p, s.p + s.n};
+            Slice t;
+            if (rc == 0 && (rc = next_len(&cur, 2, &t)) == 1)
+                rc = col_text(c, owner, t, Py_None);
+        }
+        if (rc < 0)
+            return -1;
+    }
+    return r;
+}
+
+/* The records of scope-level message `sl` (field 2 each): how many. */
+static int
+col_count(const uint8_t *buf, Field *sl, Py_ssize_t *n)
+{
+    FieldIter it = {buf, sl->start, sl->end};
+    Field f;
+    int r;
+    *n = 0;
+    while ((r = loc_next(&it, &f)) == 1)
+        *n += f.number == 2;
+    return r;
+}
+
+static PyObject *
+fp_mask_collect(PyObject *Py_UNUSED(mod), PyObject *args)
+{
+    int signal;
+    Py_buffer view;
+    PyObject *span_list;
+    if (!PyArg_ParseTuple(args, "iy*O!", &signal, &view, &PyList_Type, &span_list))
+        return NULL;
+    PyObject *out = NULL;
+    Col c = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), view.buf, 0};
+    Py_ssize_t count = PyList_GET_SIZE(span_list);
+    Py_ssize_t *bounds = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * count + 1));
+    if (bounds == NULL)
+        PyErr_NoMemory();
+    if (bounds == NULL || !c.texts || !c.keys || !c.places || !c.values || !c.owners)
+        goto done;
+    if (signal != SIGNAL_LOGS && signal != SIGNAL_TRACES) {
+        PyErr_SetString(PyExc_ValueError, "signal must be 0 (logs) or 1 (traces)");
+        goto done;
+    }
+    Spans sp = {bounds, bounds + count, count};
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *span = PyList_GET_ITEM(span_list, i);
+        if (!PyTuple_Check(span) || !PyArg_ParseTuple(span, "nn", &bounds[i], &bounds[count + i])) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "spans must be (start, end) tuples");
+            goto done;
+        }
+    }
+    static const uint32_t level_once[] = {1, 0}, scope_once[] = {1, 2, 0};
+    const uint8_t *buf = view.buf;
+    FieldIter top = {buf, 0, view.len};
+    Field rf;
+    int r;
+    while ((r = loc_next(&top, &rf)) == 1) {
+        if (!spans_overlap(&sp, rf.start, rf.end))
+            continue;
+        if (rf.number != 1) {
+            unsupported("a match outside resources, scopes and records");
+            goto done;
+        }
+        Slice rl = {buf + rf.start, rf.end - rf.start};
+        if (col_once(rl, level_once))
+            goto done;
+        /* The resource's owner first, with every record under it counted. */
+        Slice resource = {NULL, 0};
+        Py_ssize_t records = 0, resource_owner;
+        FieldIter mid = {buf, rf.start, rf.end};
+        Field sf;
+        int r2;
+        while ((r2 = loc_next(&mid, &sf)) == 1) {
+            Py_ssize_t n;
+            if (sf.number == 1)
+                resource = (Slice){buf + sf.start, sf.end - sf.start};
+            else if (sf.number == 2) {
+                if (col_count(buf, &sf, &n) < 0)
+                    goto done;
+                records += n;
+            }
+            else if (spans_overlap(&sp, sf.start, sf.end)) {
+                unsupported("a match outside resources, scopes and records");
+                goto done;
+            }
+        }
+        if (r2 < 0 || col_owner(&c, rf.start, rf.end, resource, 1, records, -1, &resource_owner))
+            goto done;
+        if (resource.p && spans_overlap(&sp, resource.p - buf, resource.p - buf + resource.n) &&
+            col_kvs_in(&c, resource_owner, resource, 1) < 0)
+            goto done;
+        mid = (FieldIter){buf, rf.start, rf.end};
+        while ((r2 = loc_next(&mid, &sf)) == 1) {
+            if (sf.number != 2 || !spans_overlap(&sp, sf.start, sf.end))
+                continue;
+            Slice sl = {buf + sf.start, sf.end - sf.start}, scope = {NULL, 0};
+            Py_ssize_t n, scope_owner;
+            if (col_once(sl, level_once) || col_count(buf, &sf, &n) < 0)
+                goto done;
+            FieldIter leaf = {buf, sf.start, sf.end};
+            Field lf;
+            int r3;
+            while ((r3 = loc_next(&leaf, &lf)) == 1)
+                if (lf.number == 1)
+                    scope = (Slice){buf + lf.start, lf.end - lf.start};
+            if (r3 < 0 || col_owner(&c, sf.start, sf.end, scope, 3, n, resource_owner, &scope_owner))
+                goto done;
+            if (scope.p && spans_overlap(&sp, scope.p - buf, scope.p - buf + scope.n)) {
+                Cur cur = {scope.p, scope.p + scope.n};
+                if (col_once(scope, scope_once))
+                    goto done;
+                while (cur.p < cur.end) { /* name (1) and version (2), then attributes (3) */
+                    uint32_t f;
+                    int wt;
+                    Slice s;
+                    if (rd_tag(&cur, &f, &wt))
+                        goto done;
+                    if ((f == 1 || f == 2) && wt == WT_LEN) {
+                        if (rd_len(&cur, &s) || col_text(&c, scope_owner, s, Py_None))
+                            goto done;
+                    }
+                    else if (skip_field(&cur, f, wt, 0))
+                        goto done;
+                }
+                if (col_kvs_in(&c, scope_owner, scope, 3) < 0)
+                    goto done;
+            }
+            leaf = (FieldIter){buf, sf.start, sf.end};
+            while ((r3 = loc_next(&leaf, &lf)) == 1) {
+                if (!spans_overlap(&sp, lf.start, lf.end))
+                    continue;
+                if (lf.number != 1 && lf.number != 2) {
+                    unsupported("a match outside resources, scopes and records");
+                    goto done;
+                }
+                if (lf.number != 2)
+                    continue;
+                Slice rec = {buf + lf.start, lf.end - lf.start};
+                Py_ssize_t owner;
+                if (col_owner(&c, lf.start, lf.end, rec, signal == SIGNAL_LOGS ? 6 : 9, 1,
+                              scope_owner, &owner) ||
+                    col_record(&c, signal, rec, &sp, owner) < 0)
+                    goto done;
+            }
+            if (r3 < 0)
+                goto done;
+        }
+        if (r2 < 0)
+            goto done;
+    }
+    if (r < 0)
+        goto done;
+    out = PyTuple_Pack(5, c.texts, c.keys, c.places, c.values, c.owners);
+done:
+    Py_XDECREF(c.texts);
+    Py_XDECREF(c.keys);
+    Py_XDECREF(c.places);
+    Py_XDECREF(c.values);
+    Py_XDECREF(c.owners);
+    PyMem_Free(bounds);
+    PyBuffer_Release(&view);
+    return out;
+}
+
+/* -- splice ------------------------------------------------------------------------------- */
+
+enum { EDIT_REPLACE = 0, EDIT_APPEND = 1, EDIT_DROP = 2 };
+
+typedef struct {
+    Py_ssize_t start, end;
+    int op;
+    const char *payload;
+    Py_ssize_t n;
+} Edit;
+
+static int
+put_varint(Buf *b, uint64_t v)
+{
+    char tmp[10];
+    int n = 0;
+    do {
+        tmp[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return buf_put(b, tmp, n);
+}
+
+/* The content of the message [lo, hi) of `buf` into `out`, with edits[*ei..] that lie inside
+ * it applied: a field whose value range an edit names exactly is replaced or dropped, a field
+ * that holds an edit is rewritten (new length), an APPEND naming [lo, hi) goes at its end. */
+static int
+splice_msg(Buf *out, const uint8_t *buf, Py_ssize_t lo, Py_ssize_t hi, const Edit *edits,
+           Py_ssize_t count, Py_ssize_t *ei, int depth)
+{
+    if (depth > MAX_DEPTH)
+        return unsupported("edits nested too deeply");
+    Py_ssize_t appends_from = *ei, appends_to = *ei;
+    while (appends_to < count && edits[appends_to].start == lo && edits[appends_to].end == hi &&
+           edits[appends_to].op == EDIT_APPEND)
+        appends_to++;
+    *ei = appends_to;
+    Py_ssize_t pos = lo;
+    while (pos < hi) {
+        Py_ssize_t field_start = pos;
+        uint64_t tag, n;
+        if (loc_varint(buf, hi, &pos, &tag))
+            return -1;
+        if ((tag & 7) != WT_LEN) {
+            /* Not length-delimited: skip it whole (loc_next's rules), copied below. */
+            Py_ssize_t width = 0;
+            if ((tag & 7) == WT_VARINT) {
+                if (loc_varint(buf, hi, &pos, &n))
+                    return -1;
+            }
+            else if ((tag & 7) == WT_I64 || (tag & 7) == WT_I32)
+                width = (tag & 7) == WT_I64 ? 8 : 4;
+            else
+                return unsupported("wire type not used by OTLP");
+            if (hi - pos < width)
+                return unsupported("field runs past the end of its message");
+            pos += width;
+            if (buf_put(out, (const char *)buf + field_start, pos - field_start))
+                return -1;
+            continue;
+        }
+        Py_ssize_t tag_end = pos;
+        if (loc_varint(buf, hi, &pos, &n))
+            return -1;
+        (void)tag_end;
+        if (n > (uint64_t)(hi - pos))
+            return unsupported("length past the end of its message");
+        Py_ssize_t vs = pos, ve = pos + (Py_ssize_t)n;
+        pos = ve;
+        if (*ei >= count || edits[*ei].start > ve || edits[*ei].start < vs) {
+            if (buf_put(out, (const char *)buf + field_start, ve - field_start))
+                return -1;
+            continue;
+        }
+        const Edit *e = &edits[*ei];
+        if (e->end > ve)
+            return unsupported("an edit crosses a field's end");
+        /* The field's tag again (its varint as sent), then the new value. */
+        Py_ssize_t tag_len = 0;
+        {
+            Py_ssize_t p = field_start;
+            uint64_t t;
+            if (loc_varint(buf, hi, &p, &t))
+                return -1;
+            tag_len = p - field_start;
+        }
+        if (e->start == vs && e->end == ve && e->op == EDIT_DROP) {
+            (*ei)++;
+            while (*ei < count && edits[*ei].start >= vs && edits[*ei].end <= ve)
+                (*ei)++; /* whatever was to change inside goes with it */
+            continue;
+        }
+        if (buf_put(out, (const char *)buf + field_start, tag_len))
+            return -1;
+        if (e->start == vs && e->end == ve && e->op == EDIT_REPLACE) {
+            (*ei)++;
+            if (put_varint(out, (uint64_t)e->n) || buf_put(out, e->payload, e->n))
+                return -1;
+            continue;
+        }
+        Buf inner = {NULL, 0, 0};
+        if (splice_msg(&inner, buf, vs, ve, edits, count, ei, depth + 1) ||
+            put_varint(out, (uint64_t)inner.n) || buf_put(out, inner.p, inner.n)) {
+            PyMem_Free(inner.p);
+            return -1;
+        }
+        PyMem_Free(inner.p);
+    }
+    for (Py_ssize_t i = appends_from; i < appends_to; i++)
+        if (buf_put(out, edits[i].payload, edits[i].n))
+            return -1;
+    return 0;
+}
+
+static PyObject *
+fp_splice(PyObject *Py_UNUSED(mod), PyObject *args)
+{
+    Py_buffer view;
+    PyObject *edit_list;
+    if (!PyArg_ParseTuple(args, "y*O!", &view, &PyList_Type, &edit_list))
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t count = PyList_GET_SIZE(edit_list), ei = 0;
+    Edit *edits = PyMem_Malloc(sizeof(Edit) * (size_t)(count + 1));
+    Buf b = {NULL, 0, 0};
+    if (edits == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(edit_list, i);
+        Edit *e = &edits[i];
+        if (!PyTuple_Check(item) ||
+            !PyArg_ParseTuple(item, "nniy#", &e->start, &e->end, &e->op, &e->payload, &e->n)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "edits must be (start, end, op, payload) tuples");
+            goto done;
+        }
+        if (e->start < 0 || e->end < e->start || e->end > view.len || e->op < 0 || e->op > 2 ||
+            (i && (e->start < edits[i - 1].start ||
+                   (e->start == edits[i - 1].start && e->end > edits[i - 1].end)))) {
+            PyErr_SetString(PyExc_ValueError, "edits must be in the buffer, sorted by (start, -end)");
+            goto done;
+        }
+    }
+    if (splice_msg(&b, view.buf, 0, view.len, edits, count, &ei, 0) == 0) {
+        if (ei != count)
+            unsupported("an edit names no field of the message");
+        else
+            out = PyBytes_FromStringAndSize(b.p ? b.p : "", b.n);
+    }
+done:
+    PyMem_Free(b.p);
+    PyMem_Free(edits);
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"format_float", fp_format_float, METH_O, "A float as the JSON lines spell it (bytes)."},
     {"json_string", fp_json_string, METH_O, "A str as a JSON string (bytes)."},
@@ -2804,6 +3428,12 @@ static PyMethodDef module_methods[] = {
      "locate(buf, spans) -> (resources, scopes, records, parts, elsewhere); see wirescan.locate."},
     {"count_invalid", fp_count_invalid, METH_VARARGS,
      "count_invalid(signal, buf) -> the records validate.py would reject (0 logs, 1 traces)."},
+    {"mask_collect", fp_mask_collect, METH_VARARGS,
+     "mask_collect(signal, buf, spans) -> (texts, keys, places, values, owners); see "
+     "processors/wiremask.py."},
+    {"splice", fp_splice, METH_VARARGS,
+     "splice(buf, edits) -> bytes: `buf` with (start, end, op, payload) edits applied; see "
+     "processors/wiremask.py."},
     {NULL}};
 
 static struct PyModuleDef module = {

@@ -1,7 +1,8 @@
 """The unit of work of every pipeline stage: one decoded OTLP Export request.
 
-A batch is decoded once. Processors (masking) rewrite strings in place on the protobuf messages,
-the router fills `routes`, and sinks serialise what they need from the same messages. Records are
+A batch is decoded once. Masking rewrites strings in the request — on the decoded messages, or
+on its encoding (`raw`), which is then decoded once more in place — the router fills `routes`,
+and sinks serialise what they need from the same messages. Records are
 addressed by reference triples (resource-level message, scope-level message, record) so that a
 sink can read the resource and scope of a record without copying them per record.
 """
@@ -58,6 +59,10 @@ class Batch:
     # Set by a stage that changes `request` without it showing in `masked`, `dropped` or
     # `rejected`: from then on `raw` no longer encodes the request (see `encoded`).
     request_changed: bool = False
+    # Set by the masking stage when it rewrote `raw` itself (masking on the wire, see
+    # processors/wiremask.py) and decoded `request` from it: `raw` still encodes the request
+    # after what that stage masked and dropped.
+    raw_current: bool = False
     routes: dict[str, list[RecordRef]] = field(default_factory=dict)
     # The router's reading of each routed log record's attributes (key → plain value), parallel
     # to `routes[category]`. Read-only for sinks: they serialise from it instead of walking the
@@ -89,10 +94,11 @@ class Batch:
 
     def encoded(self) -> bytes:
         """The protobuf encoding of `request` as it is now: `raw` while no stage changed the
-        request (nothing masked, dropped, rejected or otherwise changed), else a fresh
-        serialisation. Masking rewrites the decoded messages, never `raw`: whatever reads
-        records from bytes must read these."""
-        if self.raw and not (self.request_changed or self.masked or self.dropped or self.rejected):
+        request (nothing masked, dropped, rejected or otherwise changed) or masking rewrote `raw`
+        itself (`raw_current`), else a fresh serialisation. Whatever reads records from bytes
+        must read these."""
+        masked = (self.masked or self.dropped) and not self.raw_current
+        if self.raw and not (self.request_changed or masked or self.rejected):
             return self.raw if type(self.raw) is bytes else bytes(self.raw)
         data: bytes = self.request.SerializeToString()
         return data

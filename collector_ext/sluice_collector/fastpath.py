@@ -11,8 +11,9 @@ bytes.
 The compiled path is only as right as the bytes it reads, so:
 
 - the router builds the index (`index_batch`) after every stage that changes the request, from
-  `Batch.encoded()` — the raw request while no stage changed it, else a fresh serialisation —
-  so what it reads is what masking left;
+  `Batch.encoded()` — the raw request while no stage changed it (or masking rewrote it on the
+  wire, `processors/wiremask.py`), else a fresh serialisation — so what it reads is what
+  masking left;
 - it turns itself off when the installed opentelemetry-proto does not have exactly the fields
   (numbers, types, oneof) the C code reads (`SCHEMA`), since it reads them by number;
 - an encoding it cannot reproduce exactly (a singular message repeated on the wire, which

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import re2
+from google.protobuf.message import DecodeError
 
 from sluice.masking import (
     ACTIONS,
@@ -51,6 +52,8 @@ from sluice_collector.processors.routing import (
     RESERVED_CATEGORIES,
     TRACES_CATEGORY,
 )
+from sluice_collector.processors.wiremask import AVAILABLE as WIRE_AVAILABLE
+from sluice_collector.processors.wiremask import mask_on_wire
 from sluice_collector.processors.wirescan import Located, WireFormatError, locate
 from sluice_collector.telemetry import ReceiverTelemetry
 
@@ -205,13 +208,21 @@ class SecretMasker:
             for name, cat in config.categories.items()
         }
         self._raw_prescan = _raw_prescan([self._masker, *self._categories.values()])
+        # Masking on the encoding covers one engine for every string: with per-category
+        # overrides, a record's engine depends on where it is routed, which the walk works out.
+        self._on_wire = WIRE_AVAILABLE and not self._categories
 
     def __call__(self, batch: Batch) -> Batch:
         if not self.config.enabled:
             return batch
-        only = self._candidates(batch)
-        if only is not None and not (only.records or only.scopes or only.resources):
+        spans = self._spans(batch)
+        if spans is not None and not spans:
             return batch  # the common case: nothing in the whole request looks like a secret
+        if spans is not None and self._on_wire and self._mask_on_wire(batch, spans):
+            return batch
+        only = self._candidates(batch, spans)
+        if only is not None and not (only.records or only.scopes or only.resources):
+            return batch
         walk = _Walk(self._masker, self._categories, only)
         # Keys sit verbatim in the protobuf bytes the raw scan read (`only` says it could): when
         # no `sluice.masked` is among them, a mark is appended without a search for an old one.
@@ -222,21 +233,46 @@ class SecretMasker:
             walk.traces(batch.request)
         else:
             walk.metrics(batch.request)
-        counts = walk.finish()
+        self._count(batch, walk.finish(), walk.dropped)
+        return batch
+
+    def _count(self, batch: Batch, counts: Counter[str], dropped: int) -> None:
         batch.masked.update(counts)
-        batch.dropped += walk.dropped
+        batch.dropped += dropped
         if self.telemetry is not None:
             for detector, count in counts.items():
                 self.telemetry.masked.labels(detector=detector).inc(count)
-        return batch
 
+    def _mask_on_wire(self, batch: Batch, spans: list[tuple[int, int]]) -> bool:
+        """Mask `batch` on its encoding (processors/wiremask.py); False: use the walk."""
+        done = mask_on_wire(self._masker, batch.signal.value, batch.raw, spans)
+        if done is None:
+            return False
+        if done.data is not None:
+            # Decoded once from the masked encoding, which then stays the request's encoding
+            # (in place: whoever holds the request holds the masked one).
+            try:
+                batch.request.ParseFromString(done.data)
+            except DecodeError:  # a splice is valid protobuf; were it not, the walk decides
+                batch.request.ParseFromString(batch.raw)
+                return False
+            batch.raw = done.data
+            batch.raw_current = True
+        self._count(batch, done.counts, done.dropped)
+        return True
 
-    def _candidates(self, batch: Batch) -> Located | None:
-        """The records, scopes and resources an RE2 scan of the encoded request points at; None
-        means "all of them" (no encoded bytes, or no safe pattern set, or odd framing)."""
+    def _spans(self, batch: Batch) -> list[tuple[int, int]] | None:
+        """Where the raw scan matches the encoded request; None: it cannot tell (no encoded
+        bytes, or no safe pattern set), so every string is looked at."""
         if self._raw_prescan is None or not batch.raw:
             return None
-        spans = match_spans(self._raw_prescan, batch.raw)
+        return match_spans(self._raw_prescan, batch.raw)
+
+    def _candidates(self, batch: Batch, spans: list[tuple[int, int]] | None) -> Located | None:
+        """The records, scopes and resources the raw scan's `spans` point at; None means "all
+        of them" (no scan, or odd framing)."""
+        if spans is None:
+            return None
         try:
             found = locate(batch.raw, spans)
         except WireFormatError:
