@@ -219,9 +219,10 @@ typedef struct {
 } AnyV;
 
 /* AnyValue: a oneof whose last member on the wire wins; the same message member twice would be
- * merged by upb, which we do not reproduce. */
+ * merged by upb, which we do not reproduce. `strict`: any second member is Unsupported (masking
+ * on the wire must not leave the one protobuf dropped behind). */
 static int
-decode_any(Slice in, AnyV *out)
+decode_any_as(Slice in, AnyV *out, int strict)
 {
     Cur c = {in.p, in.p + in.n};
     out->kind = AV_NONE;
@@ -251,6 +252,8 @@ decode_any(Slice in, AnyV *out)
         }
         if ((kind == AV_ARRAY || kind == AV_KVLIST) && out->kind == kind)
             return unsupported("AnyValue message member repeated (merged by protobuf)");
+        if (strict && out->kind != AV_NONE)
+            return unsupported("AnyValue with more than one member on the wire");
         out->kind = kind;
         switch (wt) {
         case WT_LEN:
@@ -267,6 +270,12 @@ decode_any(Slice in, AnyV *out)
         }
     }
     return 0;
+}
+
+static int
+decode_any(Slice in, AnyV *out)
+{
+    return decode_any_as(in, out, 0);
 }
 
 typedef struct {
@@ -2844,54 +2853,6 @@ col_text(Col *c, Py_ssize_t owner, Slice s, PyObject *key)
     return rc ? -1 : 0;
 }
 
-/* An AnyValue's one member, strictly: Unsupported when more than one member is on the wire. */
-static int
-col_any_decode(Slice in, AnyV *v)
-{
-    Cur c = {in.p, in.p + in.n};
-    int members = 0;
-    v->kind = AV_NONE;
-    v->u = 0;
-    v->s.p = NULL;
-    v->s.n = 0;
-    while (c.p < c.end) {
-        uint32_t f;
-        int wt;
-        if (rd_tag(&c, &f, &wt))
-            return -1;
-        int kind = -1;
-        switch (f) {
-        case 1: kind = wt == WT_LEN ? AV_STR : -1; break;
-        case 2: kind = wt == WT_VARINT ? AV_BOOL : -1; break;
-        case 3: kind = wt == WT_VARINT ? AV_INT : -1; break;
-        case 4: kind = wt == WT_I64 ? AV_DOUBLE : -1; break;
-        case 5: kind = wt == WT_LEN ? AV_ARRAY : -1; break;
-        case 6: kind = wt == WT_LEN ? AV_KVLIST : -1; break;
-        case 7: kind = wt == WT_LEN ? AV_BYTES : -1; break;
-        case 8: kind = wt == WT_VARINT ? AV_STRINDEX : -1; break;
-        }
-        if (kind < 0) {
-            if (skip_field(&c, f, wt, 0))
-                return -1;
-            continue;
-        }
-        if (++members > 1)
-            return unsupported("AnyValue with more than one member on the wire");
-        v->kind = kind;
-        if (wt == WT_LEN) {
-            if (rd_len(&c, &v->s))
-                return -1;
-        }
-        else if (wt == WT_VARINT) {
-            if (rd_varint(&c, &v->u))
-                return -1;
-        }
-        else if (rd_fixed64(&c, &v->u))
-            return -1;
-    }
-    return 0;
-}
-
 static int col_kvs_in(Col *c, Py_ssize_t owner, Slice list, uint32_t field);
 
 static const char *const AV_NAMES[] = {NULL, "string_value", "bool_value", "int_value",
@@ -2905,7 +2866,7 @@ col_any(Col *c, Py_ssize_t owner, Slice in, PyObject *key)
     AnyV v;
     if (c->depth > MAX_DEPTH)
         return unsupported("values nested too deeply");
-    if (col_any_decode(in, &v))
+    if (decode_any_as(in, &v, 1))
         return -1;
     if (v.kind == AV_NONE)
         return 0;

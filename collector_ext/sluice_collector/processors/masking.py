@@ -53,11 +53,10 @@ from sluice_collector.processors.routing import (
     TRACES_CATEGORY,
 )
 from sluice_collector.processors.wiremask import AVAILABLE as WIRE_AVAILABLE
-from sluice_collector.processors.wiremask import mask_on_wire
+from sluice_collector.processors.wiremask import MASKED_ATTRIBUTE, mask_on_wire
 from sluice_collector.processors.wirescan import Located, WireFormatError, locate
 from sluice_collector.telemetry import ReceiverTelemetry
 
-MASKED_ATTRIBUTE = "sluice.masked"
 _MASKED_KEY = MASKED_ATTRIBUTE.encode()
 DEFAULT_KEY_ENV = "SLUICE_MASKING_KEY"
 # Field numbers of the OTLP messages whose strings the walk reads (opentelemetry/proto/logs/v1

@@ -25,17 +25,19 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from sluice._wire import any_value, key_value, varint
 from sluice.masking import KeyRule, Masker
 from sluice_collector import fastpath
 
-__all__ = ["WireMasked", "mask_on_wire"]
+__all__ = ["MASKED_ATTRIBUTE", "WireMasked", "mask_on_wire"]
 
 _COLLECT: Any = fastpath.compiled_function("mask_collect")
 _SPLICE: Any = fastpath.compiled_function("splice")
 AVAILABLE = _COLLECT is not None and _SPLICE is not None
 
 _REPLACE, _APPEND, _DROP = 0, 1, 2
-_MASKED_KEY = b"sluice.masked"
+MASKED_ATTRIBUTE = "sluice.masked"  # the count of values masked in a record, scope or resource
+_MASKED_KEY = MASKED_ATTRIBUTE.encode()
 _CONTAINERS = {"kvlist_value": "{...}", "array_value": "[...]"}
 _SIGNALS = {"logs": 0, "traces": 1}
 
@@ -50,30 +52,15 @@ class WireMasked:
     dropped: int
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field: tag, length, payload."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _string_value(text: str) -> bytes:
-    """The encoding of AnyValue{string_value: text}."""
-    return _field(1, text.encode("utf-8"))
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 @functools.lru_cache(maxsize=1024)
 def _mark(field: int, hits: int) -> bytes:
     """KeyValue{key: "sluice.masked", value: {int_value: hits}} as element of `field`."""
-    value = b"\x18" + _varint(hits)
-    return _field(field, _field(1, _MASKED_KEY) + _field(2, value))
+    return _field(field, key_value(MASKED_ATTRIBUTE, hits))
 
 
 def mask_on_wire(masker: Masker, signal: str, raw: bytes, spans: list[tuple[int, int]]) -> WireMasked | None:
@@ -111,7 +98,7 @@ def mask_on_wire(masker: Masker, signal: str, raw: bytes, spans: list[tuple[int,
         new, detector, drop_it = masker.mask_whole(whole, rule)
         if new is None:
             continue
-        edits.append((start, end, _REPLACE, _string_value(new)))
+        edits.append((start, end, _REPLACE, any_value(new)))
         counts[detector] += 1
         hits[owner] += 1
         if drop_it:
