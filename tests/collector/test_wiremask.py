@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from sluice_collector.batch import Batch, Signal
-from sluice_collector.processors import wiremask
+from sluice_collector.processors import masking, wiremask
 from sluice_collector.processors.masking import SecretMasker
 from sluice_collector.service.config import parse_config
 from tests.collector import test_fastpath as shapes
@@ -241,8 +241,6 @@ def test_an_encoding_that_would_not_decode_leaves_the_request_to_the_walk(
     decoded again from what arrived and the walk masks it."""
     from collections import Counter
 
-    from sluice_collector.processors import masking
-
     monkeypatch.setattr(masking, "mask_on_wire",
                         lambda *_args: wiremask.WireMasked(b"\xff\xff\xff", Counter({"email": 1}), 0))
     request = logs_request(log_record(f"mail {EMAIL}"), log_record("kept"))
@@ -250,3 +248,18 @@ def test_an_encoding_that_would_not_decode_leaves_the_request_to_the_walk(
     assert_same(wire, walk)
     assert not wire.raw_current
     assert wire.masked == {"email": 1}
+
+
+def test_a_big_request_with_a_secret_here_and_there_takes_the_walk() -> None:
+    """Decoding the whole request again costs more than walking a few records."""
+    quiet = [log_record(f"order {n} shipped to the warehouse in the north") for n in range(200)]
+    sparse = logs_request(log_record(f"mail {EMAIL}"), *quiet)
+    dense = logs_request(*[log_record(f"mail {EMAIL}") for _ in range(200)])
+    sparse_wire, sparse_walk = both(Signal.LOGS, sparse)
+    dense_wire, dense_walk = both(Signal.LOGS, dense)
+    assert_same(sparse_wire, sparse_walk)
+    assert_same(dense_wire, dense_walk)
+    assert len(sparse.SerializeToString()) > masking.WIRE_BYTES_PER_MATCH
+    assert not sparse_wire.raw_current
+    assert dense_wire.raw_current
+    assert sparse_wire.masked == {"email": 1}
