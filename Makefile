@@ -115,6 +115,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/receiver.py --load pii --configs default,no-masking,indexed
 	$(BIN)/python bench/receiver.py --load pii --configs default,workers-2 --shared-connection
 	$(BIN)/python bench/receiver_cpu.py --load pii --configs default,no-masking,indexed
+	$(BIN)/python bench/receiver_stages.py --load pii
 	$(BIN)/python bench/index_lag.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/compression.py
