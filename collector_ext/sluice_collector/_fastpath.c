@@ -2463,6 +2463,30 @@ spans_overlap(const Spans *sp, Py_ssize_t lo, Py_ssize_t hi)
     return i < sp->count && sp->starts[i] < hi;
 }
 
+/* A list of (start, end) tuples (sorted, as the raw scan yields them) into `sp`; returns the
+ * array behind it for PyMem_Free, or NULL with an exception set. */
+static Py_ssize_t *
+spans_read(PyObject *span_list, Spans *sp)
+{
+    Py_ssize_t count = PyList_GET_SIZE(span_list);
+    Py_ssize_t *bounds = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * count + 1));
+    if (bounds == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *span = PyList_GET_ITEM(span_list, i);
+        if (!PyTuple_Check(span) || !PyArg_ParseTuple(span, "nn", &bounds[i], &bounds[count + i])) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "spans must be (start, end) tuples");
+            PyMem_Free(bounds);
+            return NULL;
+        }
+    }
+    *sp = (Spans){bounds, bounds + count, count};
+    return bounds;
+}
+
 /* A list of (field number, occurrence) of the record's fields a span overlaps; NULL on error.
  * Occurrences are counted per number; numbers above 64 count in one shared slot table. */
 static PyObject *
@@ -2585,24 +2609,12 @@ fp_locate(PyObject *Py_UNUSED(mod), PyObject *args)
     if (!PyArg_ParseTuple(args, "y*O!", &view, &PyList_Type, &span_list))
         return NULL;
     PyObject *resources = NULL, *scopes = NULL, *records = NULL, *parts = NULL, *out = NULL;
-    Py_ssize_t count = PyList_GET_SIZE(span_list), elsewhere = 0;
-    Py_ssize_t *bounds = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * count + 1));
-    if (bounds == NULL) {
-        PyErr_NoMemory();
+    Py_ssize_t elsewhere = 0;
+    Spans sp;
+    Py_ssize_t *bounds = spans_read(span_list, &sp);
+    if (bounds == NULL)
         goto done;
-    }
-    Spans sp = {bounds, bounds + count, count};
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *span = PyList_GET_ITEM(span_list, i);
-        Py_ssize_t a, b;
-        if (!PyTuple_Check(span) || !PyArg_ParseTuple(span, "nn", &a, &b)) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "spans must be (start, end) tuples");
-            goto done;
-        }
-        bounds[i] = a;
-        bounds[count + i] = b;
-    }
+    Py_ssize_t count = sp.count;
     if ((resources = PySet_New(NULL)) == NULL || (scopes = PySet_New(NULL)) == NULL ||
         (records = PySet_New(NULL)) == NULL || (parts = PyDict_New()) == NULL)
         goto done;
@@ -3091,25 +3103,16 @@ fp_mask_collect(PyObject *Py_UNUSED(mod), PyObject *args)
         return NULL;
     PyObject *out = NULL;
     Col c = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), view.buf, 0};
-    Py_ssize_t count = PyList_GET_SIZE(span_list);
-    Py_ssize_t *bounds = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * count + 1));
-    if (bounds == NULL)
-        PyErr_NoMemory();
-    if (bounds == NULL || !c.texts || !c.keys || !c.places || !c.values || !c.owners)
+    Spans sp;
+    Py_ssize_t *bounds = NULL;
+    if (!c.texts || !c.keys || !c.places || !c.values || !c.owners)
         goto done;
     if (signal != SIGNAL_LOGS && signal != SIGNAL_TRACES) {
         PyErr_SetString(PyExc_ValueError, "signal must be 0 (logs) or 1 (traces)");
         goto done;
     }
-    Spans sp = {bounds, bounds + count, count};
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *span = PyList_GET_ITEM(span_list, i);
-        if (!PyTuple_Check(span) || !PyArg_ParseTuple(span, "nn", &bounds[i], &bounds[count + i])) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "spans must be (start, end) tuples");
-            goto done;
-        }
-    }
+    if ((bounds = spans_read(span_list, &sp)) == NULL)
+        goto done;
     static const uint32_t level_once[] = {1, 0}, scope_once[] = {1, 2, 0};
     const uint8_t *buf = view.buf;
     FieldIter top = {buf, 0, view.len};

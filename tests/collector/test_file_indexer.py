@@ -80,6 +80,21 @@ def _rebuilt(directory: Path, tmp: Path) -> list[Row]:
     return _rows(copy)
 
 
+_LINE = ('{"timestamp":"2026-01-01T00:00:00Z","severity_number":9,"category":"app",'
+         '"body":"b","attributes":{"seq":%d}}\n')
+
+
+def _followed_directory(tmp_path: Path) -> Path:
+    """A log directory with an index that already follows its files (cursors exist)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    store = IndexStore.for_directory(logs)
+    store.open()
+    store.insert([], 0, [], ["-"])
+    store.close()
+    return logs
+
+
 def _seqs(rows: list[Row]) -> list[int]:
     return sorted(int(r.line.split('"seq":')[1].split(",")[0].split("}")[0]) for r in rows
                   if '"seq":' in r.line)
@@ -331,14 +346,8 @@ def test_a_report_that_arrives_after_its_lines_were_read_changes_nothing(tmp_pat
     from sluice_collector.query.store import row_of_line
     from sluice_collector.sinks.index.fileindexer import FileIndexer
 
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    store = IndexStore.for_directory(logs)
-    store.open()
-    store.insert([], 0, [], ["-"])  # an index that already follows the files (cursors exist)
-    store.close()
-    line = ('{"timestamp":"2026-01-01T00:00:00Z","severity_number":9,"category":"app",'
-            '"body":"b","attributes":{"seq":%d}}\n')
+    logs = _followed_directory(tmp_path)
+    line = _LINE
     first, second = (line % 0 + line % 1).encode(), (line % 2).encode()
     (logs / "app.log").write_bytes(first + second)
     assert row_of_line(second) is not None
@@ -364,14 +373,8 @@ def test_a_late_report_about_a_rotated_file_changes_nothing(tmp_path: Path) -> N
     read the copy again."""
     from sluice_collector.sinks.index.fileindexer import FileIndexer
 
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    store = IndexStore.for_directory(logs)
-    store.open()
-    store.insert([], 0, [], ["-"])  # an index that already follows the files (cursors exist)
-    store.close()
-    line = ('{"timestamp":"2026-01-01T00:00:00Z","severity_number":9,"category":"app",'
-            '"body":"b","attributes":{"seq":%d}}\n')
+    logs = _followed_directory(tmp_path)
+    line = _LINE
     old = (line % 0 + line % 1).encode()
     (logs / "app.log.2026-01-01.1").write_bytes(old)
     (logs / "app.log").write_bytes((line % 2).encode())
