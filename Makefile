@@ -8,8 +8,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := rsyslog rsyslog-gnutls gnutls-bin prometheus prometheus-alertmanager faketime chromium
+BUILD_PACKAGES  := g++ libre2-dev
 
-.PHONY: help install system-deps node-deps lint typecheck unit test test-dates demo bench soak proto screenshots clean
+.PHONY: help install build-deps system-deps node-deps lint typecheck unit test test-dates demo bench soak proto screenshots clean
 
 help:
 	@echo "make demo   start a receiver on its embedded default, run an example app, show where every record went"
@@ -19,7 +20,7 @@ help:
 	@echo "make screenshots  regenerate the viewer's pictures in docs/ (headless chromium)"
 	@echo "make soak   the long reliability runs (10 min steady load, overload, SIGKILL, fuzzing); ~15 minutes"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | build-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The distribution was once called `sluice`: drop such an install so one dist owns the packages.
@@ -30,21 +31,33 @@ $(STAMP): pyproject.toml
 # The receiver's compiled hot path (setup.py: optional, so without a compiler the build only
 # warns and the receiver runs its pure-Python reference). Rebuilt when its source changes.
 FASTPATH := $(VENV)/.built-fastpath
-$(FASTPATH): $(STAMP) setup.py collector_ext/sluice_collector/_fastpath.c sdk/sluice/masking/_plainmask.c
+$(FASTPATH): $(STAMP) setup.py collector_ext/sluice_collector/_fastpath.c sdk/sluice/masking/_plainmask.c \
+             sdk/sluice/masking/_re2scan.cc | build-deps
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
 install: $(STAMP) $(FASTPATH)
 
+# Installs the Debian packages in $(1) that are missing (one `apt-get update` first).
+define apt_install
+missing=""; for p in $(1); do \
+  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+  echo "installing Debian packages:$$missing"; \
+  $(SUDO) apt-get update -qq && \
+  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+fi
+endef
+
 system-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+	@$(call apt_install,$(DEBIAN_PACKAGES))
+
+# g++ and RE2's headers build masking's C++ pre-scan twin (sluice.masking._re2scan). It is
+# optional like the C twins: where they cannot be installed the build leaves it out and says so.
+build-deps:
+	@$(call apt_install,$(BUILD_PACKAGES)) || \
+	  echo "warning: could not install $(BUILD_PACKAGES); masking's pre-scans use the RE2 binding"
 
 # The official OpenTelemetry JavaScript exporters that tests/e2e/test_node_exporters.py runs under
 # Node: `npm ci` from tests/node/package-lock.json whenever node_modules (not in git) is missing or
@@ -84,7 +97,8 @@ FAKED_DATES := "UTC|+30d" "UTC|+365d" "UTC|@2027-01-31 23:57:00" "UTC|@2026-12-3
 # The suite runs on the compiled hot path, then the receiver's tests again on the pure-Python
 # reference (SLUICE_PURE_PYTHON=1), which is what runs where no compiler was: tests/collector,
 # the reliability tests and the receiver's end-to-end test: everything that routes, encodes or
-# writes records, and the masking corpus and detector tests (masking's twin is _plainmask.c), in
+# writes records, and the masking corpus and detector tests (masking's twins are _plainmask.c
+# and _re2scan.cc), in
 # about 3 minutes on 2 cores. Not again: the rest of the SDK's tests (no receiver), and
 # the CLI, viewer, query and browser end-to-end tests, which read files whatever wrote them and
 # would double the suite's ~10 minutes to see the same lines (test_fastpath.py proves the two

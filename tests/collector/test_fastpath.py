@@ -1067,14 +1067,15 @@ def test_a_schema_the_extension_was_not_written_for_turns_it_off() -> None:
 
 @pytest.mark.slow
 def test_the_package_builds_without_a_compiler(tmp_path: Path) -> None:
-    """No compiler: the optional extension fails to build, the wheel is made without it."""
+    """No compiler: the optional extensions fail to build, the wheel is made without them."""
     for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, tmp_path / name)
     ignore = shutil.ignore_patterns("*.so", "__pycache__", "*.egg-info")
     shutil.copytree(ROOT / "sdk", tmp_path / "sdk", ignore=ignore)
     shutil.copytree(ROOT / "collector_ext", tmp_path / "collector_ext", ignore=ignore)
-    env = {**os.environ, "CC": "/bin/false", "LDSHARED": "/bin/false"}
+    env = {**os.environ, "CC": "/bin/false", "LDSHARED": "/bin/false", "CXX": "/bin/false",
+           "LDCXXSHARED": "/bin/false"}
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q",
          "-w", str(tmp_path / "dist"), str(tmp_path)],
@@ -1085,6 +1086,7 @@ def test_the_package_builds_without_a_compiler(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "sluice_collector/fastpath.py" in names
     assert not [n for n in names if "_fastpath" in n and not n.endswith(".c")]
+    assert not [n for n in names if n.endswith(".so")]  # nor masking's C and C++ twins
 
 
 
@@ -1103,3 +1105,22 @@ def test_the_masking_twin_was_built_where_a_compiler_exists() -> None:
             "_plainmask.c is newer than the built extension: run make install")
     pure = os.environ.get("SLUICE_PURE_PYTHON", "") not in ("", "0")
     assert (engine._PLAIN_REWRITE is None) == pure
+
+
+def test_the_re2_scan_twin_was_built_where_gxx_and_re2_headers_exist() -> None:
+    """The same for masking's C++ `_re2scan` (sluice/masking/_prescan.py picks it up), which also
+    needs g++ and RE2's headers (libre2-dev: `make` installs both)."""
+    from sluice.masking import _prescan
+
+    cxx = (sysconfig.get_config_var("CXX") or "c++").split()[0]
+    if not (_compiler_here() and shutil.which(cxx) and Path("/usr/include/re2/re2.h").exists()):
+        pytest.skip("no g++ or no RE2 headers here: the RE2 binding is what runs")
+    spec = importlib.util.find_spec("sluice.masking._re2scan")
+    assert spec is not None, "sluice.masking._re2scan was not built: run make install"
+    assert spec.origin
+    source = ROOT / "sdk" / "sluice" / "masking" / "_re2scan.cc"
+    if source.exists() and Path(spec.origin).is_relative_to(source.parent):
+        assert Path(spec.origin).stat().st_mtime >= source.stat().st_mtime, (
+            "_re2scan.cc is newer than the built extension: run make install")
+    pure = os.environ.get("SLUICE_PURE_PYTHON", "") not in ("", "0")
+    assert (_prescan.COMPILED is None) == pure

@@ -247,7 +247,7 @@ def test_match_spans_finds_what_finditer_finds(pieces: list[str]) -> None:
     """The raw and batch pre-scans read match spans straight from the RE2 program: the same
     spans, in the same order, as the binding's `finditer`, also on empty matches."""
     data = "\n".join(pieces).encode("utf-8", "surrogatepass")
-    for regex in (MASKER._prescan._regex, re2.compile(rb"a*"), re2.compile(rb"(?:\d\.)+\d|p(?:ass)?")):
+    for regex in (MASKER._prescan._scan.regex, re2.compile(rb"a*"), re2.compile(rb"(?:\d\.)+\d|p(?:ass)?")):
         assert match_spans(regex, data) == [m.span() for m in regex.finditer(data)]
 
 

@@ -42,7 +42,7 @@ from sluice.masking import (
     Masker,
     MaskerConfig,
 )
-from sluice.masking._prescan import match_spans
+from sluice.masking._prescan import Scan, strip_group_names
 from sluice.masking.config import Problem, validate
 from sluice_collector.batch import Batch, Signal
 from sluice_collector.configreader import Section
@@ -271,7 +271,7 @@ class SecretMasker:
         bytes, or no safe pattern set), so every string is looked at."""
         if self._raw_prescan is None or not batch.raw:
             return None
-        return match_spans(self._raw_prescan, batch.raw)
+        return self._raw_prescan.spans(batch.raw)
 
     def _candidates(self, batch: Batch, spans: list[tuple[int, int]] | None) -> Located | None:
         """The records, scopes and resources the raw scan's `spans` point at; None means "all
@@ -287,7 +287,7 @@ class SecretMasker:
         return None if found.elsewhere else found
 
 
-def _raw_prescan(maskers: Iterable[Masker | None]) -> Any:
+def _raw_prescan(maskers: Iterable[Masker | None]) -> Scan | None:
     patterns: list[str] = []
     for masker in maskers:
         if masker is None:
@@ -298,24 +298,11 @@ def _raw_prescan(maskers: Iterable[Masker | None]) -> Any:
         patterns.extend(found)
     if not patterns:
         return None
-    options = re2.Options()
-    options.log_errors = False
-    options.max_mem = 64 << 20
-    body = "|".join(f"(?:{_strip_group_names(p)})" for p in dict.fromkeys(patterns))
+    body = "|".join(f"(?:{strip_group_names(p)})" for p in dict.fromkeys(patterns))
     try:
-        return re2.compile(body.encode("utf-8"), options)
+        return Scan(body.encode("utf-8"))
     except re2.error:
         return None  # too large for one program: fall back to looking at every string
-
-
-def _strip_group_names(pattern: str) -> str:
-    # Named groups may repeat across detectors; the scan only needs where, not which.
-    out, pos = [], 0
-    while (found := pattern.find("(?P<", pos)) >= 0:
-        out.append(pattern[pos:found] + "(?:")
-        pos = pattern.find(">", found) + 1
-    out.append(pattern[pos:])
-    return "".join(out)
 
 
 class _Walk:
