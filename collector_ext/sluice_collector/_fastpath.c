@@ -1586,6 +1586,49 @@ WireIndex_attributes(WireIndex *self, PyObject *args)
     return out;
 }
 
+/* The span ids of the records at `positions` that have one, in order: what the access-record
+ * deriver remembers of every access-routed log record (processors/access.py), read from the
+ * encoding instead of one upb attribute read per record. Signal-agnostic: a span's own id. */
+static PyObject *
+WireIndex_span_ids(WireIndex *self, PyObject *args)
+{
+    PyObject *arg = Py_None;
+    if (!PyArg_ParseTuple(args, "|O", &arg))
+        return NULL;
+    Positions pos;
+    if (positions_open(self, arg, &pos))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out != NULL && i < pos.n; i++) {
+        Rec *r = positions_get(self, &pos, i);
+        Slice s = {r ? r->p : NULL, r ? r->n : 0};
+        Slice id = {NULL, 0};
+        int rc = r == NULL ? -1 : 0;
+        if (rc == 0 && self->signal == SIGNAL_LOGS) {
+            LogRec lr;
+            rc = decode_log(s, &lr, NULL);
+            id = lr.span_id;
+        }
+        else if (rc == 0) {
+            SpanRec sr;
+            rc = decode_span(s, &sr, NULL, NULL, NULL);
+            id = sr.span_id;
+        }
+        if (rc != 0) {
+            Py_CLEAR(out);
+            break;
+        }
+        if (id.n == 0)
+            continue;
+        PyObject *b = PyBytes_FromStringAndSize((const char *)id.p, id.n);
+        if (b == NULL || PyList_Append(out, b) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(b);
+    }
+    Py_XDECREF(pos.seq);
+    return out;
+}
+
 /* What every line of one call shares: fragments prepared in Python (encode.BatchCache). */
 typedef struct {
     const char *category;
@@ -2336,6 +2379,8 @@ WireIndex_get_scopes(WireIndex *self, void *Py_UNUSED(closure))
 static PyMethodDef WireIndex_methods[] = {
     {"attributes", (PyCFunction)WireIndex_attributes, METH_VARARGS,
      "attributes(positions=None) -> list[dict]: each record's attributes as plain values."},
+    {"span_ids", (PyCFunction)WireIndex_span_ids, METH_VARARGS,
+     "span_ids(positions=None) -> list[bytes]: the non-empty span ids of those records, in order."},
     {"classify", (PyCFunction)WireIndex_classify, METH_O,
      "classify((rules, explicit_key, levels)) -> list[int]: per log record, the index of the "
      "first rule that holds, -1 for none, -2 when the Python predicates must decide."},

@@ -253,6 +253,10 @@ def assert_same(signal: Signal, request: Any, raw: bytes, trace_url: str = "",
     if expect_index:
         assert fast.wire_index is not None, "the compiled path did not take this batch"
     assert fast.route_positions == pure.route_positions  # every record in the same category
+    if fast.wire_index is not None:  # what the access deriver remembers (processors/access.py)
+        for category, refs in pure.routes.items():
+            assert fast.wire_index.span_ids(fast.route_positions[category]) == [
+                rec.span_id for _rl, _sl, rec in refs if rec.span_id]
     assert {c: len(refs) for c, refs in fast.routes.items()} == {c: len(refs) for c, refs in pure.routes.items()}
     assert canonical(fast.route_attributes) == canonical(pure.route_attributes)
     fast_lines, fast_attrs = lines_of(fast, trace_url)
