@@ -1543,32 +1543,54 @@ positions_get(WireIndex *x, Positions *pos, Py_ssize_t i)
     return &x->recs[k];
 }
 
-static PyObject *
-WireIndex_attributes(WireIndex *self, PyObject *args)
+/* positions_open for a method's one optional argument, `positions=None`. */
+static int
+positions_of_args(WireIndex *x, PyObject *args, Positions *pos)
 {
     PyObject *arg = Py_None;
     if (!PyArg_ParseTuple(args, "|O", &arg))
-        return NULL;
+        return -1;
+    return positions_open(x, arg, pos);
+}
+
+/* Decode record `i` of `pos`: its attributes into `attrs` and its span id into `span_id`
+ * (either may be NULL); -1 with an exception set when it cannot be read. */
+static int
+positions_decode(WireIndex *x, Positions *pos, Py_ssize_t i, Slices *attrs, Slice *span_id)
+{
+    Rec *r = positions_get(x, pos, i);
+    if (r == NULL)
+        return -1;
+    Slice s = {r->p, r->n};
+    if (x->signal == SIGNAL_LOGS) {
+        LogRec lr;
+        if (decode_log(s, &lr, attrs))
+            return -1;
+        if (span_id != NULL)
+            *span_id = lr.span_id;
+        return 0;
+    }
+    SpanRec sr;
+    if (decode_span(s, &sr, attrs, NULL, NULL))
+        return -1;
+    if (span_id != NULL)
+        *span_id = sr.span_id;
+    return 0;
+}
+
+static PyObject *
+WireIndex_attributes(WireIndex *self, PyObject *args)
+{
     Positions pos;
-    if (positions_open(self, arg, &pos))
+    if (positions_of_args(self, args, &pos))
         return NULL;
     StrCache *keys = PyMem_Calloc(2, sizeof(StrCache));
     PyObject *out = keys ? PyList_New(pos.n) : PyErr_NoMemory();
     Slices attrs;
     slices_init(&attrs);
     for (Py_ssize_t i = 0; out != NULL && i < pos.n; i++) {
-        Rec *r = positions_get(self, &pos, i);
-        Slice s = {r ? r->p : NULL, r ? r->n : 0};
-        int rc = r == NULL ? -1 : 0;
         attrs.n = 0;
-        if (rc == 0 && self->signal == SIGNAL_LOGS) {
-            LogRec lr;
-            rc = decode_log(s, &lr, &attrs);
-        }
-        else if (rc == 0) {
-            SpanRec sr;
-            rc = decode_span(s, &sr, &attrs, NULL, NULL);
-        }
+        int rc = positions_decode(self, &pos, i, &attrs, NULL);
         PyObject *d = rc == 0 ? py_kvs(&keys[0], &keys[1], attrs.v, attrs.n, 0) : NULL;
         if (d == NULL) {
             Py_CLEAR(out);
@@ -1592,29 +1614,13 @@ WireIndex_attributes(WireIndex *self, PyObject *args)
 static PyObject *
 WireIndex_span_ids(WireIndex *self, PyObject *args)
 {
-    PyObject *arg = Py_None;
-    if (!PyArg_ParseTuple(args, "|O", &arg))
-        return NULL;
     Positions pos;
-    if (positions_open(self, arg, &pos))
+    if (positions_of_args(self, args, &pos))
         return NULL;
     PyObject *out = PyList_New(0);
     for (Py_ssize_t i = 0; out != NULL && i < pos.n; i++) {
-        Rec *r = positions_get(self, &pos, i);
-        Slice s = {r ? r->p : NULL, r ? r->n : 0};
         Slice id = {NULL, 0};
-        int rc = r == NULL ? -1 : 0;
-        if (rc == 0 && self->signal == SIGNAL_LOGS) {
-            LogRec lr;
-            rc = decode_log(s, &lr, NULL);
-            id = lr.span_id;
-        }
-        else if (rc == 0) {
-            SpanRec sr;
-            rc = decode_span(s, &sr, NULL, NULL, NULL);
-            id = sr.span_id;
-        }
-        if (rc != 0) {
+        if (positions_decode(self, &pos, i, NULL, &id) != 0) {
             Py_CLEAR(out);
             break;
         }

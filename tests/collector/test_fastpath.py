@@ -982,13 +982,7 @@ def test_the_extension_was_built_where_a_compiler_exists() -> None:
     the Python headers are, a missing extension is a broken build, not a fallback."""
     if not _compiler_here():
         pytest.skip("no C compiler or Python headers here: the Python path is the installed one")
-    spec = importlib.util.find_spec("sluice_collector._fastpath")
-    assert spec is not None, "sluice_collector._fastpath was not built: run make install"
-    assert spec.origin
-    source = ROOT / "collector_ext" / "sluice_collector" / "_fastpath.c"
-    if source.exists() and Path(spec.origin).is_relative_to(source.parent):  # an in-place (editable) build
-        assert Path(spec.origin).stat().st_mtime >= source.stat().st_mtime, (
-            "_fastpath.c is newer than the built extension: run make install")
+    _assert_built("sluice_collector._fastpath", ROOT / "collector_ext" / "sluice_collector" / "_fastpath.c")
     if os.environ.get("SLUICE_PURE_PYTHON", "") not in ("", "0"):
         assert not fastpath.COMPILED
         assert "SLUICE_PURE_PYTHON" in fastpath.OFF_REASON
@@ -1094,19 +1088,23 @@ def test_the_package_builds_without_a_compiler(tmp_path: Path) -> None:
 
 
 
+def _assert_built(module: str, source: Path) -> None:
+    """`module` was built, and not before its `source` was last changed (an editable build)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None, f"{module} was not built: run make install"
+    assert spec.origin
+    if source.exists() and Path(spec.origin).is_relative_to(source.parent):
+        assert Path(spec.origin).stat().st_mtime >= source.stat().st_mtime, (
+            f"{source.name} is newer than the built extension: run make install")
+
+
 def test_the_masking_twin_was_built_where_a_compiler_exists() -> None:
     """The same for masking's `_plainmask` (sluice/masking/engine.py picks it up)."""
     from sluice.masking import engine
 
     if not _compiler_here():
         pytest.skip("no C compiler or Python headers here: the Python path is the installed one")
-    spec = importlib.util.find_spec("sluice.masking._plainmask")
-    assert spec is not None, "sluice.masking._plainmask was not built: run make install"
-    assert spec.origin
-    source = ROOT / "sdk" / "sluice" / "masking" / "_plainmask.c"
-    if source.exists() and Path(spec.origin).is_relative_to(source.parent):
-        assert Path(spec.origin).stat().st_mtime >= source.stat().st_mtime, (
-            "_plainmask.c is newer than the built extension: run make install")
+    _assert_built("sluice.masking._plainmask", ROOT / "sdk" / "sluice" / "masking" / "_plainmask.c")
     pure = os.environ.get("SLUICE_PURE_PYTHON", "") not in ("", "0")
     assert (engine._PLAIN_REWRITE is None) == pure
 
@@ -1119,12 +1117,6 @@ def test_the_re2_scan_twin_was_built_where_gxx_and_re2_headers_exist() -> None:
     cxx = (sysconfig.get_config_var("CXX") or "c++").split()[0]
     if not (_compiler_here() and shutil.which(cxx) and Path("/usr/include/re2/re2.h").exists()):
         pytest.skip("no g++ or no RE2 headers here: the RE2 binding is what runs")
-    spec = importlib.util.find_spec("sluice.masking._re2scan")
-    assert spec is not None, "sluice.masking._re2scan was not built: run make install"
-    assert spec.origin
-    source = ROOT / "sdk" / "sluice" / "masking" / "_re2scan.cc"
-    if source.exists() and Path(spec.origin).is_relative_to(source.parent):
-        assert Path(spec.origin).stat().st_mtime >= source.stat().st_mtime, (
-            "_re2scan.cc is newer than the built extension: run make install")
+    _assert_built("sluice.masking._re2scan", ROOT / "sdk" / "sluice" / "masking" / "_re2scan.cc")
     pure = os.environ.get("SLUICE_PURE_PYTHON", "") not in ("", "0")
     assert (_prescan.COMPILED is None) == pure

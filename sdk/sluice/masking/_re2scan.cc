@@ -62,6 +62,24 @@ int utf8_of(PyObject *text, const char **data, Py_ssize_t *size, PyObject **hold
     return 0;
 }
 
+/* A new list of `convert(item)` for every item (each a new reference, or NULL on error). */
+template <typename Item, typename Convert>
+PyObject *list_of(const std::vector<Item> &items, Convert convert) {
+    PyObject *out = PyList_New(static_cast<Py_ssize_t>(items.size()));
+    if (out == nullptr) {
+        return nullptr;
+    }
+    for (size_t i = 0; i < items.size(); i++) {
+        PyObject *value = convert(items[i]);
+        if (value == nullptr) {
+            Py_DECREF(out);
+            return nullptr;
+        }
+        PyList_SET_ITEM(out, static_cast<Py_ssize_t>(i), value);
+    }
+    return out;
+}
+
 /* -- Program: one regex, every match of a buffer ------------------------------------------- */
 
 struct Program {
@@ -131,19 +149,9 @@ PyObject *program_spans(Program *self, PyObject *arg) {
     if (out_of_memory) {
         return PyErr_NoMemory();
     }
-    PyObject *out = PyList_New(static_cast<Py_ssize_t>(found.size()));
-    if (out == nullptr) {
-        return nullptr;
-    }
-    for (size_t i = 0; i < found.size(); i++) {
-        PyObject *span = Py_BuildValue("(nn)", found[i].first, found[i].second);
-        if (span == nullptr) {
-            Py_DECREF(out);
-            return nullptr;
-        }
-        PyList_SET_ITEM(out, static_cast<Py_ssize_t>(i), span);
-    }
-    return out;
+    return list_of(found, [](const std::pair<Py_ssize_t, Py_ssize_t> &span) {
+        return Py_BuildValue("(nn)", span.first, span.second);
+    });
 }
 
 PyMethodDef program_methods[] = {
@@ -237,19 +245,7 @@ PyObject *set_which(PatternSet *self, PyObject *arg) {
     if (out_of_memory) {
         return PyErr_NoMemory();
     }
-    PyObject *out = PyList_New(static_cast<Py_ssize_t>(found.size()));
-    if (out == nullptr) {
-        return nullptr;
-    }
-    for (size_t i = 0; i < found.size(); i++) {
-        PyObject *index = PyLong_FromLong(found[i]);
-        if (index == nullptr) {
-            Py_DECREF(out);
-            return nullptr;
-        }
-        PyList_SET_ITEM(out, static_cast<Py_ssize_t>(i), index);
-    }
-    return out;
+    return list_of(found, [](int index) { return PyLong_FromLong(index); });
 }
 
 PyMethodDef set_methods[] = {
