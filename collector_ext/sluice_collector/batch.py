@@ -64,9 +64,11 @@ class Batch:
     # after what that stage masked and dropped.
     raw_current: bool = False
     routes: dict[str, list[RecordRef]] = field(default_factory=dict)
-    # The router's reading of each routed log record's attributes (key → plain value), parallel
-    # to `routes[category]`. Read-only for sinks: they serialise from it instead of walking the
-    # protobuf attributes a second time (the costliest per-record work of the receiver).
+    # Each routed log record's attributes (key → plain value), parallel to `routes[category]`:
+    # read them through `attributes_of`. The Python router fills it as it reads every record;
+    # on the compiled path a category's dicts are built on first use from `wire_index`, so a
+    # config whose sinks need none (JSON lines to fixed paths, no alert rules) builds none.
+    # Read-only for sinks: they serialise from it instead of walking the protobuf attributes.
     route_attributes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # The position of each routed record in request order, parallel to `routes[category]`, and
     # the compiled path's index of the request's encoding (`fastpath.index_batch`, built by the
@@ -84,6 +86,17 @@ class Batch:
     # batch born from a TRACES one), already routed. They flow on with this batch: every sink
     # takes the whole `family()` in one `consume`, and they are acknowledged or refused with it.
     derived: list[Batch] = field(default_factory=list)
+
+    def attributes_of(self, category: str) -> list[dict[str, Any]] | None:
+        """The attribute dicts of the records routed to `category` (parallel to
+        `routes[category]`), built from the wire index on first use; None when neither the
+        router nor an index has them (the caller then reads the records)."""
+        ready = self.route_attributes.get(category)
+        if ready is None and self.wire_index is not None:
+            positions = self.route_positions.get(category)
+            if positions is not None:
+                ready = self.route_attributes[category] = self.wire_index.attributes(positions)
+        return ready
 
     def records(self) -> list[RecordRef]:
         """Every record of the request as a reference triple, in request order."""

@@ -197,7 +197,7 @@ def _compiled_lines(batch: Batch, category: str, refs: list[RecordRef] | Iterabl
                                      batch.received_unix_nano, parts)
     keep = shared.record_attrs
     if keep is not None:
-        ready = batch.route_attributes.get(category)
+        ready = batch.attributes_of(category)
         if ready is not None and len(ready) == len(positions):
             keep.extend(ready)
         else:
@@ -234,7 +234,7 @@ def _log_lines(batch: Batch, category: str, refs: Iterable[RecordRef], shared: B
     trace_url = shared.trace_url
     # The router already read every record's attributes into dicts (Batch.route_attributes);
     # use them when they line up with `refs`, else read the protobuf here.
-    ready = batch.route_attributes.get(category)
+    ready = batch.attributes_of(category)
     if ready is None or batch.routes.get(category) is not refs or len(ready) != len(refs):
         ready = None
     for index, (rl, sl, rec) in enumerate(refs):

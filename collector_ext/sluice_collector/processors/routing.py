@@ -358,25 +358,32 @@ class CategoryRouter:
         rules = self._rules
         rule_names = [name for name, _predicate in rules]
         categories = self.categories
-        # With the compiled twin, every record's attributes in one call and, per record, the
-        # rule that holds (-1: none, -2: the predicates below decide); else one by one below.
-        ready = index.attributes() if index is not None else None
-        codes = index.classify(self._program) if index is not None else None
+        # With the compiled twin, per record, the rule that holds (-1: none, -2: the predicates
+        # below decide), and the attributes of only the records the predicates decide (in one
+        # call); the sinks that need the others build them per category
+        # (`Batch.attributes_of`). Else every record's attributes, one by one, below.
+        codes: list[int] | None = None
+        decided_here: dict[int, dict[str, Any]] = {}
+        if index is not None:
+            codes = index.classify(self._program)
+            undecided = [p for p, code in enumerate(codes) if code == -2]
+            if undecided:
+                decided_here = dict(zip(undecided, index.attributes(undecided), strict=True))
         position = 0
         for rl in batch.request.resource_logs:  # type: ignore[union-attr]
             rkeys = frozenset([kv.key for kv in rl.resource.attributes])
             for sl in rl.scope_logs:
                 for rec in sl.log_records:
                     category = None
-                    # Read once here and reused by the sinks (see Batch.route_attributes).
-                    if ready is not None:
-                        attrs: dict[str, Any] = ready[position]
-                        code = codes[position]  # type: ignore[index]
+                    if codes is not None:
+                        code = codes[position]
                         if code >= 0:
                             category = rule_names[code]
                         elif code == -1:
                             category = DEFAULT_CATEGORY
-                    else:
+                        else:
+                            attrs: dict[str, Any] = decided_here[position]
+                    else:  # read once here and reused by the sinks (Batch.route_attributes)
                         attrs = {}
                         for kv in rec.attributes:
                             value = kv.value
@@ -394,10 +401,12 @@ class CategoryRouter:
                     bucket = routes.get(category)
                     if bucket is None:
                         bucket = routes[category] = []
-                        route_attributes[category] = []
                         route_positions[category] = []
+                        if codes is None:
+                            route_attributes[category] = []
                     bucket.append((rl, sl, rec))
-                    route_attributes[category].append(attrs)
+                    if codes is None:
+                        route_attributes[category].append(attrs)
                     route_positions[category].append(position)
                     position += 1
         batch.routes = routes

@@ -295,7 +295,7 @@ class AlertEvaluator:
             tally.records += len(refs)
             if not rules or not refs:
                 continue
-            ready = batch.route_attributes.get(category)
+            ready = batch.attributes_of(category)
             if ready is not None and len(ready) != len(refs):
                 ready = None
             todo = [(counts.setdefault(index, {}), cr, cr.rule.ratio is not None, cr.match, cr.of)
