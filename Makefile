@@ -98,8 +98,7 @@ FAKED_DATES := "UTC|+30d" "UTC|+365d" "UTC|@2027-01-31 23:57:00" "UTC|@2026-12-3
 # reference (SLUICE_PURE_PYTHON=1), which is what runs where no compiler was: tests/collector,
 # the reliability tests and the receiver's end-to-end test: everything that routes, encodes or
 # writes records, and the masking corpus and detector tests (masking's twins are _plainmask.c
-# and _re2scan.cc), in
-# about 3 minutes on 2 cores. Not again: the rest of the SDK's tests (no receiver), and
+# and _re2scan.cc), in about 3 minutes on 2 cores. Not again: the rest of the SDK's tests (no receiver), and
 # the CLI, viewer, query and browser end-to-end tests, which read files whatever wrote them and
 # would double the suite's ~10 minutes to see the same lines (test_fastpath.py proves the two
 # paths write the same bytes).

@@ -117,12 +117,11 @@ class BatchPrescan:
     def __init__(self, patterns: Sequence[str]) -> None:
         options = _options(MAX_MEM)
         # Named groups may repeat across detectors; the pre-scan only needs where, not which.
-        patterns = [widen_whitespace(p) for p in patterns]
-        body = "|".join(f"(?:{strip_group_names(p)})" for p in patterns)
-        self._scan = Scan(body.encode("utf-8")) if patterns else None
+        stripped = [strip_group_names(widen_whitespace(p)) for p in patterns]
+        body = "|".join(f"(?:{p})" for p in stripped)
+        self._scan = Scan(body.encode("utf-8")) if stripped else None
         # Per flagged string, an RE2 set says exactly which detectors can match it, so the
         # rewrite runs those two or three instead of all of them.
-        stripped = [strip_group_names(p) for p in patterns]
         self._set = re2.Set.SearchSet(options)
         for pattern in stripped:
             self._set.Add(pattern)
