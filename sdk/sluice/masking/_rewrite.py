@@ -13,19 +13,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Pattern", "substitute", "substitute_window"]
+__all__ = ["Finder", "Pattern", "substitute", "substitute_window"]
 
 
-class Pattern(Protocol):
-    """What Python `re` and RE2 compiled patterns have in common and this module uses."""
+class Finder(Protocol):
+    """What this module uses of a pattern: Python `re`, RE2, or `_anchored.AnchoredPattern`."""
 
     def finditer(self, string: str, pos: int = ..., endpos: int = ...) -> Any: ...
+
+
+class Pattern(Finder, Protocol):
+    """What Python `re` and RE2 compiled patterns have in common and the engine uses."""
 
     def sub(self, repl: Callable[[Any], str], string: str, count: int = ...) -> str: ...
 
 
 def substitute(
-    regex: Pattern, text: str, replace: Callable[[Any], str | None], chunk: int, overlap: int,
+    regex: Finder, text: str, replace: Callable[[Any], str | None], chunk: int, overlap: int,
 ) -> tuple[str, int]:
     """`text` with every match replaced by `replace(match)` (None keeps it), and the count."""
     size = len(text)
@@ -68,7 +72,7 @@ def substitute(
 
 
 def substitute_window(
-    regex: Pattern, text: str, replace: Callable[[Any], str | None],
+    regex: Finder, text: str, replace: Callable[[Any], str | None],
 ) -> tuple[str, int]:
     """`substitute` for a text no longer than one window: one `finditer` over all of it."""
     out: list[str] = []

@@ -41,6 +41,10 @@ class Detector:
     partial: Partial | None = None
     default_action: str = "mask"
     description: str = ""
+    # (anchor, lead): every match holds a match of the regex `anchor`, and before it in the
+    # match only characters of the class `lead`; the per-string rewrite then searches from
+    # the anchor's occurrences (_anchored.py). None: no such pair is known.
+    anchor: tuple[str, str] | None = None
 
 
 # --- values that end where their context does -------------------------------------------------
@@ -112,7 +116,9 @@ _KEYWORD = _by_first_letter([
 # The key may carry a prefix (`db_password`, `x-api-key`, `user.password`) and a closing quote,
 # plain or JSON-escaped; the separator may be URL-encoded (`%3D`, `%3A`). (`\b` first lets the
 # regex engine skip most positions at once.)
-_KEY = r"\b[\w.-]*?(?i:" + _KEYWORD + r")"
+_KEY_LEAD = r"[\w.-]"
+_KEY_ANCHOR = r"(?i:" + _KEYWORD + r")"
+_KEY = r"\b" + _KEY_LEAD + "*?" + _KEY_ANCHOR
 _SEP = r"(?:\\?[\"']|%22)?\s*(?:=>|[:=]|%3[Dd]|%3[Aa])\s*"
 _KV_VALUE = (
     _SEP + r"(?:"
@@ -522,8 +528,9 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         description="Bearer/Basic/Token credentials outside a header (values mixing digits or cases)",
     ),
     Detector(
-        "kv_secret", _KV, r"(?i:" + _KEYWORD + r")(?:" + _SEP + r"|>)",
+        "kv_secret", _KV, _KEY_ANCHOR + r"(?:" + _SEP + r"|>)",
         secret_groups=("xml", "dq", "sq", "bare"),
+        anchor=(_KEY_ANCHOR, _KEY_LEAD),
         description="values of password=, token:, \"api_key\": \"...\", ?secret=..., <password>... "
                     "(key kept)",
     ),

@@ -28,8 +28,9 @@ from typing import Any
 import re2
 
 from sluice.masking import keys as _keys
+from sluice.masking._anchored import AnchoredPattern
 from sluice.masking._prescan import BatchPrescan, widen_whitespace
-from sluice.masking._rewrite import Pattern, substitute, substitute_window
+from sluice.masking._rewrite import Finder, Pattern, substitute, substitute_window
 from sluice.masking.config import (
     DEFAULT_REPLACEMENT,
     DetectorSetting,
@@ -109,6 +110,9 @@ class _Active:
     check: Check | None
     action: str
     partial: Partial | None
+    # What the per-string rewrite searches with: `regex`, or the same matches found from the
+    # detector's anchor. `regex` itself stays the reference (mask_without_prescan).
+    finder: Finder
 
 
 class Masker:
@@ -183,7 +187,7 @@ class Masker:
             regex = re2.compile(custom.pattern, options)
             index = regex.groupindex.get("secret")
             active.append(_Active(
-                custom.name, regex, (index,) if index else (), None, custom.action, None))
+                custom.name, regex, (index,) if index else (), None, custom.action, None, regex))
             # Multi-line, so ^ and $ also match at the joints of the batch pre-scan.
             prescans.append((custom.name, f"(?m:{custom.pattern})"))
         for detector in BUILTIN_DETECTORS:
@@ -201,6 +205,7 @@ class Masker:
                 detector.check,
                 (setting.action if setting else None) or detector.default_action,
                 detector.partial,
+                compiled if detector.anchor is None else AnchoredPattern(compiled, *detector.anchor),
             ))
             prescans.append((detector.name, detector.prescan))
         self._prescans = prescans
@@ -458,9 +463,9 @@ class Masker:
         for position in positions:
             active = active_all[position]
             if len(text) <= window:  # the usual case, without the windowing loop
-                text, count = substitute_window(active.regex, text, replacers[position])
+                text, count = substitute_window(active.finder, text, replacers[position])
             else:
-                text, count = substitute(active.regex, text, replacers[position], chunk, overlap)
+                text, count = substitute(active.finder, text, replacers[position], chunk, overlap)
             if count:
                 changed += count
                 counts[active.name] = counts.get(active.name, 0) + count
