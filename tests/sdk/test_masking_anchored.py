@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from sluice.masking import Masker
 from sluice.masking._anchored import AnchoredPattern
-from sluice.masking.detectors import BUILTIN_DETECTORS
+from sluice.masking.detectors import _KEYWORD, BUILTIN_DETECTORS
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -32,6 +32,14 @@ PIECES = st.sampled_from([
     "\u212a", "\u0130", "ß", "\ud800", "password=", "token: ", "<password>", "key",
 ])
 KEYISH = st.lists(PIECES, max_size=24).map("".join)
+# A key in any mix of cases, after a prefix, before a separator and a value.
+WORDS = st.sampled_from(["password", "passphrase", "pwd", "private_key", "kennwort", "secret-key",
+                         "session_token", "signing_key", "token", "api-key", "client_secret",
+                         "credentials", "master_key", "hmac_key", "auth_key", "access_key"])
+CASED = st.tuples(WORDS, st.randoms(use_true_random=False)).map(
+    lambda pair: "".join(c.upper() if pair[1].random() < 0.5 else c for c in pair[0]))
+KEYED = st.tuples(KEYISH, st.sampled_from(["", "db_", "x-", "my.", "A"]), CASED,
+                  st.sampled_from(["=", ": ", "\"=\"", "%3D", "=>", ">", " "]), KEYISH).map("".join)
 ANY = st.text(max_size=80)
 
 
@@ -40,7 +48,7 @@ def spans(matches: object) -> list[tuple[tuple[int, int], tuple[str | None, ...]
 
 
 @FAST
-@given(st.one_of(KEYISH, ANY, st.tuples(KEYISH, ANY, KEYISH).map("".join)),
+@given(st.one_of(KEYISH, KEYED, ANY, st.tuples(KEYISH, ANY, KEYED).map("".join)),
        st.integers(min_value=-3, max_value=90), st.integers(min_value=-3, max_value=200))
 def test_the_anchored_search_finds_exactly_the_matches_finditer_finds(text: str, pos: int, endpos: int) -> None:
     assert spans(KV_ANCHORED.finditer(text, pos, endpos)) == spans(KV_REGEX.finditer(text, pos, endpos))
@@ -48,9 +56,9 @@ def test_the_anchored_search_finds_exactly_the_matches_finditer_finds(text: str,
 
 
 def test_a_key_prefix_before_the_anchor_is_part_of_the_match() -> None:
-    text = "x=1 my.db_password=hunter2 x-api-key: abc;token=t0k"
+    text = "x=1 my.db_Password=hunter2 X-API-KEY: abc;token=t0k"
     found = [m.group(0) for m in KV_ANCHORED.finditer(text)]
-    assert found == ["my.db_password=hunter2", "x-api-key: abc", "token=t0k"]
+    assert found == ["my.db_Password=hunter2", "X-API-KEY: abc", "token=t0k"]
     assert found == [m.group(0) for m in KV_REGEX.finditer(text)]
 
 
@@ -79,3 +87,15 @@ def test_the_kv_secret_rewrite_searches_through_the_anchor() -> None:
     text = "POST /login?user=u-1&password=fd746bb6a3deQz! from 65.0.138.222"
     assert masker.mask(text) == masker.mask_without_prescan(text)
     assert "fd746bb6a3deQz!" not in masker.mask(text)
+
+
+@FAST
+@given(st.one_of(KEYISH, KEYED, ANY))
+def test_the_anchor_starts_where_the_detectors_keyword_starts(text: str) -> None:
+    # The anchor spells the keywords' first letter in both cases so that Python's engine can
+    # skip positions; under ASCII rules it must find the same leftmost keyword.
+    plain = re.compile(r"(?i:" + _KEYWORD + ")", re.ASCII)
+    anchor = re.compile(KV.anchor[0], re.ASCII)  # type: ignore[index]
+    for pos in range(len(text) + 1):
+        ours, theirs = anchor.search(text, pos), plain.search(text, pos)
+        assert (ours and ours.span()) == (theirs and theirs.span())

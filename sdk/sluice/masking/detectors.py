@@ -93,32 +93,43 @@ def _with_tokens(char_class: str, at_least: int, exactly: bool = False) -> str:
 
 
 # --- key/value secrets ------------------------------------------------------------------------
-def _by_first_letter(words: list[str]) -> str:
-    """An alternation of `words` (regex fragments starting with a letter), grouped by that first
-    letter: Python's regex engine tries alternatives one by one at every position, so ten groups
-    cost far less than forty words."""
+def _by_first_letter(words: list[str], *, cased_first: bool = False) -> str:
+    """An alternation of `words` (regex fragments starting with a lower-case letter), grouped by
+    that first letter: Python's regex engine tries alternatives one by one at every position, so
+    ten groups cost far less than forty words.
+
+    With `cased_first`, each group is spelled twice, first letter lower and upper case, the rest
+    case-blind: under ASCII rules the same strings as `(?i:...)` of the plain form, but one whose
+    possible first characters Python's engine can work out, so a search skips every position
+    that cannot start a word in C instead of trying each group there."""
     groups: dict[str, list[str]] = {}
     for word in words:
         groups.setdefault(word[0], []).append(word[1:])
-    alternatives = (
-        first + (rest[0] if len(rest) == 1 else "(?:" + "|".join(rest) + ")")
-        for first, rest in groups.items()
-    )
+    rests = {first: rest[0] if len(rest) == 1 else "(?:" + "|".join(rest) + ")"
+             for first, rest in groups.items()}
+    if cased_first:
+        alternatives = [f"{case}(?i:{rest})" for first, rest in rests.items()
+                        for case in (first, first.upper())]
+    else:
+        alternatives = [first + rest for first, rest in rests.items()]
     return "(?:" + "|".join(alternatives) + ")"
 
 
-_KEYWORD = _by_first_letter([
+_KEYWORDS = [
     "pass(?:word|wd|phrase|code|wort)", "pwd", "private[_-]?key", "kennwort",
     "secret(?:[_-]?key)?", "sess(?:ion)?[_-]?(?:id|key|token)", "signature", "signing[_-]?key",
     "token", "api[_-]?key", "access[_-]?key", "auth[_-]?key", "client[_-]?secret", "credentials?",
     "encryption[_-]?key", "master[_-]?key", "hmac[_-]?key",
-])
+]
+_KEYWORD = _by_first_letter(_KEYWORDS)
 # The key may carry a prefix (`db_password`, `x-api-key`, `user.password`) and a closing quote,
 # plain or JSON-escaped; the separator may be URL-encoded (`%3D`, `%3A`). (`\b` first lets the
 # regex engine skip most positions at once.)
 _KEY_LEAD = r"[\w.-]"
-_KEY_ANCHOR = r"(?i:" + _KEYWORD + r")"
-_KEY = r"\b" + _KEY_LEAD + "*?" + _KEY_ANCHOR
+_KEY = r"\b" + _KEY_LEAD + r"*?(?i:" + _KEYWORD + r")"
+# Where kv_secret's per-string search starts (_anchored.py): the keyword, and the run of key
+# characters before it.
+_KEY_ANCHOR = _by_first_letter(_KEYWORDS, cased_first=True)
 _SEP = r"(?:\\?[\"']|%22)?\s*(?:=>|[:=]|%3[Dd]|%3[Aa])\s*"
 _KV_VALUE = (
     _SEP + r"(?:"
@@ -528,7 +539,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         description="Bearer/Basic/Token credentials outside a header (values mixing digits or cases)",
     ),
     Detector(
-        "kv_secret", _KV, _KEY_ANCHOR + r"(?:" + _SEP + r"|>)",
+        "kv_secret", _KV, r"(?i:" + _KEYWORD + r")(?:" + _SEP + r"|>)",
         secret_groups=("xml", "dq", "sq", "bare"),
         anchor=(_KEY_ANCHOR, _KEY_LEAD),
         description="values of password=, token:, \"api_key\": \"...\", ?secret=..., <password>... "
